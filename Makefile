@@ -6,27 +6,41 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo test test-all bench dist clean
+.PHONY: install native-blas demo test test-all bench dist clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,compare]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# MLlib's BLAS loader (dev.ludovic.netlib) looks for libblas.so.3; without it MLlib KMeans
+# runs on its slower Java fallback. Install Debian's OpenBLAS when it is missing and this is
+# root with apt-get; otherwise warn (compare.md states which BLAS MLlib had).
+native-blas:
+	@if /sbin/ldconfig -p 2>/dev/null | grep -q 'libblas\.so\.3 '; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends libopenblas0-pthread >/dev/null) \
+	  || echo "warning: could not install libopenblas0-pthread: MLlib will use its Java BLAS"; \
+	else echo "warning: no libblas.so.3 and no root apt-get: MLlib will use its Java BLAS"; fi
+
 # 1,000,000 rows x 16 features in 20 blobs, then a k=20 fit; train prints a summary table and
 # where the model (out/train/model) and the convergence plot (out/train/convergence.png) are.
-demo: $(STAMP)
+# Then the same table against MLlib KMeans: compare prints its Markdown table and names the
+# PNGs under out/compare.
+demo: $(STAMP) native-blas
 	$(PY) jobs/generate_data.py --out out/data/blobs --rows 1000000 --features 16 --k 20 --seed 7
 	$(PY) jobs/train.py --conf conf/local.yaml
+	$(PY) jobs/compare.py --conf conf/compare.yaml
 
-test: $(STAMP)
+test: $(STAMP) native-blas
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)
-	$(PY) bench/fit_blobs.py
+bench: $(STAMP) native-blas
+	$(PY) bench/run.py
 
 dist: $(STAMP)
 	$(PY) -m pip wheel --no-deps -w dist .

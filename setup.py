@@ -1,7 +1,7 @@
 """minibatch-kmeans: mini-batch k-means clustering as a distributed Spark job."""
 from setuptools import find_packages, setup
 
-JOBS = ["generate_data", "train"]
+JOBS = ["generate_data", "train", "compare"]
 
 setup(
     name="minibatch-kmeans",
@@ -24,6 +24,9 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
+        # jobs/compare.py and minibatch_kmeans.compare: Hungarian matching, ARI/NMI and
+        # the single-machine references
+        "compare": ["scipy>=1.11", "scikit-learn>=1.5"],
         "dev": ["pytest>=8", "scikit-learn>=1.5", "scipy>=1.11"],
     },
     entry_points={

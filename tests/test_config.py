@@ -87,7 +87,8 @@ def test_weight_col_and_explicit_outputs():
         ("s3a://b/m/v1", "/tmp/s.json", None)
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "cluster.yaml", "databricks.yaml"])
+@pytest.mark.parametrize("name", ["local.yaml", "cluster.yaml", "databricks.yaml",
+                                  "compare.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(str(CONF_DIR / name))
     assert cfg.input.path and cfg.output.model
@@ -102,6 +103,20 @@ def test_local_config_is_the_demo():
     assert cfg.model["k"] == 20
     assert cfg.output.model.startswith("out/train/")
     assert cfg.output.plot.startswith("out/train/")
+
+
+def test_compare_section_defaults_and_values():
+    cfg = Config.from_dict(BASE)
+    assert cfg.compare.mllib == {} and cfg.compare.sample_size == 100_000
+    assert cfg.compare.local_max_mb == 1024 and cfg.compare.handle_invalid == "error"
+    raw = with_value("compare", {"mllib": {"solver": "row", "maxIter": 7, "tol": "1e-6"},
+                                 "local_max_mb": 0, "handle_invalid": "skip"})
+    cfg = Config.from_dict(raw)
+    assert dict(cfg.compare.mllib) == {"solver": "row", "maxIter": 7, "tol": 1e-6}
+    assert cfg.compare.local_max_mb == 0 and cfg.compare.handle_invalid == "skip"
+    shipped = load_config(str(CONF_DIR / "compare.yaml"))
+    assert shipped.compare.mllib["solver"] == "block"
+    assert shipped.input.path == load_config(str(CONF_DIR / "local.yaml")).input.path
 
 
 def test_remote_configs_have_no_master():
@@ -246,6 +261,12 @@ BAD = [
     ("output.summary", "s3a://bucket/summary.json", "output.summary"),
     ("logging.level", "LOUD", "logging.level"),
     ("logging", "INFO", "logging"),
+    ("compare.mllib.solver", "fast", "compare.mllib.solver"),
+    ("compare.mllib.maxIter", 0, "compare.mllib.maxIter"),
+    ("compare.mllib.initMode", "k-means++", "compare.mllib.initMode"),
+    ("compare.sample_size", 1, "compare.sample_size"),
+    ("compare.local_max_mb", -1, "compare.local_max_mb"),
+    ("compare.handle_invalid", "keep", "compare.handle_invalid"),
 ]
 
 
@@ -283,6 +304,7 @@ def test_remote_output_dir_needs_local_summary_and_plot():
 @pytest.mark.parametrize("section, key", [
     ("", "extra"), ("spark", "masterr"), ("input", "paths"), ("input.features", "cols"),
     ("model", "kk"), ("model", "numClusters"), ("output", "directory"), ("logging", "lvl"),
+    ("compare", "samples"), ("compare.mllib", "k"), ("compare.mllib", "weightCol"),
 ])
 def test_unknown_keys_are_rejected(section, key):
     raw = with_value(f"{section}.{key}" if section else key, 1)

@@ -1,6 +1,6 @@
 """Job configuration: YAML loaded with ``yaml.safe_load`` into frozen dataclasses.
 
-A config file has five sections::
+A config file has these sections::
 
     spark:    {app_name, master, conf: {name: value}}     # master only for a local session
     input:    {path, format: parquet, features: {inputCols: [...]} or {featuresCol: name},
@@ -8,6 +8,8 @@ A config file has five sections::
     model:    {k, maxIter, tol, seed, initMode, ...}      # MiniBatchKMeans Params by name
     output:   {dir, model, summary, plot}                 # model/summary/plot default under dir
     logging:  {level}
+    compare:  {mllib: {solver, ...}, sample_size, local_max_mb, trajectory_points,
+               handle_invalid}                            # jobs/compare.py only
 
 Every field is validated: a bad value or an unknown key raises :class:`ConfigError`
 naming the field path, the value given and what was expected. ``--set key=value``
@@ -120,6 +122,33 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """What ``jobs/compare.py`` passes to :func:`minibatch_kmeans.compare.compare_with_mllib`
+    besides the model section (which configures our side, and k, seed and maxIter for both).
+
+    Attributes
+    ----------
+    mllib : mapping
+        MLlib ``KMeans`` Params (``solver``, ``maxIter``, ``tol``, ``initMode``,
+        ``initSteps``, ``maxBlockSizeInMB``); ``solver`` defaults to ``block``.
+    sample_size : int
+        Rows for silhouette, ARI/NMI and the PCA picture (at most 100,000 by default).
+    local_max_mb : int
+        Run the scikit-learn references when the features fit in this many MiB on the
+        driver (0: never).
+    trajectory_points : int
+        Intermediate center sets of ours given a full-data cost (the cost/time curve).
+    handle_invalid : {"error", "skip"}
+    """
+
+    mllib: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    sample_size: int = 100_000
+    local_max_mb: int = 1024
+    trajectory_points: int = 12
+    handle_invalid: str = "error"
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated job configuration. Build it with :func:`load_config` or
     :meth:`Config.from_dict`, which validate; the constructor does not."""
@@ -129,6 +158,7 @@ class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     model: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     @classmethod
     def from_dict(cls, raw: Any) -> "Config":
@@ -521,7 +551,9 @@ def _convert_param(path: str, name: str, value):
         _fail(path, value, f"a value for the Param {name!r} ({param.doc})")
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+    """True for a path the driver cannot open as a file (s3a:, abfss:, hdfs:...);
+    local paths, ``file:`` and ``dbfs:`` (the /dbfs mount) are not remote."""
     m = _SCHEME.match(path)
     # one letter is a Windows drive; file: and dbfs: are reachable from the driver
     return bool(m) and len(m.group(1)) > 1 and m.group(1).lower() not in ("file", "dbfs")
@@ -552,13 +584,13 @@ def _parse_output(raw) -> OutputConfig:
         path = f"output.{key}"
         if s.has(key):
             value = _string(path, s.get(key), allow_none=True)
-        elif _is_remote(base):
+        elif is_remote(base):
             raise ConfigError(
                 f"{path} is missing: output.dir={base!r} is not on the driver's file "
                 f"system, so set {path} to a local path (or dbfs:/), or to null to skip it")
         else:
             value = _join(base, name)
-        if value is not None and _is_remote(value):
+        if value is not None and is_remote(value):
             _fail(path, value, "a driver-local path (or dbfs:/, read through /dbfs), or null "
                                "to skip it")
         files[key] = value
@@ -571,11 +603,40 @@ def _parse_logging(raw) -> LoggingConfig:
                                  fold=str.upper))
 
 
+_MLLIB_RULES = {
+    "solver": lambda p, v: _choice(p, v, ("auto", "row", "block")),
+    "maxIter": lambda p, v: _int(p, v, 1),
+    "tol": lambda p, v: _number(p, v, 0.0),
+    "initMode": lambda p, v: _choice(p, v, ("k-means||", "random")),
+    "initSteps": lambda p, v: _int(p, v, 1),
+    "maxBlockSizeInMB": lambda p, v: _number(p, v, 0.0),
+}
+
+
+def _parse_compare(raw) -> CompareConfig:
+    s = _Section("compare", raw, ("mllib", "sample_size", "local_max_mb", "trajectory_points",
+                                  "handle_invalid"))
+    m = _Section("compare.mllib", s.get("mllib", None), tuple(_MLLIB_RULES),
+                 hints={"k": "k is shared: set model.k", "seed": "set model.seed",
+                        "weightCol": "set input.weightCol"})
+    mllib = {name: _MLLIB_RULES[name](f"compare.mllib.{name}", value)
+             for name, value in m.raw.items()}
+    d = CompareConfig()
+    return CompareConfig(
+        MappingProxyType(mllib),
+        _int("compare.sample_size", s.get("sample_size", d.sample_size), 2),
+        _int("compare.local_max_mb", s.get("local_max_mb", d.local_max_mb), 0,
+             expected="an integer >= 0 (0 never runs the scikit-learn references)"),
+        _int("compare.trajectory_points", s.get("trajectory_points", d.trajectory_points), 1),
+        _choice("compare.handle_invalid", s.get("handle_invalid", d.handle_invalid),
+                ("error", "skip")))
+
+
 def _parse_config(raw) -> Config:
-    s = _Section("", raw, ("spark", "input", "model", "output", "logging"))
+    s = _Section("", raw, ("spark", "input", "model", "output", "logging", "compare"))
     spark = _parse_spark(s.get("spark", None))
     inp = _parse_input(s.get("input"))
     model = _parse_model(s.get("model", None), inp.input_cols)
     out = _parse_output(s.get("output"))
     log = _parse_logging(s.get("logging", None))
-    return Config(inp, out, spark, model, log)
+    return Config(inp, out, spark, model, log, _parse_compare(s.get("compare", None)))

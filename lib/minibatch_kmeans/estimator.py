@@ -407,11 +407,13 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
             dtype=self.getDtype(), compute_training_cost=self.getComputeTrainingCost(),
         ).validate()
 
-    def _fit(self, dataset: DataFrame) -> "MiniBatchKMeansModel":
+    def _fit(self, dataset: DataFrame, on_step=None) -> "MiniBatchKMeansModel":
+        """``on_step(record, state)``, when given, is called after every step (the
+        comparison uses it to record the centers' trajectory)."""
         params = self._fit_params()
         spec = feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
                             self._weight_col())
-        result = fit(dataset, spec, params)
+        result = fit(dataset, spec, params, on_step=on_step)
         model = MiniBatchKMeansModel(result.centers, result.weight_sums, spec)
         self._copyValues(model)
         model._summary = MiniBatchKMeansSummary(model, dataset, result.summary,

@@ -173,3 +173,129 @@ def write_json(data: Mapping[str, Any], path: str) -> str:
     os.replace(tmp, path)
     logger.info("wrote summary %s", path)
     return path
+
+
+# -- the comparison with MLlib -----------------------------------------------------------
+
+_MODEL_LABELS = {"ours": "ours (MiniBatchKMeans)", "mllib": "MLlib KMeans",
+                 "sklearn_minibatch": "scikit-learn MiniBatchKMeans",
+                 "sklearn_kmeans": "scikit-learn KMeans"}
+
+
+def _figure(size):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=110, constrained_layout=True)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str) -> str:
+    _ensure_parent(path)
+    fig.savefig(path, format="png")
+    logger.info("wrote %s", path)
+    return path
+
+
+def plot_cost_vs_seconds(result: Mapping[str, Any], path: str) -> str:
+    """Our full-data cost against elapsed fit seconds (from the recorded trajectory), with
+    MLlib's final cost and fit time marked, and any scikit-learn references as points."""
+    o, m = result["ours"], result["mllib"]
+    traj = [t for t in o.get("trajectory", []) if t.get("cost") is not None]
+    fig = _figure((8, 5))
+    ax = fig.subplots()
+    if traj:
+        ax.plot([t["seconds"] for t in traj], [t["cost"] for t in traj], "o-", color="C0",
+                ms=4, label="ours: full-data cost of the centers at that moment")
+    ax.plot([o["fit_seconds"]], [o["cost"]], "*", color="C0", ms=14,
+            label=f"ours final: {o['cost']:.4g} at {o['fit_seconds']:.1f} s")
+    ax.axhline(m["cost"], color="C3", ls="--", lw=1)
+    ax.axvline(m["fit_seconds"], color="C3", ls=":", lw=1)
+    ax.plot([m["fit_seconds"]], [m["cost"]], "s", color="C3", ms=9,
+            label=f"MLlib final: {m['cost']:.4g} at {m['fit_seconds']:.1f} s")
+    for i, (name, r) in enumerate((k, v) for k, v in result.get("references", {}).items()
+                                  if isinstance(v, dict)):
+        ax.plot([r["fit_seconds"]], [r["cost"]], "^", color=f"C{i + 4}", ms=8,
+                label=f"{_MODEL_LABELS.get(name, name)} (driver only): {r['cost']:.4g}")
+    costs = [t["cost"] for t in traj] + [o["cost"], m["cost"]]
+    if max(costs) / max(min(costs), 1e-300) > 20:
+        ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds since the fit started (log)")
+    ax.set_ylabel("full-data cost (sum of squared distances)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, frameon=False)
+    d = result["data"]
+    ax.set_title(f"cost against time: {d['rows']:,} rows x {d['features']}, k={d['k']}")
+    return _save(fig, path)
+
+
+def plot_cluster_sizes(result: Mapping[str, Any], path: str) -> str:
+    """Cluster sizes side by side: ours sorted by size, each next to its matched MLlib
+    cluster (Hungarian matching of the centers)."""
+    ours = np.asarray(result["ours"]["cluster_sizes"])
+    mllib = np.asarray(result["mllib"]["cluster_sizes"])
+    match = dict(result["agreement"]["matching"])
+    order = np.argsort(-ours, kind="stable")
+    paired = np.array([mllib[match[i]] if i in match else 0 for i in order])
+    k = len(ours)
+    fig = _figure((max(6, min(18, 0.18 * k + 3)), 4.5))
+    ax = fig.subplots()
+    x = np.arange(k)
+    ax.bar(x - 0.2, ours[order], 0.4, color="C0", label="ours")
+    ax.bar(x + 0.2, paired, 0.4, color="C3", label="MLlib (matched center)")
+    ax.set_xlabel("cluster (ours, largest first)")
+    ax.set_ylabel("rows")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(frameon=False)
+    ax.set_title("cluster sizes over the full data")
+    return _save(fig, path)
+
+
+def plot_pca(X: np.ndarray, labels: np.ndarray, centers: Mapping[str, np.ndarray], path: str,
+             max_points: int = 20_000, seed: int = 0) -> str:
+    """A 2-D PCA projection of sample rows coloured by our clusters, with our centers and
+    MLlib's drawn on top."""
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) > max_points:
+        idx = np.random.default_rng(seed).choice(len(X), max_points, replace=False)
+        X, labels = X[idx], np.asarray(labels)[idx]
+    mean = X.mean(axis=0)
+    _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
+    basis = vt[:2].T if vt.shape[0] >= 2 else np.eye(X.shape[1], 2)
+    P = (X - mean) @ basis
+    fig = _figure((7, 6))
+    ax = fig.subplots()
+    ax.scatter(P[:, 0], P[:, 1], c=np.asarray(labels) % 20, cmap="tab20", s=2, alpha=0.4,
+               linewidths=0, rasterized=True)
+    styles = {"ours": dict(marker="o", facecolors="none", edgecolors="k", label="our centers"),
+              "mllib": dict(marker="x", c="C3", label="MLlib centers")}
+    for name, style in styles.items():
+        if name in centers:
+            C = (np.asarray(centers[name]) - mean) @ basis
+            ax.scatter(C[:, 0], C[:, 1], s=60, linewidths=1.5, **style)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(frameon=False, loc="best")
+    ax.set_title(f"{len(X):,} sample rows coloured by our clusters (PCA)")
+    return _save(fig, path)
+
+
+def write_compare(result: dict, output_dir: str, sample_X: np.ndarray,
+                  sample_labels: np.ndarray, centers: Mapping[str, np.ndarray]) -> dict:
+    """Write ``compare.json``, ``compare.md`` and the three PNGs under ``output_dir`` (a
+    driver-local folder); sets and returns ``result["files"]``."""
+    from .compare import markdown
+
+    os.makedirs(output_dir, exist_ok=True)
+    files = {name: os.path.join(output_dir, name) for name in (
+        "compare.json", "compare.md", "cost_vs_seconds.png", "cluster_sizes.png", "pca.png")}
+    result["files"] = files
+    plot_cost_vs_seconds(result, files["cost_vs_seconds.png"])
+    plot_cluster_sizes(result, files["cluster_sizes.png"])
+    plot_pca(sample_X, sample_labels, centers, files["pca.png"])
+    with open(files["compare.md"], "w", encoding="utf-8") as f:
+        f.write(markdown(result))
+    write_json(result, files["compare.json"])
+    return files

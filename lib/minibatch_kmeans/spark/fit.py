@@ -277,7 +277,7 @@ class SparkMiniBatch:
         return init_mod.reduce_candidates(cands, weights, p.k, rng)
 
     # -- the fit ------------------------------------------------------------------------
-    def run(self, initial_centers=None, should_stop=None) -> FitResult:
+    def run(self, initial_centers=None, should_stop=None, on_step=None) -> FitResult:
         p, data = self.p, self.data
         t_start = time.perf_counter()
         n = data.n_rows
@@ -309,16 +309,18 @@ class SparkMiniBatch:
         n_cand = max_candidates(p.k, batch_size)
         t_loop = time.perf_counter()
 
-        def on_step(rec: StepRecord):
+        def log_step(rec: StepRecord):
             if rec.step == 1 or rec.step % max(1, p.log_every) == 0:
                 logger.info("step %d/%d (epoch %d): %d rows seen, batch inertia %.4g, "
                             "ewa %s, shift %.3g, %.2f s elapsed", rec.step, max_steps,
                             rec.epoch + 1, state.rows_seen, rec.batch_inertia,
                             "-" if rec.ewa is None else f"{rec.ewa:.4g}", rec.center_shift,
                             time.perf_counter() - t_start)
+            if on_step is not None:
+                on_step(rec, state)
 
         reason = run_steps(state, data.n_buckets, max_steps, p.seed, self.run_batch, n_cand,
-                           on_step=on_step, should_stop=should_stop)
+                           on_step=log_step, should_stop=should_stop)
         loop_seconds = time.perf_counter() - t_loop
         logger.info("stopped after %d steps (%s), %.2f s", state.step, reason, loop_seconds)
         summary = {
@@ -382,8 +384,13 @@ def check_prepared(data: Prepared, params: FitParams) -> None:
             f"least k rows")
 
 
-def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None) -> FitResult:
-    """Fit mini-batch k-means on ``df``; the prepared cache is released afterwards."""
+def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None, on_step=None) -> FitResult:
+    """Fit mini-batch k-means on ``df``; the prepared cache is released afterwards.
+
+    ``should_stop()`` is asked before every step (True interrupts the fit);
+    ``on_step(record, state)`` is called after every step with its :class:`StepRecord` and
+    the :class:`MiniBatchState` (read-only: ``state.centers`` are the current centers).
+    """
     params.validate()
     if params.initial_centers is not None:  # fail before any Spark job
         check_initial_centers(params.initial_centers, params.k, spec.n_features,
@@ -393,7 +400,7 @@ def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None) -> FitResult
     prepare_seconds = time.perf_counter() - t0
     try:
         check_prepared(data, params)
-        result = SparkMiniBatch(data, params).run(params.initial_centers, should_stop)
+        result = SparkMiniBatch(data, params).run(params.initial_centers, should_stop, on_step)
     finally:
         data.unpersist()
     result.summary["prepareSeconds"] = prepare_seconds
