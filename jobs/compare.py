@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         df = read_table(spark, cfg.input.path, cfg.input.format)
         result = compare_with_mllib(
             df, **shared, ours=ours, mllib=dict(c.mllib), sample_size=c.sample_size,
-            local_max_mb=c.local_max_mb, trajectory_points=c.trajectory_points,
+            local_max_mb=c.local_max_mb, references=c.references,
+            trajectory_points=c.trajectory_points,
             handle_invalid=c.handle_invalid, output_dir=driver_path(cfg.output.dir))
     print(markdown(result))
     return 0

@@ -133,9 +133,10 @@ def test_invalid_rows_error_or_skip(spark, tmp_path):
     with pytest.raises(InvalidInputError, match="2 .*handle_invalid='skip'"):
         compare_with_mllib(df, 3, input_cols=cols(2))
     r = compare_with_mllib(df, 3, input_cols=cols(2), handle_invalid="skip",
-                           ours={"batchSize": 100}, local_max_mb=0, sample_size=200)
+                           ours={"batchSize": 100}, references=["sklearn_minibatch"],
+                           sample_size=200)
     assert r["data"]["rows"] == 400 and r["data"]["skipped_rows"] == 2
-    assert "local_max_mb=0" in r["references"]["skipped"]
+    assert list(r["references"]) == ["sklearn_minibatch"]
     assert sum(r["mllib"]["cluster_sizes"]) == 400
 
 
@@ -145,6 +146,7 @@ def test_invalid_rows_error_or_skip(spark, tmp_path):
     ({"ours": {"distanceMeasure": "cosine"}}, "squared Euclidean"),
     ({"sample_size": 1}, "sample_size=1 is invalid"),
     ({"handle_invalid": "keep"}, "handle_invalid='keep'"),
+    ({"references": ["sklearn_dbscan"]}, "references=.*sklearn_dbscan"),
     ({"ours": {"batchSize": 0}}, "batchSize"),
 ])
 def test_bad_options_fail_before_any_fit(data, kwargs, match):

@@ -114,6 +114,8 @@ def test_compare_section_defaults_and_values():
     cfg = Config.from_dict(raw)
     assert dict(cfg.compare.mllib) == {"solver": "row", "maxIter": 7, "tol": 1e-6}
     assert cfg.compare.local_max_mb == 0 and cfg.compare.handle_invalid == "skip"
+    assert cfg.compare.references == ("sklearn_minibatch", "sklearn_kmeans")
+    assert Config.from_dict(with_value("compare.references", [])).compare.references == ()
     shipped = load_config(str(CONF_DIR / "compare.yaml"))
     assert shipped.compare.mllib["solver"] == "block"
     assert shipped.input.path == load_config(str(CONF_DIR / "local.yaml")).input.path
@@ -267,6 +269,7 @@ BAD = [
     ("compare.sample_size", 1, "compare.sample_size"),
     ("compare.local_max_mb", -1, "compare.local_max_mb"),
     ("compare.handle_invalid", "keep", "compare.handle_invalid"),
+    ("compare.references", ["sklearn_dbscan"], "compare.references"),
 ]
 
 

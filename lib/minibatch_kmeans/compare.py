@@ -47,6 +47,8 @@ STORAGE = StorageLevel.MEMORY_AND_DISK_DESER
 #: MLlib KMeans Params that ``mllib=`` may set (the rest are shared or fixed).
 MLLIB_PARAMS = ("maxIter", "tol", "initMode", "initSteps", "solver", "maxBlockSizeInMB",
                 "distanceMeasure")
+#: The single-machine references, in the order they run.
+REFERENCES = ("sklearn_minibatch", "sklearn_kmeans")
 #: Estimator Params the comparison sets itself.
 _SHARED = ("k", "seed", "maxIter", "featuresCol", "inputCols", "weightCol")
 
@@ -299,15 +301,19 @@ def _silhouette(frame: DataFrame, col: str) -> Optional[float]:
 
 
 def _fit_sklearn(X: np.ndarray, w: Optional[np.ndarray], k: int, seed: int, max_iter: int,
-                 batch_size: int) -> Dict[str, Dict[str, Any]]:
+                 batch_size: int, which: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     cluster = _require("sklearn.cluster")
     out = {}
     rs = seed % (2 ** 32)
-    for name, est in (
-            ("sklearn_minibatch", cluster.MiniBatchKMeans(
-                n_clusters=k, batch_size=batch_size, random_state=rs, max_iter=max_iter,
-                compute_labels=False, n_init=1)),
-            ("sklearn_kmeans", cluster.KMeans(n_clusters=k, random_state=rs, n_init=1))):
+    models = {"sklearn_minibatch": lambda: cluster.MiniBatchKMeans(
+                  n_clusters=k, batch_size=batch_size, random_state=rs, max_iter=max_iter,
+                  compute_labels=False, n_init=1),
+              "sklearn_kmeans": lambda: cluster.KMeans(n_clusters=k, random_state=rs,
+                                                       n_init=1)}
+    for name in REFERENCES:
+        if name not in which:
+            continue
+        est = models[name]()
         t0 = time.perf_counter()
         est.fit(X, sample_weight=w)
         seconds = time.perf_counter() - t0
@@ -325,6 +331,7 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
                        ours: Optional[Mapping[str, Any]] = None,
                        mllib: Optional[Mapping[str, Any]] = None,
                        sample_size: int = 100_000, local_max_mb: int = 1024,
+                       references: Sequence[str] = REFERENCES,
                        trajectory_points: int = 12, handle_invalid: str = "error",
                        output_dir: Optional[str] = None) -> Dict[str, Any]:
     """Fit our MiniBatchKMeans and MLlib KMeans on the same cached input and compare them.
@@ -346,8 +353,12 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
     sample_size : int
         Rows (at most, seeded) for silhouette, ARI/NMI and the PCA picture.
     local_max_mb : int
-        Run scikit-learn's MiniBatchKMeans and KMeans as references when the features
-        (float64) take at most this many MiB on the driver; 0 never runs them.
+        Run the scikit-learn references when the features (float64) take at most this
+        many MiB on the driver; 0 never runs them.
+    references : sequence of {"sklearn_minibatch", "sklearn_kmeans"}
+        Which references to run (scikit-learn's MiniBatchKMeans with our batch size, and
+        its KMeans, Lloyd from k-means++: the optimum to its tolerance, but slow at large
+        k); empty runs none.
     trajectory_points : int
         How many of our intermediate center sets get a full-data cost (the cost against
         seconds curve and ``ours.seconds_to_mllib_cost``).
@@ -369,8 +380,8 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
     metrics = _require("sklearn.metrics")
     spec = feat.resolve(df, features_col, input_cols, weight_col)
     est, mllib = _check_options(spec, k, seed, max_iter, ours, mllib, handle_invalid,
-                                sample_size=sample_size, trajectory_points=trajectory_points,
-                                local_max_mb=local_max_mb)
+                                references, sample_size=sample_size,
+                                trajectory_points=trajectory_points, local_max_mb=local_max_mb)
     data, n, n_skipped = _input_frame(df, spec, handle_invalid)
     try:
         if n < k:
@@ -394,14 +405,15 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
         sets = {"ours": np.array(model.clusterCenters()),
                 "mllib": np.array(mmodel.clusterCenters())}
         need_mb = n * spec.n_features * 8 / 2**20
-        if local_max_mb and need_mb <= local_max_mb:
+        if references and local_max_mb and need_mb <= local_max_mb:
             X, w = _collect_features(data, spec)
-            refs = _fit_sklearn(X, w, k, seed, max_iter, est.getBatchSize())
+            refs = _fit_sklearn(X, w, k, seed, max_iter, est.getBatchSize(), references)
             del X, w
             for name, r in refs.items():
                 sets[name] = r.pop("centers")
         else:
-            refs = {"skipped": "local_max_mb=0 turns them off" if not local_max_mb else
+            refs = {"skipped": "turned off (local_max_mb=0 or no references)"
+                    if not (local_max_mb and references) else
                     f"the features take {need_mb:,.0f} MiB as float64, over "
                     f"local_max_mb={local_max_mb}"}
         # One shared cost pass: the final models, then our trajectory.
@@ -474,13 +486,17 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
     return result
 
 
-def _check_options(spec, k, seed, max_iter, ours, mllib, handle_invalid, **counts):
+def _check_options(spec, k, seed, max_iter, ours, mllib, handle_invalid, references,
+                   **counts):
     """Validate the options before any Spark job: (our estimator, MLlib's Params)."""
     from .estimator import MiniBatchKMeans
 
     if handle_invalid not in ("error", "skip"):
         raise InvalidParamError(f"handle_invalid={handle_invalid!r} is invalid: expected "
                                 "'error' or 'skip'")
+    if isinstance(references, str) or not set(references) <= set(REFERENCES):
+        raise InvalidParamError(f"references={references!r} is invalid: expected a list of "
+                                f"some of {list(REFERENCES)}")
     for name, value in counts.items():
         lo = 0 if name == "local_max_mb" else (1 if name == "trajectory_points" else 2)
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:

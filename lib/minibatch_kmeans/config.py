@@ -8,8 +8,8 @@ A config file has these sections::
     model:    {k, maxIter, tol, seed, initMode, ...}      # MiniBatchKMeans Params by name
     output:   {dir, model, summary, plot}                 # model/summary/plot default under dir
     logging:  {level}
-    compare:  {mllib: {solver, ...}, sample_size, local_max_mb, trajectory_points,
-               handle_invalid}                            # jobs/compare.py only
+    compare:  {mllib: {solver, ...}, sample_size, local_max_mb, references,
+               trajectory_points, handle_invalid}         # jobs/compare.py only
 
 Every field is validated: a bad value or an unknown key raises :class:`ConfigError`
 naming the field path, the value given and what was expected. ``--set key=value``
@@ -136,6 +136,8 @@ class CompareConfig:
     local_max_mb : int
         Run the scikit-learn references when the features fit in this many MiB on the
         driver (0: never).
+    references : tuple of str
+        Which references: ``sklearn_minibatch`` and/or ``sklearn_kmeans``.
     trajectory_points : int
         Intermediate center sets of ours given a full-data cost (the cost/time curve).
     handle_invalid : {"error", "skip"}
@@ -144,6 +146,7 @@ class CompareConfig:
     mllib: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     sample_size: int = 100_000
     local_max_mb: int = 1024
+    references: Tuple[str, ...] = ("sklearn_minibatch", "sklearn_kmeans")
     trajectory_points: int = 12
     handle_invalid: str = "error"
 
@@ -613,9 +616,16 @@ _MLLIB_RULES = {
 }
 
 
+def _references(path: str, value) -> Tuple[str, ...]:
+    known = CompareConfig.references
+    if not isinstance(value, list) or any(v not in known for v in value):
+        _fail(path, value, f"a list of some of {list(known)} (or [] for none)")
+    return tuple(value)
+
+
 def _parse_compare(raw) -> CompareConfig:
-    s = _Section("compare", raw, ("mllib", "sample_size", "local_max_mb", "trajectory_points",
-                                  "handle_invalid"))
+    s = _Section("compare", raw, ("mllib", "sample_size", "local_max_mb", "references",
+                                  "trajectory_points", "handle_invalid"))
     m = _Section("compare.mllib", s.get("mllib", None), tuple(_MLLIB_RULES),
                  hints={"k": "k is shared: set model.k", "seed": "set model.seed",
                         "weightCol": "set input.weightCol"})
@@ -627,6 +637,7 @@ def _parse_compare(raw) -> CompareConfig:
         _int("compare.sample_size", s.get("sample_size", d.sample_size), 2),
         _int("compare.local_max_mb", s.get("local_max_mb", d.local_max_mb), 0,
              expected="an integer >= 0 (0 never runs the scikit-learn references)"),
+        _references("compare.references", s.get("references", list(d.references))),
         _int("compare.trajectory_points", s.get("trajectory_points", d.trajectory_points), 1),
         _choice("compare.handle_invalid", s.get("handle_invalid", d.handle_invalid),
                 ("error", "skip")))
