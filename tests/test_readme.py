@@ -11,14 +11,20 @@ def _blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def test_python_example_runs(spark, tmp_path):
-    (code,) = _blocks("python")
-    code = code.replace("/tmp/mbkm-model", str(tmp_path / "model"))
+def test_python_examples_run(spark, tmp_path):
+    fit, compare = _blocks("python")
     namespace = {"spark": spark}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(fit.replace("/tmp/mbkm-model", str(tmp_path / "model")), "README.md", "exec"),
+         namespace)
     model = namespace["model"]
     assert sorted(model.summary.clusterSizes) == [300, 300, 300]
     assert "distance" in namespace["scored"].columns
+    # the comparison runs on the first example's DataFrame
+    exec(compile(compare.replace("/tmp/mbkm-compare", str(tmp_path / "compare")), "README.md",
+                 "exec"), namespace)
+    result = namespace["result"]
+    assert result["data"]["rows"] == 900 and result["speedup"] > 0
+    assert (tmp_path / "compare" / "compare.md").exists()
 
 
 def test_make_targets_and_job_commands_exist():
@@ -35,14 +41,18 @@ def test_make_targets_and_job_commands_exist():
                     assert (ROOT / w).exists(), f"{w} named in the README does not exist"
 
 
-def test_train_command_in_readme_parses():
+def _config_of(job):
     from minibatch_kmeans.config import load_config
 
-    line = next(l for b in _blocks("bash") for l in b.splitlines() if "jobs/train.py" in l
+    line = next(l for b in _blocks("bash") for l in b.splitlines() if f"jobs/{job}.py" in l
                 and "--set" in l)
     words = shlex.split(line)
-    args = words[words.index("jobs/train.py") + 1:]
+    args = words[words.index(f"jobs/{job}.py") + 1:]
     conf = args[args.index("--conf") + 1]
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-    cfg = load_config(str(ROOT / conf), sets)
-    assert cfg.estimator_params()["k"] == 30
+    return load_config(str(ROOT / conf), sets)
+
+
+def test_job_commands_in_readme_parse():
+    assert _config_of("train").estimator_params()["k"] == 30
+    assert _config_of("compare").compare.mllib["solver"] == "row"

@@ -1,0 +1,188 @@
+"""The benchmark (make bench): MiniBatchKMeans against MLlib KMeans at several sizes, the
+kernel against GEMM, and where a step's time goes.
+
+    python bench/run.py [--quick] [--label NAME] [--cases 200k 2M 10M k1000]
+
+1. Comparison (``minibatch_kmeans.compare.compare_with_mllib``) on generated blobs:
+   200k, 2M and 10M rows x 32 features with k=50, and 1M x 64 with k=1000. MLlib runs its
+   block solver; scikit-learn references run when the data fits the driver limit.
+2. Kernel: assignment rows/s against a bare NumPy GEMM of the same shape (float32, float64).
+3. Steps: a per-step breakdown (read the batch, the UDF's compute, collect the partials,
+   driver update, a bare Spark job) at 1M and 10M rows with the same batch size.
+
+Writes ``bench/results/<date>-<label>.json`` and ``.md`` (plus each comparison's files under
+``out/bench/<label>/<case>``). Times are measured in one run and reported, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+#: name: (rows, features, k, batch size, references run on the driver)
+CASES = {
+    "200k": (200_000, 32, 50, 20_000, ("sklearn_minibatch", "sklearn_kmeans")),
+    "2M": (2_000_000, 32, 50, 20_000, ("sklearn_minibatch", "sklearn_kmeans")),
+    "10M": (10_000_000, 32, 50, 20_000, ("sklearn_minibatch", "sklearn_kmeans")),
+    # Lloyd at k=1000 would take many minutes on the driver: only MiniBatchKMeans there.
+    "k1000": (1_000_000, 64, 1000, 50_000, ("sklearn_minibatch",)),
+}
+QUICK = {"200k": (200_000, 32, 50, 20_000, ("sklearn_minibatch", "sklearn_kmeans"))}
+STEP_ROWS = (1_000_000, 10_000_000)
+
+
+def get_data(spark, rows, features, k, seed, data_dir):
+    """A cached-on-disk blobs table (generated once): (DataFrame, path)."""
+    from minibatch_kmeans.datagen import BlobSpec, write_blobs
+
+    path = f"{data_dir}/blobs-{rows}x{features}-k{k}-s{seed}"
+    if not Path(path, "_SUCCESS").exists():
+        write_blobs(spark, BlobSpec(rows=rows, n_features=features, k=k, seed=seed,
+                                    spread=1.0, center_box=10.0), path)
+    return spark.read.parquet(path), path
+
+
+def compare_case(spark, name, args, log):
+    from minibatch_kmeans.compare import compare_with_mllib
+
+    rows, d, k, batch, refs = (QUICK if args.quick else CASES)[name]
+    df, path = get_data(spark, rows, d, k, args.seed, args.data_dir)
+    cols = [f"x{i}" for i in range(d)]
+    log.info("case %s: %d x %d, k=%d, batch %d", name, rows, d, k, batch)
+    t0 = time.perf_counter()
+    r = compare_with_mllib(df.select(*cols), k, input_cols=cols, seed=args.seed,
+                           ours={"batchSize": batch}, references=refs,
+                           local_max_mb=args.local_max_mb,
+                           output_dir=f"out/bench/{args.label}/{name}")
+    r["case"], r["data"]["path"] = name, path
+    r["wall_seconds"] = time.perf_counter() - t0
+    r["agreement"].pop("matching", None)  # in the case's own compare.json
+    log.info("case %s: speedup %.2f, cost ratio %.4f", name, r["speedup"], r["cost_ratio"])
+    return r
+
+
+def _optimum(r):
+    refs = r["references"]
+    return refs["sklearn_kmeans"]["cost"] if "sklearn_kmeans" in refs else None
+
+
+def cases_markdown(cases) -> str:
+    lines = ["## MiniBatchKMeans vs MLlib KMeans (block solver)", "",
+             "Each row is one `compare_with_mllib` run: both fits on the same cached input; "
+             "costs by one shared float64 function over all rows. `to MLlib cost`: when our "
+             "fit's centers first reached MLlib's final cost (full-data cost of recorded "
+             "centers). Optimum: scikit-learn KMeans on the driver, where it ran.", "",
+             "| case | rows x d | k | batch | ours s | MLlib s | speedup | to MLlib cost (s) "
+             "| ours cost | MLlib cost | cost ratio | ours / optimum | sklearn MiniBatch cost "
+             "| ARI |", "| --- " * 14 + "|"]
+    for r in cases:
+        d, o, m = r["data"], r["ours"], r["mllib"]
+        opt = _optimum(r)
+        mb = r["references"].get("sklearn_minibatch")
+        reach = o["seconds_to_mllib_cost"]
+        lines.append(
+            f"| {r['case']} | {d['rows']:,} x {d['features']} | {d['k']} | {o['batch_size']:,} "
+            f"| {o['fit_seconds']:.1f} | {m['fit_seconds']:.1f} | {r['speedup']:.1f}x | "
+            + (f"{reach:.1f} ({m['fit_seconds'] / reach:.1f}x sooner)" if reach else "never")
+            + f" | {o['cost']:.5g} | {m['cost']:.5g} | {r['cost_ratio']:.4f} | "
+            + (f"{o['cost'] / opt:.4f}" if opt else "n/a") + " | "
+            + (f"{mb['cost']:.5g} ({o['cost'] / mb['cost']:.4f})" if mb else "n/a")
+            + f" | {r['agreement']['ari']:.3f} |")
+    lines += ["", "Our fit seconds split (prepare / init / steps / steps count):", ""]
+    lines += [f"- {r['case']}: {r['ours']['prepare_seconds']:.1f} / "
+              f"{r['ours']['init_seconds']:.1f} / {r['ours']['loop_seconds']:.1f} s, "
+              f"{r['ours']['steps']} steps ({r['ours']['seconds_per_step']:.3f} s/step, "
+              f"{r['ours']['stop_reason']}); MLlib {r['mllib']['iterations']} iterations"
+              for r in cases]
+    return "\n".join(lines)
+
+
+def markdown(result) -> str:
+    from micro import kernel_markdown, steps_markdown
+
+    blas = result["native_blas"]
+    lines = [f"# Benchmark {result['label']} ({result['date']})", "",
+             f"Machine: {result['machine']}. MLlib native BLAS: "
+             + (f"yes ({blas['library']})" if blas["available"] else
+                "**no** (MLlib ran on its Java fallback)") + ".",
+             f"Total wall time {result['wall_seconds'] / 60:.0f} min.", ""]
+    if result["cases"]:
+        lines += [cases_markdown(result["cases"]), ""]
+    if result.get("kernel"):
+        lines += [kernel_markdown(result["kernel"]), ""]
+    for s in result.get("steps", []):
+        lines += [steps_markdown(s), ""]
+    if result.get("step_ratio"):
+        a, b = result["steps"][0], result["steps"][-1]
+        lines += [f"Per-step seconds, {b['n_rows']:,} rows / {a['n_rows']:,} rows at batch "
+                  f"{a['batch_size']:,}: **{result['step_ratio']:.2f}** (flat is 1.0).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", nargs="*", default=None, help=f"some of {list(CASES)}")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--local-max-mb", type=int, default=1024)
+    p.add_argument("--step-rows", type=int, nargs="*", default=list(STEP_ROWS))
+    p.add_argument("--step-batch", type=int, default=20_000)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--no-kernel", action="store_true")
+    p.add_argument("--data-dir", default="out/bench-data")
+    p.add_argument("--label", default="bench")
+    p.add_argument("--quick", action="store_true",
+                   help="the 200k case and 100k/1M step tables only (a few minutes)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.step_rows = [100_000, 1_000_000]
+    cases = args.cases if args.cases is not None else list(QUICK if args.quick else CASES)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    log = logging.getLogger("bench")
+    from micro import kernel_micro, step_breakdown
+
+    from minibatch_kmeans.compare import native_blas
+    from minibatch_kmeans.spark.session import get_spark
+
+    t_start = time.perf_counter()
+    spark = get_spark("minibatch-kmeans-bench", master="local[2]",
+                      conf={"spark.driver.memory": "18g", "spark.sql.shuffle.partitions": "8",
+                            "spark.ui.showConsoleProgress": "false"})
+    date = dt.date.today().isoformat()
+    result = {"label": args.label, "date": date,
+              "machine": f"{os.cpu_count()} cores, local[2], driver memory 18g",
+              "native_blas": native_blas(),
+              "cases": [compare_case(spark, c, args, log) for c in cases]}
+    if not args.no_kernel:
+        result["kernel"] = kernel_micro(log)
+    result["steps"] = []
+    for rows in args.step_rows:
+        df, _ = get_data(spark, rows, 32, 50, args.seed, args.data_dir)
+        result["steps"].append(step_breakdown(spark, df, [f"x{i}" for i in range(32)], 50,
+                                              args.step_batch, args.seed, log,
+                                              steps=args.steps))
+    if len(result["steps"]) >= 2:
+        result["step_ratio"] = (result["steps"][-1]["total"]
+                                / result["steps"][0]["total"])
+    result["wall_seconds"] = time.perf_counter() - t_start
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    from minibatch_kmeans.report import write_json
+
+    write_json(result, str(out / f"{date}-{args.label}.json"))
+    md = markdown(result)
+    (out / f"{date}-{args.label}.md").write_text(md)
+    print(md)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
