@@ -1,6 +1,7 @@
-"""The estimator fits, transforms, saves and loads through Spark Connect
-(SparkSession.builder.remote("local[2]")). It runs in a child process because a Python
-process holds either a classic or a Connect session, and the tests share a classic one."""
+"""The estimator fits, transforms, saves and loads, and compare_with_mllib runs, through Spark
+Connect (SparkSession.builder.remote("local[2]")). It runs in a child process because a
+Python process holds either a classic or a Connect session, and the tests share a classic
+one."""
 import json
 import os
 import subprocess
@@ -29,3 +30,7 @@ def test_fit_transform_save_load_on_spark_connect(tmp_path):
     assert abs(result["compute_cost"] - result["cost"]) <= 1e-9 * result["cost"]
     assert 0 < result["max_distance"] < 2.0
     assert result["estimator_k"] == 3
+    compared = result["compare"]
+    assert compared["data"]["rows"] == 900 and compared["data"]["sample_rows"] == 300
+    assert compared["agreement"]["ari"] > 0.99  # three well-separated blobs: the same clusters
+    assert (tmp_path / "compare" / "compare.json").exists()

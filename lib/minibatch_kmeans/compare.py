@@ -599,8 +599,11 @@ def markdown(result: Mapping[str, Any]) -> str:
         s = c.get("cluster_sizes") or []
         return f"{min(s):,} / {max(s):,}" if s else "n/a"
 
-    iters = [f"{c['steps']} steps ({c['epochs']} epoch{'s' * (c['epochs'] != 1)})"
-             if "epochs" in c else f"{c.get('iterations')} iterations" for _, c in cols]
+    def plural(n, word):
+        return f"{n} {word}{'s' * (n != 1)}"
+
+    iters = [f"{plural(c['steps'], 'step')} ({plural(c['epochs'], 'epoch')})"
+             if "epochs" in c else plural(c["iterations"], "iteration") for _, c in cols]
     lines = [
         f"# MiniBatchKMeans vs MLlib KMeans: {d['rows']:,} rows x {d['features']} features, "
         f"k={d['k']}", "",
@@ -627,9 +630,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"- Ours: batch {o['batch_size']:,}, {o['rows_seen']:,} rows seen, stopped by "
         f"{o['stop_reason']}; fit time includes prepare {o['prepare_seconds']:.1f} s and "
         f"init {o['init_seconds']:.1f} s; {o['seconds_per_step']:.3f} s per step.",
-        "- Ours reached MLlib's final cost after "
-        + (f"{o['seconds_to_mllib_cost']:.1f} s." if o["seconds_to_mllib_cost"] is not None
-           else "(never, within the recorded trajectory)."),
+        (f"- Ours reached MLlib's final cost after {o['seconds_to_mllib_cost']:.1f} s."
+         if o["seconds_to_mllib_cost"] is not None else
+         "- Ours never reached MLlib's final cost (of the centers recorded during the fit)."),
         f"- MLlib: solver {m['params'].get('solver')}, maxIter {m['params'].get('maxIter')}, "
         f"initMode {m['params'].get('initMode')}; native BLAS "
         + (f"available ({m['native_blas']['library']})" if m["native_blas"]["available"]

@@ -1,5 +1,6 @@
-"""Run by tests/test_connect.py in its own process: fit, transform, save and load through a
-Spark Connect session (what Databricks serverless runs on). Prints one JSON line."""
+"""Run by tests/test_connect.py in its own process: fit, transform, save and load, and the
+comparison with MLlib, through a Spark Connect session (what Databricks serverless runs on).
+Prints one JSON line."""
 import json
 import sys
 
@@ -25,6 +26,11 @@ def main(out_dir: str) -> int:
     est.write().overwrite().save(f"{out_dir}/estimator")
     loaded = MiniBatchKMeansModel.load(f"{out_dir}/model")
     reloaded_preds = loaded.transform(df).select("prediction").toPandas()
+    from minibatch_kmeans.compare import compare_with_mllib
+
+    compared = compare_with_mllib(df, 3, input_cols=["a", "b"], seed=4,
+                                  ours={"batchSize": 150}, sample_size=300, references=[],
+                                  output_dir=f"{out_dir}/compare")
     print(json.dumps({
         "connect": is_connect(spark),
         "centers": np.array(model.clusterCenters()).tolist(),
@@ -35,6 +41,7 @@ def main(out_dir: str) -> int:
         "same_predictions": bool((preds["prediction"] == reloaded_preds["prediction"]).all()),
         "max_distance": float(preds["d"].max()),
         "estimator_k": MiniBatchKMeans.load(f"{out_dir}/estimator").getK(),
+        "compare": {key: compared[key] for key in ("agreement", "cost_ratio", "data")},
     }))
     spark.stop()
     return 0
