@@ -142,14 +142,28 @@ def _lloyd(X, w, centers, max_iter=30):
     return centers
 
 
-def reduce_candidates(cands, cand_weights, k, rng, max_iter=30) -> np.ndarray:
-    """Reduce weighted k-means|| candidates to k centers: weighted k-means++ then Lloyd."""
+def reduce_candidates(cands, cand_weights, k, rng, max_iter=30, n_runs=3) -> np.ndarray:
+    """Reduce weighted k-means|| candidates to k centers: the best (by weighted cost on the
+    candidates) of ``n_runs`` greedy weighted k-means++ seedings, each refined by Lloyd.
+
+    One seeding misses a cluster about one time in five on well-separated blobs in 32
+    dimensions (50 blobs: 6 of 30 seeds), and no later step recovers from that; the best of
+    3 missed 1 in 100. The runs work on the candidates only, so they are cheap (0.3 s each
+    for k=1000 and 4,000 candidates).
+    """
     cands = np.ascontiguousarray(cands, dtype=np.float64)
     w = np.asarray(cand_weights, dtype=np.float64)
     if np.count_nonzero(w > 0) < k:  # rows no data point is nearest to still may seed
         w = w + 1e-12 * max(float(w.max(initial=0.0)), 1.0)
-    idx = _kmeans_plusplus(cands, k, w, rng)
-    return _lloyd(cands, w, cands[idx], max_iter=max_iter)
+    x_sq = row_norms_sq(cands)
+    best, best_cost = None, np.inf
+    for _ in range(max(1, n_runs)):
+        centers = _lloyd(cands, w, cands[_kmeans_plusplus(cands, k, w, rng, x_sq=x_sq)],
+                         max_iter=max_iter)
+        cost = float(_assign(cands, centers, row_norms_sq(centers))[1] @ w)
+        if cost < best_cost:
+            best, best_cost = centers, cost
+    return best
 
 
 def kmeans_parallel(X, k: int, rng: np.random.Generator, sample_weight=None,
