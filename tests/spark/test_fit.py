@@ -120,3 +120,22 @@ def test_step_reads_only_its_bucket(data):
         assert max(counts) < 2 * len(X) / 6
     finally:
         prep.unpersist()
+
+
+@pytest.mark.parametrize("before", [None, "true"])
+def test_prepare_leaves_the_cache_compression_setting_as_it_was(spark, data, before):
+    """prepare builds its cache uncompressed (nothing in it compresses) and then restores
+    the session's setting, set or unset."""
+    name = "spark.sql.inMemoryColumnarStorage.compressed"
+    _, _, _, df = data
+    if before is None:
+        spark.conf.unset(name)
+    else:
+        spark.conf.set(name, before)
+    prep = prepare(df, resolve(df, "features", cols(3)), 3)
+    try:
+        assert prep.n_rows == df.count()
+        assert spark.conf.get(name) == "true"  # as set, or the default when unset
+    finally:
+        prep.unpersist()
+        spark.conf.unset(name)

@@ -22,6 +22,7 @@ update.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -130,16 +131,36 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
     # The storage level must be deserialized: pyspark's MEMORY_AND_DISK is serialized, and
     # then every step deserializes whole partitions (O(N) per step: 0.69 s against 0.20 s
     # for one bucket of 10M rows).
-    prepared = (staged.select(*cols).coalesce(default_parallelism(df.sparkSession))
-                .sortWithinPartitions("slot").persist(storage_level))
     weight = F.col("weight") if spec.weight_col is not None else F.lit(1.0)
-    row = prepared.agg(F.count(F.when(F.col("slot") >= 0, 1)).alias("n"),
-                       F.count(F.when(F.col("slot") < 0, 1)).alias("bad"),
-                       F.sum(F.when(F.col("slot") >= 0, weight)).alias("w")).first()
+    with _uncompressed_cache(df.sparkSession):
+        prepared = (staged.select(*cols).coalesce(default_parallelism(df.sparkSession))
+                    .sortWithinPartitions("slot").persist(storage_level))
+        row = prepared.agg(F.count(F.when(F.col("slot") >= 0, 1)).alias("n"),
+                           F.count(F.when(F.col("slot") < 0, 1)).alias("bad"),
+                           F.sum(F.when(F.col("slot") >= 0, weight)).alias("w")).first()
     n_rows, n_invalid = int(row["n"]), int(row["bad"])
     invalid = spec.invalid_counts(df, cosine) if n_invalid else {}
     logger.info("prepared %d valid rows (%s), %d invalid", n_rows, spec.describe(), n_invalid)
     return Prepared(prepared, spec, n_rows, float(row["w"] or 0.0), invalid, n_invalid)
+
+
+@contextmanager
+def _uncompressed_cache(spark):
+    """Build the cache without column compression, then restore the session's setting.
+
+    Nothing here compresses: float features only pass through, and the 64-bit keys are
+    unique, yet for every cached batch Spark fills a dictionary of the keys before giving
+    up on it. A JFR profile of prepare on 2M x 32 rows put 11% of its CPU time there."""
+    name = "spark.sql.inMemoryColumnarStorage.compressed"
+    before = spark.conf.get(name, None)
+    spark.conf.set(name, "false")
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(name)
+        else:
+            spark.conf.set(name, before)
 
 
 def feature_names(n_features: int) -> List[str]:
