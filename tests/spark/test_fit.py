@@ -139,3 +139,15 @@ def test_prepare_leaves_the_cache_compression_setting_as_it_was(spark, data, bef
     finally:
         prep.unpersist()
         spark.conf.unset(name)
+
+
+def test_default_parallelism_without_the_conf_is_measured_once_per_session(spark):
+    from minibatch_kmeans.spark import session as session_mod
+
+    session_mod._PARALLELISM.pop(spark, None)
+    assert session_mod._range_parallelism(spark) == 2  # the test session is local[2]
+    session_mod._PARALLELISM[spark] = 7  # a second call answers from the memo, no job
+    try:
+        assert session_mod._range_parallelism(spark) == 7
+    finally:
+        session_mod._PARALLELISM.pop(spark, None)

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import weakref
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Optional
 
@@ -83,15 +84,26 @@ def job_session(app_name: str, master: Optional[str] = None,
             spark.stop()
 
 
+_PARALLELISM = weakref.WeakKeyDictionary()
+
+
 def default_parallelism(spark) -> int:
     """Task slots of the session's cluster (``defaultParallelism``) without touching
-    ``sparkContext`` (unavailable on Spark Connect): read from the conf, or from how many
-    partitions ``spark.range`` makes by default (one cheap job)."""
+    ``sparkContext`` (unavailable on Spark Connect): read from the conf, or else from how
+    many partitions ``spark.range`` makes by default."""
     value = spark.conf.get("spark.default.parallelism", None)
     if value:
         return int(value)
-    from pyspark.sql import functions as F
+    return _range_parallelism(spark)
 
-    parts = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
-    row = parts.agg(F.countDistinct("p").alias("n")).first()
-    return max(1, int(row["n"]))
+
+def _range_parallelism(spark) -> int:
+    """Partitions of a default ``spark.range``: a two-stage job (0.2-0.5 s here), so the
+    answer is kept for the session's lifetime."""
+    if spark not in _PARALLELISM:
+        from pyspark.sql import functions as F
+
+        parts = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+        row = parts.agg(F.countDistinct("p").alias("n")).first()
+        _PARALLELISM[spark] = max(1, int(row["n"]))
+    return _PARALLELISM[spark]
