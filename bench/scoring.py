@@ -77,7 +77,8 @@ def scoring_markdown(results) -> str:
     lines = ["## Scoring: transform + write predictions", "",
              ("Best of interleaved repeats. Each job scores every row and writes id + prediction "
               "as Parquet; MLlib's includes its VectorAssembler. `floor`: read the same "
-              "features and write a constant-cost prediction (no model)."), "",
+              "features and write a prediction from one cheap SQL expression (no "
+              "model)."), "",
              "| input | rows | k | ours rows/s | MLlib rows/s | floor rows/s | ours / MLlib |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:

@@ -56,3 +56,12 @@ def _config_of(job):
 def test_job_commands_in_readme_parse():
     assert _config_of("train").estimator_params()["k"] == 30
     assert _config_of("compare").compare.mllib["solver"] == "row"
+
+
+def test_relative_links_in_readme_exist():
+    """Every relative Markdown link of the README (the latest bench results, for one)
+    names a file of the repository."""
+    links = [t for t in re.findall(r"\]\(([^)#]+)\)", README) if "://" not in t]
+    assert any(t.startswith("bench/results/") for t in links)
+    missing = [t for t in links if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"
