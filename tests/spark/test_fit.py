@@ -141,6 +141,21 @@ def test_prepare_leaves_the_cache_compression_setting_as_it_was(spark, data, bef
         spark.conf.unset(name)
 
 
+def test_temporary_conf_sets_then_restores_set_and_unset_settings(spark):
+    from minibatch_kmeans.spark.session import temporary_conf
+
+    settings = {"spark.sql.codegen.wholeStage": "false",
+                "spark.sql.inMemoryColumnarStorage.batchSize": "123"}
+    spark.conf.set("spark.sql.codegen.wholeStage", "true")
+    spark.conf.unset("spark.sql.inMemoryColumnarStorage.batchSize")
+    with temporary_conf(spark, settings) as applied:
+        assert applied
+        assert {k: spark.conf.get(k) for k in settings} == settings
+    assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
+    assert spark.conf.get("spark.sql.inMemoryColumnarStorage.batchSize") == "10000"
+    spark.conf.unset("spark.sql.codegen.wholeStage")
+
+
 def test_default_parallelism_without_the_conf_is_measured_once_per_session(spark):
     from minibatch_kmeans.spark import session as session_mod
 

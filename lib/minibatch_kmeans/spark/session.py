@@ -107,3 +107,27 @@ def _range_parallelism(spark) -> int:
         row = parts.agg(F.countDistinct("p").alias("n")).first()
         _PARALLELISM[spark] = max(1, int(row["n"]))
     return _PARALLELISM[spark]
+
+
+@contextmanager
+def temporary_conf(spark, settings: Mapping[str, str]) -> Iterator[bool]:
+    """Set SQL settings for the ``with`` block, then restore each as it was (set or unset).
+
+    Yields whether they could be set: a session that refuses one (Databricks serverless
+    accepts only some settings) keeps its own and the block runs unchanged."""
+    before = {k: spark.conf.get(k, None) for k in settings}
+    applied = []
+    try:
+        for k, v in settings.items():
+            spark.conf.set(k, v)
+            applied.append(k)
+    except Exception as e:  # noqa: BLE001 - any refusal means: run with the session's own
+        logger.info("could not set %s (%s); keeping the session's settings", k, e)
+    try:
+        yield len(applied) == len(settings)
+    finally:
+        for k in applied:
+            if before[k] is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, before[k])
