@@ -3,8 +3,9 @@
 Both models have the same k and are fitted on the same small sample (scoring speed does not
 depend on how good the centers are). Each job scores the whole table and writes the id and
 the prediction as Parquet, as a scoring job does; MLlib's job includes the VectorAssembler
-its model needs. A floor job reads the same feature columns and writes a constant
-prediction, so the report shows how much of each time is reading and writing.
+its model needs. A floor job reads the same feature columns and writes a prediction
+from one cheap SQL expression (no model), so the report shows how much of each time is
+reading and writing.
 """
 from __future__ import annotations
 

@@ -113,8 +113,9 @@ def _range_parallelism(spark) -> int:
 def temporary_conf(spark, settings: Mapping[str, str]) -> Iterator[bool]:
     """Set SQL settings for the ``with`` block, then restore each as it was (set or unset).
 
-    Yields whether they could be set: a session that refuses one (Databricks serverless
-    accepts only some settings) keeps its own and the block runs unchanged."""
+    Yields whether all of them could be set. When the session refuses one (Databricks
+    serverless accepts only some settings), that one and those after it keep the session's
+    values; those set before it hold for the block. Nothing raises either way."""
     before = {k: spark.conf.get(k, None) for k in settings}
     applied = []
     try:
