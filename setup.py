@@ -27,7 +27,11 @@ setup(
         # jobs/compare.py and minibatch_kmeans.compare: Hungarian matching, ARI/NMI and
         # the single-machine references
         "compare": ["scipy>=1.11", "scikit-learn>=1.5"],
-        "dev": ["pytest>=8", "scikit-learn>=1.5", "scipy>=1.11"],
+        # compiled row passes of the assignment kernel (core/_fused.py); without numba the
+        # NumPy path runs. 0.62 is the first numba that accepts NumPy 2.3.
+        "fast": ["numba>=0.62"],
+        # numba too, so that the tests compare the compiled path with the NumPy one
+        "dev": ["pytest>=8", "scikit-learn>=1.5", "scipy>=1.11", "numba>=0.62"],
     },
     entry_points={
         "console_scripts": [f"mbkm-{j.replace('_', '-')}=minibatch_kmeans_jobs.{j}:main" for j in JOBS],

@@ -13,11 +13,14 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from minibatch_kmeans.core.kernels import _assign, _partial_stats, row_norms_sq
+from minibatch_kmeans.core import kernels
+from minibatch_kmeans.core.kernels import _assign, _assign_stats, _partial_stats, row_norms_sq
 from minibatch_kmeans.core.loop import candidate_salt, max_candidates, select_candidates
 from minibatch_kmeans.spark.udfs import STATS_SCHEMA, _rows, stats_function, stats_to_batch
 
-KERNELS = ("gemm", "assign", "assign+stats", "naive")
+#: "assign" and "assign+stats" run the kernel this process loaded (``kernels.KERNEL``: the
+#: compiled numba passes when numba is installed); "assign+stats (numpy)" is the NumPy path.
+KERNELS = ("gemm", "assign", "assign+stats", "assign+stats (numpy)", "naive")
 COMPONENTS = ("total", "spark_job", "read_batch", "udf_compute", "collect_partials",
               "driver_update", "bare_job", "bare_udf_job")
 
@@ -31,18 +34,22 @@ def _naive(X, C):
     return labels, sums, np.bincount(labels, minlength=len(C)), dist.min(1).sum()
 
 
+def _numpy_stats(X, C, c_sq):
+    """The NumPy path of ``_assign_stats``, whichever kernel is loaded."""
+    with kernels._use_kernel("numpy"):
+        labels, dist = _assign(X, C, c_sq)
+        return _partial_stats(X, labels, dist, C.shape[0], None)
+
+
 def _kernel_seconds(X, C, repeats: int) -> dict:
     """Median seconds of each of ``KERNELS`` on X under centers C, after a warm-up call;
     the kernels take turns, so a burst of machine noise does not hit only one of them."""
     c_sq = row_norms_sq(C)
-
-    def stats():
-        labels, dist = _assign(X, C, c_sq)
-        return _partial_stats(X, labels, dist, C.shape[0], None)
-
     out = np.empty((X.shape[0], C.shape[0]), X.dtype)  # no page faults in the GEMM's time
     fns = {"gemm": lambda: np.matmul(X, C.T, out=out), "assign": lambda: _assign(X, C, c_sq),
-           "assign+stats": stats, "naive": lambda: _naive(X, C)}
+           "assign+stats": lambda: _assign_stats(X, C, c_sq, None),
+           "assign+stats (numpy)": lambda: _numpy_stats(X, C, c_sq),
+           "naive": lambda: _naive(X, C)}
     times = {name: [] for name in fns}
     for r in range(repeats + 1):
         for name, fn in fns.items():
@@ -76,12 +83,14 @@ def kernel_micro(log, rows=(50_000, 200_000), d=32, k=100, repeats=7) -> dict:
     Returns
     -------
     dict
-        ``{"d", "k", "repeats", "blas", "results": [{"dtype", "rows", "gemm_gflops",
-        "<kernel>": {"seconds", "rows_per_s", "pct_of_gemm"}, ...}]}``.
+        ``{"d", "k", "repeats", "blas", "kernel", "results": [{"dtype", "rows",
+        "gemm_gflops", "<kernel>": {"seconds", "rows_per_s", "pct_of_gemm"}, ...}]}``;
+        ``kernel`` names the row passes of "assign" and "assign+stats" (numba or numpy).
     """
     rng = np.random.default_rng(0)
     true_c = rng.uniform(-10, 10, (k, d))
-    out = {"d": d, "k": k, "repeats": repeats, "blas": blas_info(), "results": []}
+    out = {"d": d, "k": k, "repeats": repeats, "blas": blas_info(), "kernel": kernels.KERNEL,
+           "results": []}
     for dtype in ("float32", "float64"):
         C = (true_c + rng.normal(0, 0.5, true_c.shape)).astype(dtype)
         for n in rows:
@@ -91,7 +100,8 @@ def kernel_micro(log, rows=(50_000, 200_000), d=32, k=100, repeats=7) -> dict:
             for name in KERNELS:
                 rec[name] = {"seconds": secs[name], "rows_per_s": n / secs[name],
                              "pct_of_gemm": 100 * secs["gemm"] / secs[name]}
-            log.info("%s x %d rows: %s", dtype, n, {m: round(secs[m], 5) for m in KERNELS})
+            log.info("%s x %d rows (%s kernel): %s", dtype, n, kernels.KERNEL,
+                     {m: round(secs[m], 5) for m in KERNELS})
             out["results"].append(rec)
     return out
 
@@ -100,7 +110,7 @@ def _timed_stats_function(centers, dtype, n_cand, salt_value):
     """mapInArrow function doing ``stats_function``'s work on batches materialised first,
     yielding the seconds of the compute alone (decode, assign, stats, candidates, encode)."""
     C = np.ascontiguousarray(centers, dtype=dtype)
-    k, d = C.shape
+    d = C.shape[1]
 
     def fn(batches):
         batches = [b for b in batches if b.num_rows]
@@ -108,8 +118,7 @@ def _timed_stats_function(centers, dtype, n_cand, salt_value):
         c_sq, total = row_norms_sq(C), None
         for batch in batches:
             X, w, keys = _rows(batch, d, dtype, False)
-            labels, dist = _assign(X, C, c_sq)
-            part = _partial_stats(X, labels, dist, k, w)
+            part = _assign_stats(X, C, c_sq, w)
             if n_cand:
                 part.cand_keys, part.cand_rows = select_candidates(keys, X, salt_value, n_cand)
             total = part if total is None else total.merge(part, n_cand)
@@ -222,12 +231,14 @@ def kernel_markdown(result) -> str:
              (f"Rows/s of one pass over a (rows, {result['d']}) batch with k={result['k']} "
               f"centers (median of {result['repeats']}, interleaved), and as a % of a bare "
               f"`X @ C.T` of the same shape; BLAS {b['name']} {b['version']}, "
-              f"{b['threads']} threads."), "",
+              f"{b['threads']} threads. Row passes after the GEMM: "
+              f"{result.get('kernel', 'numpy')}; the NumPy column runs the NumPy path."), "",
              ("| dtype | rows | GEMM GFLOP/s | GEMM rows/s | assign | assign + partial stats "
-              "| naive NumPy |"), "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| assign + partial stats (NumPy) | naive NumPy |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["results"]:
         cells = [f"{r[n]['rows_per_s'] / 1e6:.2f} M ({r[n]['pct_of_gemm']:.0f}%)"
-                 for n in KERNELS[1:]]
+                 if n in r else "-" for n in KERNELS[1:]]
         lines.append(f"| {r['dtype']} | {r['rows']:,} | {r['gemm_gflops']:.1f} | "
                      f"{r['gemm']['rows_per_s'] / 1e6:.2f} M | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -379,3 +379,166 @@ def test_private_kernel_is_what_public_calls():
     l2, d2 = kernels._assign(X, C, kernels.row_norms_sq(C))
     np.testing.assert_array_equal(l1, l2)
     np.testing.assert_array_equal(d1, d2)
+
+
+# --- compiled (numba) row passes against the NumPy path ----------------------------------
+
+
+@pytest.fixture
+def numba_kernel():
+    """Skip unless the compiled row passes are loaded (numba installed, not forced off)."""
+    pytest.importorskip("numba")
+    if kernels._LOADED is None:
+        pytest.skip(f"{kernels.KERNEL_ENV}=numpy forces the NumPy path")
+
+
+def both_paths(fn, *args):
+    """``fn(*args)`` with the NumPy row passes, then with the compiled ones."""
+    with kernels._use_kernel("numpy"):
+        a = fn(*args)
+    with kernels._use_kernel("numba"):
+        b = fn(*args)
+    return a, b
+
+
+def assert_same_stats(a, b):
+    """Equal partial statistics: sums, weights and counts bit for bit (same operations in
+    the same row order), inertia to float64 rounding (summed in another order)."""
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.sums, b.sums)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    assert b.inertia == pytest.approx(a.inertia, rel=1e-12, abs=1e-300)
+    assert (a.n_rows, a.sums.dtype, a.weights.dtype, a.counts.dtype) == \
+        (b.n_rows, b.sums.dtype, b.weights.dtype, b.counts.dtype)
+    assert len(b.cand_keys) == 0 and b.cand_rows.shape == a.cand_rows.shape
+
+
+def assert_same_assign(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[0].dtype == b[0].dtype == np.int32 and b[1].dtype == np.float64
+    np.testing.assert_allclose(b[1], a[1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n,k", [(0, 5), (1, 5), (2 * CHUNK_ROWS + 123, 13), (700, 1)])
+def test_numba_and_numpy_paths_agree(numba_kernel, dtype, weighted, n, k):
+    rng = np.random.default_rng(20)
+    X = (rng.normal(size=(n, 6)) * 4).astype(dtype)
+    C = (rng.normal(size=(k, 6)) * 4).astype(dtype)
+    w = rng.uniform(0, 3, n) if weighted else None
+    a, b = both_paths(batch_stats, X, C, w, dtype)
+    assert_same_stats(a, b)
+    assert b.n_rows == n
+    if n:
+        sums, weights, counts, _ = brute_stats(X, C, w)
+        np.testing.assert_array_equal(b.counts, counts)
+        np.testing.assert_allclose(b.sums, sums, rtol=1e-10, atol=1e-9)
+    la, lb = both_paths(kernels._assign, X, C, kernels.row_norms_sq(C))
+    assert_same_assign(la, lb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_and_numpy_paths_agree_with_partial_stats(numba_kernel, dtype):
+    # _assign_stats (what the Spark UDF and the local runner call) is _partial_stats of
+    # _assign's output, on clustered data with weights
+    rng = np.random.default_rng(21)
+    X, _, centers = blobs(rng, k=9, per=500, d=5)
+    X, C = X.astype(dtype), (centers + rng.normal(size=centers.shape)).astype(dtype)
+    w = rng.uniform(0.1, 2, len(X))
+    c_sq = kernels.row_norms_sq(C)
+    with kernels._use_kernel("numpy"):
+        ref = kernels._partial_stats(X, *kernels._assign(X, C, c_sq), len(C), w)
+    a, b = both_paths(kernels._assign_stats, X, C, c_sq, w)
+    assert_same_stats(ref, a)
+    assert_same_stats(ref, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_and_numpy_paths_break_ties_alike(numba_kernel, dtype):
+    # integer data: rows exactly halfway between two centers, and a duplicated center,
+    # give equal entries in the GEMM block; both paths take the first (np.argmin)
+    C = np.array([[0, 0], [2, 0], [2, 0], [0, 4]], dtype=dtype)
+    X = np.array([[1, 0], [2, 0], [0, 2], [1, 2], [5, 5]], dtype=dtype)
+    la, lb = both_paths(kernels._assign, X, C, kernels.row_norms_sq(C))
+    assert_same_assign(la, lb)
+    assert lb[0].tolist() == [0, 1, 0, 0, 3]
+    np.testing.assert_array_equal(lb[1], [1.0, 0.0, 4.0, 5.0, 26.0])
+    a, b = both_paths(batch_stats, X, C, None, dtype)
+    assert_same_stats(a, b)
+    assert b.counts.tolist() == [3, 1, 0, 1]
+
+
+def test_numba_rows_on_their_center_have_zero_distance(numba_kernel):
+    rng = np.random.default_rng(22)
+    C = (rng.normal(size=(10, 16)) * 100).astype(np.float32)
+    X = np.repeat(C, 3, axis=0)
+    with kernels._use_kernel("numba"):
+        labels, dist = kernels._assign(X, C, kernels.row_norms_sq(C))
+        s = batch_stats(X, C)
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 3))
+    np.testing.assert_array_equal(dist, np.zeros(len(X)))
+    assert s.inertia == 0.0
+
+
+def test_arrays_the_compiled_passes_do_not_take_go_through_numpy(numba_kernel):
+    # non-contiguous rows or mixed dtypes are not what the compiled passes were built
+    # for: _assign and _assign_stats still answer, through NumPy
+    rng = np.random.default_rng(23)
+    X = rng.normal(size=(300, 8))
+    C = rng.normal(size=(4, 4))
+    Xs = X[:, ::2]
+    assert not Xs.flags.c_contiguous and kernels._fused_for(Xs, C) is None
+    assert kernels._fused_for(X[:, :4].astype(np.float32), C) is None
+    assert kernels._fused_for(np.ascontiguousarray(Xs), C) is not None
+    with kernels._use_kernel("numba"):
+        got = kernels._assign(Xs, C, kernels.row_norms_sq(C))
+        ref = kernels._assign(np.ascontiguousarray(Xs), C, kernels.row_norms_sq(C))
+        s = kernels._assign_stats(Xs, C, kernels.row_norms_sq(C), None)
+    assert_same_assign(ref, got)
+    assert s.counts.sum() == 300
+
+
+def test_use_kernel_rejects_unknown_names_and_restores():
+    before = kernels._fused
+    with pytest.raises(MiniBatchKMeansError):
+        with kernels._use_kernel("cuda"):
+            pass
+    with kernels._use_kernel("numpy"):
+        assert kernels._fused is None
+    assert kernels._fused is before
+
+
+def _kernel_in_subprocess(value, block_numba=False):
+    """``kernels.KERNEL`` and warnings of a fresh interpreter with ``MBKM_KERNEL=value``
+    (unset when None), after a batch_stats call; ``block_numba`` makes numba unimportable."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop(kernels.KERNEL_ENV, None)
+    if value is not None:
+        env[kernels.KERNEL_ENV] = value
+    code = ("import sys, warnings\n"
+            f"if {block_numba}: sys.modules['numba'] = None\n"
+            "warnings.simplefilter('error')\n"
+            "import numpy as np\n"
+            "from minibatch_kmeans.core import kernels\n"
+            "s = kernels.batch_stats(np.eye(3), np.eye(3)[:2], sample_weight=[1.0, 2, 3])\n"
+            "assert s.counts.tolist() == [2, 1], s.counts\n"
+            "print(kernels.KERNEL)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_without_numba_the_numpy_path_runs_silently():
+    assert _kernel_in_subprocess(None, block_numba=True) == "numpy"
+
+
+def test_environment_variable_picks_the_kernel_at_import(numba_kernel):
+    assert _kernel_in_subprocess("numpy") == "numpy"
+    assert _kernel_in_subprocess(None) == "numba"
+    assert _kernel_in_subprocess("numba") == "numba"

@@ -1,20 +1,72 @@
-"""Assignment kernel and per-batch partial statistics (NumPy only).
+"""Assignment kernel and per-batch partial statistics.
 
 The kernel computes squared Euclidean distances as ``|x|^2 - 2 x.c + |c|^2`` with one
 matrix product per chunk of rows, in ``float32`` by default (four times the GEMM
 throughput of ``float64`` on this class of machine) or ``float64`` on request. Sums and
 inertia are always accumulated in ``float64``.
 
+The passes over the rows that follow each chunk's matrix product (distance to the chosen
+center, per-center sums) run compiled with numba when it is installed (the ``fast``
+extra), else in NumPy; both give the same labels, sums, weights and counts, and distances
+equal to float64 rounding. :data:`KERNEL` says which one this process uses; the
+environment variable ``MBKM_KERNEL=numpy`` forces NumPy (``numba`` requires numba), read
+once at import.
+
 Public functions validate their input and call private kernels that assume valid input.
 """
 from __future__ import annotations
 
+import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 from ..errors import InvalidInputError, InvalidParamError
+
+#: Environment variable that picks the row passes' implementation: ``numpy``, ``numba``
+#: or unset (numba when it imports).
+KERNEL_ENV = "MBKM_KERNEL"
+
+
+def _load_fused():
+    """The compiled row passes (module ``_fused``), or None for the NumPy path."""
+    choice = os.environ.get(KERNEL_ENV, "").strip().lower()
+    if choice == "numpy":
+        return None
+    try:
+        from . import _fused
+    except Exception as e:  # an optional speed-up must not break the import
+        if choice == "numba":
+            raise
+        if getattr(e, "name", None) not in ("numba", "llvmlite"):  # installed but broken
+            warnings.warn(f"numba kernel unavailable, using NumPy: {e!r}", RuntimeWarning)
+        return None
+    return _fused
+
+
+_fused = _load_fused()
+_LOADED = _fused  # what _use_kernel("numba") switches back to
+#: Implementation of the row passes in this process: ``"numba"`` or ``"numpy"``.
+KERNEL = "numpy" if _fused is None else "numba"
+
+
+@contextmanager
+def _use_kernel(name: str):
+    """Run the row passes with ``"numpy"`` (or ``"numba"``, when loaded) inside the block,
+    to compare both in one process (benchmarks, tests). Not thread-safe: it swaps the
+    module's implementation for every thread."""
+    global _fused
+    if name not in ("numpy", "numba") or (name == "numba" and _LOADED is None):
+        raise InvalidParamError(f"kernel {name!r} is not available here (loaded: {KERNEL})")
+    saved, _fused = _fused, (None if name == "numpy" else _LOADED)
+    try:
+        yield
+    finally:
+        _fused = saved
+
 
 #: Rows per chunk of the distance computation: keeps the (chunk, k) distance block in
 #: cache for moderate k and bounds memory for large batches.
@@ -40,23 +92,21 @@ def row_norms_sq(X: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", X, X)
 
 
-def _assign(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
-    """Nearest center per row. X and centers share one float dtype; no validation.
+def _chunk_labels(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
+    """Yield ``(start, stop, labels)`` for each chunk of up to :data:`CHUNK_ROWS` rows of X:
+    the index of each row's nearest center, int64 (``np.argmin``: the first of equal
+    minima).
 
     The argmin uses the expansion ``|c|^2 - 2 x.c`` computed by one GEMM per chunk of
     ``[x, 1] @ [-2 C^T; |c|^2]``, so the matrix product also adds the norms (two fewer
     passes over the chunk's (rows, k) distance matrix: 1.4x faster at k=1000, 1.2x at
-    k=100). The returned distance is then recomputed directly as ``|x - c|^2`` for the
-    chosen center, so it has no cancellation error when ``|x|`` is large next to the
-    distance (which float32 expansion would suffer from), and is exactly 0 for a row on
-    its center.
+    k=100). The argmin stays NumPy's in both paths: it was faster than every compiled
+    variant tried, and the labels are then the same by construction.
     """
     n, d = X.shape
     k = centers.shape[0]
-    labels = np.empty(n, dtype=np.int32)
-    dist = np.empty(n, dtype=np.float64)
     if n == 0:
-        return labels, dist
+        return
     rhs = np.empty((d + 1, k), dtype=X.dtype)
     rhs[:d] = centers.T
     rhs[:d] *= -2.0
@@ -68,12 +118,47 @@ def _assign(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
     for start in range(0, n, CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, n)
         m = stop - start
-        xc = X[start:stop]
-        lhs[:m, :d] = xc
-        lab = np.argmin(np.matmul(lhs[:m], rhs, out=out[:m]), axis=1)
+        lhs[:m, :d] = X[start:stop]
+        yield start, stop, np.argmin(np.matmul(lhs[:m], rhs, out=out[:m]), axis=1)
+
+
+_COMPILED = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fused_for(X: np.ndarray, centers: np.ndarray):
+    """The compiled row passes when they apply to these arrays (numba loaded; C-contiguous
+    float32 or float64, one dtype), else None."""
+    if (_fused is None or X.dtype != centers.dtype or X.dtype not in _COMPILED
+            or not (X.flags.c_contiguous and centers.flags.c_contiguous)):
+        return None
+    return _fused
+
+
+def _sq_dists(xc: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """NumPy path: ``|x - c|^2`` of each row to its labelled center, the difference in the
+    rows' dtype, squared and summed in float64."""
+    diff = xc - centers[labels]
+    return np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+
+
+def _assign(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
+    """Nearest center per row. X and centers share one float dtype; no validation.
+
+    The labels come from the chunked GEMM of :func:`_chunk_labels`. The returned distance
+    is then recomputed directly as ``|x - c|^2`` for the chosen center (in float64), so it
+    has no cancellation error when ``|x|`` is large next to the distance (which float32
+    expansion would suffer from), and is exactly 0 for a row on its center.
+    """
+    n = X.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    dist = np.empty(n, dtype=np.float64)
+    fused = _fused_for(X, centers)
+    for start, stop, lab in _chunk_labels(X, centers, centers_sq):
         labels[start:stop] = lab
-        diff = xc - centers[lab]
-        dist[start:stop] = row_norms_sq(diff)
+        if fused is None:
+            dist[start:stop] = _sq_dists(X[start:stop], centers, lab)
+        else:
+            fused.row_sq_dists(X[start:stop], centers, lab, dist[start:stop])
     return labels, dist
 
 
@@ -210,11 +295,45 @@ def _partial_stats(X, labels, dist_sq, k, sample_weight):
         weights = counts.astype(np.float64)
         inertia = float(dist_sq.sum())
     else:
-        weights = np.bincount(labels, weights=sample_weight, minlength=k)
+        # (bincount returns int64 zeros for an empty batch, even with weights)
+        weights = np.bincount(labels, weights=sample_weight, minlength=k).astype(
+            np.float64, copy=False)
         inertia = float(dist_sq @ sample_weight)
     sums = _weighted_sums(X, labels, sample_weight, k)
     return BatchStats(sums, weights, inertia, int(X.shape[0]), counts,
                       np.empty(0, dtype=np.uint64), np.empty((0, X.shape[1])))
+
+
+_NO_WEIGHTS = np.empty(0, dtype=np.float64)
+
+
+def _assign_stats(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
+                  sample_weight: Optional[np.ndarray]) -> BatchStats:
+    """Partial statistics of X under ``centers``: ``_partial_stats`` of ``_assign``'s
+    labels and distances, without candidates. No validation.
+
+    With numba, each chunk's labels go straight into one compiled pass that adds the rows
+    to the per-center sums, and neither labels nor distances are kept: at 50k x 32, k=100,
+    float32, 2.1x faster than the NumPy path (``_partial_stats``'s ``bincount`` per
+    feature): 87% of a bare GEMM's rows/s instead of 41% (one BLAS thread, as in a Spark
+    worker).
+    """
+    fused = _fused_for(X, centers)
+    if fused is None:
+        labels, dist = _assign(X, centers, centers_sq)
+        return _partial_stats(X, labels, dist, centers.shape[0], sample_weight)
+    k, d = centers.shape
+    sums, weights, counts = np.zeros((k, d)), np.zeros(k), np.zeros(k, np.int64)
+    w = None
+    if sample_weight is not None:
+        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    inertia = 0.0
+    for start, stop, lab in _chunk_labels(X, centers, centers_sq):
+        wc = _NO_WEIGHTS if w is None else w[start:stop]
+        inertia += fused.accumulate_stats(X[start:stop], centers, lab, wc, w is not None,
+                                          sums, weights, counts)
+    return BatchStats(sums, weights, inertia, int(X.shape[0]), counts,
+                      np.empty(0, dtype=np.uint64), np.empty((0, d)))
 
 
 def batch_stats(X, centers, sample_weight=None, dtype="float32") -> BatchStats:
@@ -246,5 +365,4 @@ def batch_stats(X, centers, sample_weight=None, dtype="float32") -> BatchStats:
                 f"sample_weight has shape {w.shape}, expected ({X.shape[0]},)")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise InvalidInputError("sample_weight must be finite and non-negative")
-    labels, dist = _assign(X, C, row_norms_sq(C))
-    return _partial_stats(X, labels, dist, C.shape[0], w)
+    return _assign_stats(X, C, row_norms_sq(C), w)

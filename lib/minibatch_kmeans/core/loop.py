@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from . import rng as rng_mod
-from .kernels import BatchStats, _assign, _partial_stats, row_norms_sq, smallest_keys
+from .kernels import BatchStats, _assign_stats, row_norms_sq, smallest_keys
 from .minibatch import STOP_MAX_ITER, MiniBatchState, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -93,9 +93,8 @@ def local_batch_runner(X: np.ndarray, keys: np.ndarray, buckets: Sequence[np.nda
         idx = buckets[bucket]
         C = np.ascontiguousarray(centers, dtype=dtype)
         xb = Xc[idx]
-        labels, dist = _assign(xb, C, row_norms_sq(C))
         w = None if sample_weight is None else sample_weight[idx]
-        stats = _partial_stats(xb, labels, dist, C.shape[0], w)
+        stats = _assign_stats(xb, C, row_norms_sq(C), w)
         stats.cand_keys, stats.cand_rows = select_candidates(
             keys[idx], Xc[idx], candidate_salt(seed, step), n_cand)
         return stats
