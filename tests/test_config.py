@@ -21,7 +21,8 @@ BASE = {
               "batchSize": 100, "initSize": 300, "maxNoImprovement": 0,
               "reassignmentRatio": 0.0, "handleInvalid": "skip",
               "initialCenters": [[0, 0, 0], [1, 1, 1], [2, 2, 2]], "dtype": "float64",
-              "computeTrainingCost": False},
+              "computeTrainingCost": False, "prepareStorage": "disk", "localSteps": 4,
+              "scratchDir": "/tmp/scratch"},
     "output": {"dir": "out/train"},
     "logging": {"level": "debug"},
 }
@@ -65,6 +66,7 @@ def test_full_config_loads_with_every_model_param():
     assert est.getK() == 3 and est.getInitialCenters() == [[0.0] * 3, [1.0] * 3, [2.0] * 3]
     assert est.getInputCols() == ["x0", "x1", "x2"] and est.getDtype() == "float64"
     assert est.getComputeTrainingCost() is False
+    assert (est.getPrepareStorage(), est.getScratchDir()) == ("disk", "/tmp/scratch")
 
 
 def test_minimal_config_uses_defaults():
@@ -254,6 +256,9 @@ BAD = [
     ("model.initialCenters", "[[0]]", "model.initialCenters"),
     ("model.dtype", "float16", "model.dtype"),
     ("model.computeTrainingCost", "yes", "model.computeTrainingCost"),
+    ("model.prepareStorage", "tape", "model.prepareStorage"),
+    ("model.localSteps", 0, "model.localSteps"),
+    ("model.scratchDir", 3, "model.scratchDir"),
     ("model.predictionCol", "", "model.predictionCol"),
     ("output", KeyError, "output is missing"),
     ("output.dir", KeyError, "output.dir is missing"),

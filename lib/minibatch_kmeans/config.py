@@ -485,6 +485,7 @@ def _parse_input(raw) -> InputConfig:
 
 def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], Any]]:
     from .spark.fit import DISTANCES, DTYPES, HANDLE_INVALID, INIT_MODES, INIT_SCOPES
+    from .spark.prepare import STORAGES
 
     n_cols = len(input_cols) if input_cols else None
     return {
@@ -499,6 +500,7 @@ def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], A
             p, v, 0, expected="an integer >= 0 (0: 3 runs for random init, else 1)"),
         "distanceMeasure": lambda p, v, m: _choice(p, v, DISTANCES),
         "batchSize": lambda p, v, m: _int(p, v, 1),
+        "localSteps": lambda p, v, m: _int(p, v, 1),
         "initSize": lambda p, v, m: _int(p, v, 1, allow_none=True),
         "maxNoImprovement": lambda p, v, m: _int(
             p, v, 0, expected="an integer >= 0 (0 disables early stopping)"),
@@ -508,6 +510,8 @@ def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], A
         "initialCenters": lambda p, v, m: _matrix(p, v, m.get("k"), n_cols),
         "dtype": lambda p, v, m: _choice(p, v, DTYPES),
         "computeTrainingCost": lambda p, v, m: _bool(p, v),
+        "prepareStorage": lambda p, v, m: _choice(p, v, STORAGES),
+        "scratchDir": lambda p, v, m: _string(p, v, allow_none=True),
         "predictionCol": lambda p, v, m: _string(p, v),
         "distanceCol": lambda p, v, m: _string(p, v, allow_none=True),
     }

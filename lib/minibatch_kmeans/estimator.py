@@ -63,6 +63,12 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
     batchSize = Param(Params._dummy(), "batchSize",
                       "Approximate number of rows per mini-batch. Must be > 0.",
                       typeConverter=TypeConverters.toInt)
+    localSteps = Param(Params._dummy(), "localSteps",
+                       "Mini-batch steps per Spark job (default 1). With m > 1 each job reads "
+                       "m batches and every task updates its own copy of the centers after "
+                       "each of its sub-batches; the driver merges the tasks' sums by weight. "
+                       "Fewer jobs for nearly the same result (see the README).",
+                       typeConverter=TypeConverters.toInt)
     initSize = Param(Params._dummy(), "initSize",
                      "Rows sampled to the driver for initialization. Default (unset): "
                      "3 * batchSize, or 3 * k when that is larger; at most the row count.",
@@ -93,13 +99,26 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
                                 "Run one final full pass for the exact training cost and "
                                 "cluster sizes (default true); false estimates the cost from "
                                 "the last epoch's batches.", typeConverter=TypeConverters.toBoolean)
+    prepareStorage = Param(Params._dummy(), "prepareStorage",
+                           'Where the prepared training rows live: "memory" (a cache), '
+                           '"disk" (a scratch Parquet copy laid out by batch, for tables '
+                           'larger than memory) or "auto" (default: disk when the rows would '
+                           'take more than half of the storage memory the session\'s '
+                           'settings tell; memory when they do not tell).',
+                           typeConverter=TypeConverters.toString)
+    scratchDir = Param(Params._dummy(), "scratchDir",
+                       'Directory for prepareStorage="disk" (a fresh subdirectory, deleted '
+                       "after the fit); default: the system's temporary directory, which "
+                       "only a local session can use. On a cluster it must be reachable by "
+                       "the driver and every executor.", typeConverter=TypeConverters.toString)
 
     def __init__(self, *args: Any):
         super().__init__(*args)
         self._setDefault(k=2, maxIter=20, tol=1e-4, seed=DEFAULT_SEED, initMode="k-means||",
                          initSteps=2, initScope="sample", initRuns=0, distanceMeasure="euclidean",
                          batchSize=10000, maxNoImprovement=10, reassignmentRatio=0.01,
-                         handleInvalid="error", dtype="float32", computeTrainingCost=True)
+                         handleInvalid="error", dtype="float32", computeTrainingCost=True,
+                         prepareStorage="auto", localSteps=1)
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
@@ -118,6 +137,9 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
 
     def getBatchSize(self) -> int:
         return self.getOrDefault(self.batchSize)
+
+    def getLocalSteps(self) -> int:
+        return self.getOrDefault(self.localSteps)
 
     def getInitSize(self) -> Optional[int]:
         return self.getOrDefault(self.initSize) if self.isDefined(self.initSize) else None
@@ -143,6 +165,12 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
 
     def getComputeTrainingCost(self) -> bool:
         return self.getOrDefault(self.computeTrainingCost)
+
+    def getPrepareStorage(self) -> str:
+        return self.getOrDefault(self.prepareStorage)
+
+    def getScratchDir(self) -> Optional[str]:
+        return self.getOrDefault(self.scratchDir) if self.isDefined(self.scratchDir) else None
 
     # setters that apply to the estimator and the model alike; each returns self
     def setFeaturesCol(self, value: str):
@@ -316,7 +344,8 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
                  reassignmentRatio: float = 0.01, handleInvalid: str = "error",
                  initialCenters: Optional[List[List[float]]] = None,
                  distanceCol: Optional[str] = None, dtype: str = "float32",
-                 computeTrainingCost: bool = True):
+                 computeTrainingCost: bool = True, prepareStorage: str = "auto",
+                 scratchDir: Optional[str] = None, localSteps: int = 1):
         super().__init__()
         kwargs = self._input_kwargs
         self.setParams(**kwargs)
@@ -332,7 +361,8 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
                   reassignmentRatio: float = 0.01, handleInvalid: str = "error",
                   initialCenters: Optional[List[List[float]]] = None,
                   distanceCol: Optional[str] = None, dtype: str = "float32",
-                  computeTrainingCost: bool = True) -> "MiniBatchKMeans":
+                  computeTrainingCost: bool = True, prepareStorage: str = "auto",
+                  scratchDir: Optional[str] = None, localSteps: int = 1) -> "MiniBatchKMeans":
         """Set params by keyword; returns self."""
         kwargs = self._input_kwargs
         kwargs = {k_: v for k_, v in kwargs.items() if v is not None}
@@ -372,6 +402,9 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
     def setBatchSize(self, value: int) -> "MiniBatchKMeans":
         return self._set(batchSize=value)
 
+    def setLocalSteps(self, value: int) -> "MiniBatchKMeans":
+        return self._set(localSteps=value)
+
     def setInitSize(self, value: int) -> "MiniBatchKMeans":
         return self._set(initSize=value)
 
@@ -390,6 +423,12 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
     def setComputeTrainingCost(self, value: bool) -> "MiniBatchKMeans":
         return self._set(computeTrainingCost=value)
 
+    def setPrepareStorage(self, value: str) -> "MiniBatchKMeans":
+        return self._set(prepareStorage=value)
+
+    def setScratchDir(self, value: str) -> "MiniBatchKMeans":
+        return self._set(scratchDir=value)
+
     def _fit_params(self) -> FitParams:
         no_imp = self.getMaxNoImprovement()
         if no_imp < 0:
@@ -401,10 +440,12 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
             init_mode=self.getInitMode(), init_steps=self.getInitSteps(),
             init_scope=self.getInitScope(), init_runs=self.getInitRuns(),
             distance=self.getDistanceMeasure(),
-            batch_size=self.getBatchSize(), init_size=self.getInitSize(),
+            batch_size=self.getBatchSize(), local_steps=self.getLocalSteps(),
+            init_size=self.getInitSize(),
             max_no_improvement=no_imp or None, reassignment_ratio=self.getReassignmentRatio(),
             handle_invalid=self.getHandleInvalid(), initial_centers=self.getInitialCenters(),
             dtype=self.getDtype(), compute_training_cost=self.getComputeTrainingCost(),
+            prepare_storage=self.getPrepareStorage(), scratch_dir=self.getScratchDir(),
         ).validate()
 
     def _fit(self, dataset: DataFrame, on_step=None) -> "MiniBatchKMeansModel":

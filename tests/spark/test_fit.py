@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from helpers import blobs, cols, columns_df
+from helpers import blobs, cols, columns_df, sq_cost
 from minibatch_kmeans.core.loop import local_batch_runner, max_candidates, run_steps
 from minibatch_kmeans.core.minibatch import Convergence, MiniBatchState
 from minibatch_kmeans.spark.features import resolve
@@ -166,3 +166,133 @@ def test_default_parallelism_without_the_conf_is_measured_once_per_session(spark
         assert session_mod._range_parallelism(spark) == 7
     finally:
         session_mod._PARALLELISM.pop(spark, None)
+
+
+# -- prepared rows on disk (tables larger than memory) ------------------------------------
+
+def test_disk_layout_fits_the_same_centers_as_the_cache(spark, tmp_path):
+    """The scratch Parquet copy holds the same rows in the same buckets as the cache, so
+    a fit on it gives the same centers (weights, invalid rows and reseeding included);
+    afterwards the scratch directory is gone."""
+    X, _, _ = blobs(n=3000, k=4, d=3, seed=2)
+    X[::97, 1] = np.nan  # invalid rows, skipped and counted the same way
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    df = columns_df(spark, X, weights=w, partitions=3)
+    spec = resolve(df, "features", cols(3), "w")
+    params = dict(k=4, batch_size=100, max_iter=2, seed=5, handle_invalid="skip",
+                  reassignment_ratio=0.3)
+    memory = fit(df, spec, FitParams(prepare_storage="memory", **params))
+    disk = fit(df, spec, FitParams(prepare_storage="disk", scratch_dir=str(tmp_path),
+                                   **params))
+    assert (memory.summary["prepareStorage"], disk.summary["prepareStorage"]) \
+        == ("memory", "disk")
+    np.testing.assert_allclose(disk.centers, memory.centers, rtol=1e-12, atol=1e-12)
+    for key in ("numSteps", "numRows", "numSkipped", "clusterSizes"):
+        assert disk.summary[key] == memory.summary[key], key
+    assert disk.summary["numSkipped"] == len(X[::97])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_layout_reads_only_the_blocks_of_a_slot_range(spark, data, tmp_path):
+    """One file per block, sorted by slot; a bucket's rows come from its blocks' files
+    alone: with every other block's files deleted, the bucket still reads the same rows."""
+    import pyarrow.parquet as pq
+
+    X, _, _, df = data
+    prep = prepare(df, resolve(df, "features", cols(3)), 3, storage="disk",
+                   scratch_dir=str(tmp_path), block_rows=300)
+    try:
+        root = tmp_path / next(p.name for p in tmp_path.iterdir())
+        blocks = sorted(int(p.name.split("=")[1]) for p in root.glob("block=*"))
+        assert blocks == list(range(8))  # 2400 rows / 300 a block; no invalid rows
+        for b in blocks:
+            [part] = (root / f"block={b}").glob("*.parquet")
+            slots = pq.read_table(part, columns=["slot"]).column("slot").to_numpy()
+            assert np.all(np.diff(slots) >= 0) and np.all(slots >> prep.block_shift == b)
+        prep.n_buckets = 16
+        expected = sorted(r["key"] for r in prep.bucket(5).select("key").collect())
+        assert len(expected) > 0
+        lo, hi = prep.bucket_bounds(5)
+        keep = set(range(lo >> prep.block_shift, ((hi - 1) >> prep.block_shift) + 1))
+        for b in set(blocks) - keep:
+            for f in (root / f"block={b}").iterdir():
+                f.unlink()
+        assert sorted(r["key"] for r in prep.bucket(5).select("key").collect()) == expected
+    finally:
+        prep.unpersist()
+    assert not root.exists()
+
+
+def test_auto_storage_follows_the_session_memory(spark, data):
+    from minibatch_kmeans.spark.prepare import choose_storage, parse_bytes, storage_memory
+
+    _, _, _, df = data
+    assert [parse_bytes(v) for v in ("2g", "512m", "1024", "64k")] \
+        == [2 << 30, 512 << 20, 1024 << 20, 64 << 10]
+    # the test session: local, spark.driver.memory=2g, default spark.memory.fraction
+    assert storage_memory(spark) == int(((2 << 30) - (300 << 20)) * 0.6)
+    assert choose_storage(df, 44) == ("memory", 2400)
+    assert choose_storage(df, 1 << 30) == ("disk", 2400)  # 2400 rows of 1 GB each
+
+
+def test_bad_storage_settings_name_what_was_given(spark, data):
+    from minibatch_kmeans.errors import InvalidParamError
+    from minibatch_kmeans.spark.prepare import parse_bytes
+
+    _, _, _, df = data
+    with pytest.raises(InvalidParamError, match="prepareStorage='tape'.*memory"):
+        FitParams(prepare_storage="tape").validate()
+    with pytest.raises(InvalidParamError, match="'lots'.*512m or 2g"):
+        parse_bytes("lots")
+
+
+# -- several steps per Spark job (localSteps) ---------------------------------------------
+
+def test_local_steps_on_one_partition_equal_plain_steps(spark, data):
+    """On one partition, a job of m local steps is m plain mini-batch steps over its
+    sub-batches (equal slot sub-ranges in ascending order), from the same centers."""
+    from minibatch_kmeans.core.kernels import assign
+    from minibatch_kmeans.core.loop import bucket_order
+    from minibatch_kmeans.core.minibatch import minibatch_update
+
+    X, _, _, _ = data
+    df = columns_df(spark, X, partitions=1)
+    spec = resolve(df, "features", cols(3))
+    init = X[:4] + 0.5
+    params = FitParams(k=4, batch_size=150, local_steps=4, max_iter=2, seed=11, tol=0.0,
+                       max_no_improvement=None, reassignment_ratio=0.0).validate()
+    prep = prepare(df, spec, params.seed)
+    try:
+        res = SparkMiniBatch(prep, params).run(init.tolist())
+        slots, _, Xs = _prepared_arrays(prep)
+        groups = prep.n_buckets
+    finally:
+        prep.unpersist()
+    assert (groups, res.summary["localSteps"], res.summary["numSteps"]) == (4, 4, 8)
+    C, W = init.astype(np.float64), np.zeros(4)
+    for epoch in range(2):
+        for g in bucket_order(params.seed, epoch, groups):
+            lo, hi = g * (1 << 20) // groups, (g + 1) * (1 << 20) // groups
+            for j in range(4):
+                sub = Xs[(slots >= lo) & (slots < hi) & ((slots - lo) * 4 // (hi - lo) == j)]
+                labels, _ = assign(sub, C)
+                sums = np.stack([sub[labels == c].sum(0, dtype=np.float64) for c in range(4)])
+                C, W = minibatch_update(C, W, sums, np.bincount(labels, minlength=4))
+    np.testing.assert_allclose(res.centers, C, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.weight_sums, W)
+
+
+def test_local_steps_across_partitions_keep_the_quality_of_plain_steps(spark):
+    """Tasks update their own copies of the centers; merged by weight, the fit reaches
+    the plain loop's cost on well-separated blobs."""
+    X, _, C = blobs(n=6000, k=6, d=4, seed=3, spread=1.0, scale=3.0)
+    df = columns_df(spark, X, partitions=3)
+    spec = resolve(df, "features", cols(4))
+    costs = {}
+    for m in (1, 5):
+        params = FitParams(k=6, batch_size=100, local_steps=m, max_iter=3, seed=2)
+        r = fit(df, spec, params)
+        assert r.summary["localSteps"] == m
+        costs[m] = r.summary["trainingCost"]
+    assert costs[5] <= 1.01 * costs[1]
+    assert costs[1] <= 1.01 * sq_cost(X, C)

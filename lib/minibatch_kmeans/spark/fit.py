@@ -22,9 +22,10 @@ from ..core.loop import candidate_salt, max_candidates, run_steps
 from ..core.minibatch import Convergence, MiniBatchState, StepRecord
 from ..errors import InvalidInputError, InvalidParamError
 from .features import FeatureSpec
-from .prepare import N_SLOTS, Prepared, prepare
-from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, normalize_rows,
-                   sample_function, sample_table_to_numpy, stats_function, table_to_stats)
+from .prepare import N_SLOTS, STORAGES, Prepared, prepare
+from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, local_steps_function,
+                   normalize_rows, sample_function, sample_table_to_numpy, stats_function,
+                   table_to_stats)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class FitParams:
     init_runs: int = 0
     distance: str = "euclidean"
     batch_size: int = 10000
+    local_steps: int = 1
     init_size: Optional[int] = None
     max_no_improvement: Optional[int] = 10
     reassignment_ratio: float = 0.01
@@ -56,6 +58,8 @@ class FitParams:
     initial_centers: Optional[Sequence[Sequence[float]]] = None
     dtype: str = "float32"
     compute_training_cost: bool = True
+    prepare_storage: str = "auto"
+    scratch_dir: Optional[str] = None
     log_every: int = 10
 
     def validate(self) -> "FitParams":
@@ -80,6 +84,8 @@ class FitParams:
             bad("distanceMeasure", self.distance, f"one of {list(DISTANCES)}")
         if self.batch_size < 1:
             bad("batchSize", self.batch_size, "a positive integer")
+        if self.local_steps < 1:
+            bad("localSteps", self.local_steps, "a positive integer (1: one step per job)")
         if self.init_size is not None and self.init_size < 1:
             bad("initSize", self.init_size, "a positive integer (or unset for 3 * batchSize)")
         if self.max_no_improvement is not None and self.max_no_improvement < 1:
@@ -90,6 +96,8 @@ class FitParams:
             bad("handleInvalid", self.handle_invalid, f"one of {list(HANDLE_INVALID)}")
         if self.dtype not in DTYPES:
             bad("dtype", self.dtype, f"one of {list(DTYPES)}")
+        if self.prepare_storage not in STORAGES:
+            bad("prepareStorage", self.prepare_storage, f"one of {list(STORAGES)}")
         return self
 
     @property
@@ -155,6 +163,8 @@ class SparkMiniBatch:
         self.data = prepared
         self.d = prepared.spec.n_features
         self.timings = {}
+        self.local_steps = 1
+        self.state: Optional[MiniBatchState] = None
 
     # -- one Spark job each ---------------------------------------------------------
     def stats(self, df, centers, n_candidates=0, salt_value=0) -> BatchStats:
@@ -164,9 +174,16 @@ class SparkMiniBatch:
         return table_to_stats(table, centers.shape[0], self.d, n_candidates or None)
 
     def run_batch(self, bucket, centers, n_candidates, step) -> BatchStats:
-        s = self.stats(self.data.bucket(bucket), centers, n_candidates,
-                       candidate_salt(self.p.seed, step))
-        if s.n_rows > 4 * self.p.batch_size:
+        salt_value = candidate_salt(self.p.seed, step)
+        if self.local_steps == 1:
+            s = self.stats(self.data.bucket(bucket), centers, n_candidates, salt_value)
+        else:
+            fn = local_steps_function(centers, self.state.weight_sums, self.p.np_dtype,
+                                      self.data.bucket_bounds(bucket), self.local_steps,
+                                      n_candidates, salt_value, self.p.spherical)
+            table = self.data.bucket(bucket).mapInArrow(fn, STATS_SCHEMA).toArrow()
+            s = table_to_stats(table, centers.shape[0], self.d, n_candidates or None)
+        if s.n_rows > 4 * self.p.batch_size * self.local_steps:
             logger.warning("bucket %d has %d rows for batchSize %d: the input has many "
                            "exact duplicate rows", bucket, s.n_rows, self.p.batch_size)
         return s
@@ -287,7 +304,11 @@ class SparkMiniBatch:
                           f"using batchSize={n}", RuntimeWarning, stacklevel=3)
             logger.warning("batchSize=%d clamped to the %d valid rows", batch_size, n)
             batch_size = n
-        data.n_buckets = max(1, min(N_SLOTS, int(round(n / batch_size))))
+        # With localSteps = m, one step (one Spark job) covers m batches: m sub-steps.
+        n_batches = max(1, min(N_SLOTS, int(round(n / batch_size))))
+        self.local_steps = min(p.local_steps, n_batches)
+        data.n_buckets = max(1, int(round(n_batches / self.local_steps)))
+        step_rows = batch_size * self.local_steps
         init_size = default_init_size(p.k, batch_size, n, p.init_size)
         _, sample_X, sample_w, whole = self.init_sample(init_size)
         if initial_centers is not None:
@@ -302,9 +323,11 @@ class SparkMiniBatch:
             tol = float(np.mean(np.average((sample_X - np.average(sample_X, axis=0,
                                                                   weights=sample_w)) ** 2,
                                            axis=0, weights=sample_w))) * p.tol
-        conv = Convergence(n_samples=n, batch_size=batch_size, tol=tol,
-                           max_no_improvement=p.max_no_improvement)
-        state = MiniBatchState(centers, conv, p.reassignment_ratio, p.spherical)
+        # maxNoImprovement counts batches, as scikit-learn's; a step here is localSteps.
+        no_improvement = p.max_no_improvement and -(-p.max_no_improvement // self.local_steps)
+        conv = Convergence(n_samples=n, batch_size=step_rows, tol=tol,
+                           max_no_improvement=no_improvement)
+        state = self.state = MiniBatchState(centers, conv, p.reassignment_ratio, p.spherical)
         max_steps = p.max_iter * data.n_buckets
         n_cand = max_candidates(p.k, batch_size)
         t_loop = time.perf_counter()
@@ -330,7 +353,10 @@ class SparkMiniBatch:
             "numSkipped": data.n_invalid,
             "skippedByReason": {data.spec.reason_text(c): v for c, v in data.invalid.items()},
             "batchSize": batch_size,
+            "localSteps": self.local_steps,
             "numBuckets": data.n_buckets,
+            "prepareStorage": data.storage,
+            "prepareBlocks": data.n_blocks,
             "initSize": init_size,
             "numSteps": state.step,
             "numIter": int(math.ceil(state.step / data.n_buckets)) if state.step else 0,
@@ -396,7 +422,8 @@ def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None, on_step=None
         check_initial_centers(params.initial_centers, params.k, spec.n_features,
                               params.spherical)
     t0 = time.perf_counter()
-    data = prepare(df, spec, params.seed, params.dtype, params.spherical)
+    data = prepare(df, spec, params.seed, params.dtype, params.spherical,
+                   params.prepare_storage, params.scratch_dir, params.batch_size)
     prepare_seconds = time.perf_counter() - t0
     try:
         check_prepared(data, params)

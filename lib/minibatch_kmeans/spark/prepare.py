@@ -18,23 +18,44 @@ the cache, and only when there are some does a second pass count them by reason.
 Exact duplicate rows share a key and so a batch; a value repeated far more often than
 the batch size makes one larger batch per epoch (logged as a warning), never a wrong
 update.
+
+When the prepared rows would not fit in the cluster's storage memory, a cache cannot keep
+steps cheap: a spilled ``MEMORY_AND_DISK_DESER`` block is a whole partition, so every
+step would read O(N) rows from disk. Then (``storage="disk"``, or ``"auto"`` deciding so)
+prepare writes them once to a scratch Parquet directory partitioned by *block*, a
+power-of-two range of slots holding about one batch, each block one file sorted by slot.
+A step's slot range then lists and reads only the files of one to three blocks (partition
+pruning), however large the table.
 """
 from __future__ import annotations
 
 import logging
+import math
+import re
+import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
+from ..errors import InvalidParamError
 from .features import FeatureSpec
-from .session import default_parallelism, temporary_conf
+from .session import default_parallelism, is_connect, temporary_conf
 
 logger = logging.getLogger(__name__)
 
 N_SLOTS = 1 << 20
+SLOT_BITS = 20
+
+STORAGES = ("auto", "memory", "disk")
+
+#: Fraction of the storage memory estimate that "auto" lets a cache take: the steps'
+#: execution memory and other cached tables need the rest.
+MEMORY_SHARE = 0.5
 
 
 @dataclass
@@ -64,6 +85,18 @@ class Prepared:
     invalid: Dict[int, int] = field(default_factory=dict)
     n_invalid: int = 0
     n_buckets: int = 1
+    #: On disk only: ``block = slot >> block_shift`` is the scratch table's partition column.
+    block_shift: Optional[int] = None
+    scratch_path: Optional[str] = None
+
+    @property
+    def storage(self) -> str:
+        return "memory" if self.scratch_path is None else "disk"
+
+    @property
+    def n_blocks(self) -> Optional[int]:
+        """Blocks of the disk layout (None in memory)."""
+        return None if self.block_shift is None else 1 << (SLOT_BITS - self.block_shift)
 
     @property
     def weighted(self) -> bool:
@@ -84,20 +117,33 @@ class Prepared:
     def slots(self, lo: int, hi: int, with_key: bool = True) -> DataFrame:
         """Valid rows whose slot is in [lo, hi)."""
         s = F.col("slot")
-        return self.df.where((s >= lo) & (s < hi)).select(*self.columns(with_key))
+        rows = self.df.where((s >= lo) & (s < hi))
+        if self.block_shift is not None and hi > lo:  # lists only these blocks' files
+            b = F.col("block")
+            rows = rows.where((b >= lo >> self.block_shift)
+                              & (b <= (hi - 1) >> self.block_shift))
+        return rows.select(*self.columns(with_key))
 
     def bucket(self, bucket: int) -> DataFrame:
         return self.slots(*self.bucket_bounds(bucket))
 
     def valid(self, with_key: bool = True) -> DataFrame:
-        return self.df.where(F.col("slot") >= 0).select(*self.columns(with_key))
+        rows = self.df.where(F.col("slot") >= 0)
+        if self.block_shift is not None:
+            rows = rows.where(F.col("block") >= 0)
+        return rows.select(*self.columns(with_key))
 
     def unpersist(self) -> None:
-        self.df.unpersist()
+        """Release the cache, or delete the scratch directory."""
+        if self.scratch_path is None:
+            self.df.unpersist()
+        else:
+            remove_path(self.df.sparkSession, self.scratch_path)
 
 
 def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
-            cosine: bool = False,
+            cosine: bool = False, storage: str = "memory", scratch_dir: Optional[str] = None,
+            block_rows: int = 20_000,
             storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER) -> Prepared:
     """Hash, validate and cache ``df``'s features; count rows by validity in one pass.
 
@@ -111,6 +157,15 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
         Storage and compute precision of the cached features.
     cosine : bool
         Zero vectors are invalid under cosine distance.
+    storage : {"memory", "disk", "auto"}
+        Cache the prepared rows in memory, write them to a scratch Parquet directory by
+        block, or choose: "auto" picks disk only when the session's settings tell its
+        storage memory and the rows would take more than half of it.
+    scratch_dir : str, optional
+        Where the disk layout goes (a fresh subdirectory, deleted by :meth:`unpersist`).
+        Default: the system's temporary directory, which only a local session can use.
+    block_rows : int
+        Rows per block on disk, about: the batch size, so a step reads one to three files.
     """
     names = feature_names(spec.n_features)
     # Two projections: validity and the key are computed once per row, not per column.
@@ -124,28 +179,164 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
     cols += [F.when(valid, F.col(n).cast(dtype_name(dtype))).alias(n) for n in names]
     if spec.weight_col is not None:
         cols.append(F.when(valid, F.col("weight")).alias("weight"))
+    rows = staged.select(*cols)
+    if storage not in STORAGES:
+        raise InvalidParamError(f"prepareStorage={storage!r} is invalid: expected one of "
+                                f"{list(STORAGES)}")
+    n_input, bytes_per_row = None, row_bytes(spec, dtype)
+    if storage == "auto":
+        storage, n_input = choose_storage(df, bytes_per_row)
+    layout = {}
+    if storage == "memory":
+        data, counts = _cache(rows, storage_level)
+    else:
+        if n_input is None:
+            n_input = df.count()
+        path = scratch_location(df.sparkSession, scratch_dir)
+        try:
+            data, counts, shift = _write_blocks(rows, path, n_input, bytes_per_row, block_rows)
+        except BaseException:
+            remove_path(df.sparkSession, path)
+            raise
+        layout = {"block_shift": shift, "scratch_path": path}
+    n_rows, n_invalid = int(counts["n"]), int(counts["bad"])
+    invalid = spec.invalid_counts(df, cosine) if n_invalid else {}
+    logger.info("prepared %d valid rows (%s) in %s, %d invalid", n_rows, spec.describe(),
+                storage, n_invalid)
+    return Prepared(data, spec, n_rows, float(counts["w"] or 0.0), invalid, n_invalid,
+                    **layout)
+
+
+def _counts(weighted: bool):
+    """Valid rows, invalid rows and the valid rows' weight, as aggregate columns."""
+    ok = F.col("slot") >= 0
+    weight = F.col("weight") if weighted else F.lit(1.0)
+    return [F.count(F.when(ok, 1)).alias("n"), F.count(F.when(~ok, 1)).alias("bad"),
+            F.sum(F.when(ok, weight)).alias("w")]
+
+
+def _cache(rows: DataFrame, storage_level: StorageLevel):
+    """Cache in memory: (cached DataFrame, its counts as :func:`_counts` names them)."""
     # One cached partition per task slot, however many the input has: a step runs one
     # task per cached partition, so the step time must not grow with the input's size.
     # coalesce merges partitions without a shuffle.
     # The storage level must be deserialized: pyspark's MEMORY_AND_DISK is serialized, and
     # then every step deserializes whole partitions (O(N) per step: 0.69 s against 0.20 s
     # for one bucket of 10M rows).
-    weight = F.col("weight") if spec.weight_col is not None else F.lit(1.0)
     # Nothing here compresses: float features only pass through, and the 64-bit keys are
     # unique, yet for every cached batch Spark fills a dictionary of the keys before giving
     # up on it (11% of prepare's CPU time on 2M x 32 rows, by a JFR profile). The setting
     # is read when persist() plans the cache, so it must hold from there.
-    with temporary_conf(df.sparkSession, {"spark.sql.inMemoryColumnarStorage.compressed":
-                                          "false"}):
-        prepared = (staged.select(*cols).coalesce(default_parallelism(df.sparkSession))
-                    .sortWithinPartitions("slot").persist(storage_level))
-        row = prepared.agg(F.count(F.when(F.col("slot") >= 0, 1)).alias("n"),
-                           F.count(F.when(F.col("slot") < 0, 1)).alias("bad"),
-                           F.sum(F.when(F.col("slot") >= 0, weight)).alias("w")).first()
-    n_rows, n_invalid = int(row["n"]), int(row["bad"])
-    invalid = spec.invalid_counts(df, cosine) if n_invalid else {}
-    logger.info("prepared %d valid rows (%s), %d invalid", n_rows, spec.describe(), n_invalid)
-    return Prepared(prepared, spec, n_rows, float(row["w"] or 0.0), invalid, n_invalid)
+    spark = rows.sparkSession
+    with temporary_conf(spark, {"spark.sql.inMemoryColumnarStorage.compressed": "false"}):
+        cached = (rows.coalesce(default_parallelism(spark))
+                  .sortWithinPartitions("slot").persist(storage_level))
+        counts = cached.agg(*_counts("weight" in rows.columns)).first()
+    return cached, counts
+
+
+def _write_blocks(rows: DataFrame, path: str, n_input: int, bytes_per_row: int,
+                  block_rows: int):
+    """Write ``rows`` to ``path`` partitioned by block (``slot >> shift``), one file per
+    block sorted by slot, counting them on the way: (the table, its counts as
+    :func:`_counts` names them, the block shift). Invalid rows go to block -1."""
+    spark = rows.sparkSession
+    blocks_log2 = min(12, max(0, round(math.log2(max(n_input, 1) / max(block_rows, 1)))))
+    shift = SLOT_BITS - blocks_log2
+    # Each task writes a contiguous run of whole blocks (so one file per block): about
+    # 128 MB of rows a task, and at least one task per slot of the session.
+    tasks_log2 = min(blocks_log2, max(math.ceil(math.log2(max(n_input * bytes_per_row
+                                                              / 2 ** 27, 1))),
+                                      math.ceil(math.log2(default_parallelism(spark)))))
+    slot = F.col("slot")
+    blocks = rows.withColumn("block", F.when(slot >= 0, F.shiftright(slot, shift))
+                             .otherwise(F.lit(-1)))
+    obs = Observation("prepare")
+    (blocks.observe(obs, *_counts("weight" in rows.columns))
+     .repartitionById(1 << tasks_log2, F.shiftright(F.col("block"), blocks_log2 - tasks_log2))
+     .sortWithinPartitions("block", "slot")
+     .write.partitionBy("block").option("compression", "none").parquet(path))
+    logger.info("wrote %d blocks of about %d rows each to %s", 1 << blocks_log2,
+                n_input >> blocks_log2, path)
+    return spark.read.schema(blocks.schema).parquet(path), obs.get, shift
+
+
+def row_bytes(spec: FeatureSpec, dtype: str) -> int:
+    """Bytes of one prepared row: slot, key, features and weight."""
+    return 12 + spec.n_features * (4 if dtype == "float32" else 8) + 8 * bool(spec.weight_col)
+
+
+def choose_storage(df: DataFrame, bytes_per_row: int) -> Tuple[str, Optional[int]]:
+    """"memory" or "disk" for ``storage="auto"``, and the input's row count when it was
+    counted (only when the session's storage memory is known)."""
+    memory = storage_memory(df.sparkSession)
+    if memory is None:
+        return "memory", None
+    n = df.count()
+    need = n * bytes_per_row
+    choice = "disk" if need > MEMORY_SHARE * memory else "memory"
+    logger.info("prepareStorage=auto: %d rows need about %.0f MB against %.0f MB of "
+                "storage memory: %s", n, need / 2 ** 20, memory / 2 ** 20, choice)
+    return choice, n
+
+
+def storage_memory(spark) -> Optional[int]:
+    """Unified (storage and execution) memory of the session's executors, in bytes, from
+    its settings: the driver's in local mode, executor memory times
+    ``spark.executor.instances`` on a cluster; None when the settings do not tell (Spark
+    Connect, dynamic allocation)."""
+    if is_connect(spark):
+        return None
+    conf = spark.conf
+    fraction = float(conf.get("spark.memory.fraction", "0.6"))
+    if str(conf.get("spark.master", "")).startswith("local"):
+        heap, count = conf.get("spark.driver.memory", "1g"), 1
+    else:
+        instances = conf.get("spark.executor.instances", None)
+        if not instances or conf.get("spark.dynamicAllocation.enabled", "false") == "true":
+            return None
+        heap, count = conf.get("spark.executor.memory", "1g"), int(instances)
+    reserved = 300 * 2 ** 20  # Spark's reserved system memory
+    return int(max(parse_bytes(heap) - reserved, 0) * fraction * count)
+
+
+_UNITS = {"": 2 ** 20, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
+
+
+def parse_bytes(value: str) -> int:
+    """Bytes of a JVM memory setting such as "2g", "512m" or "1024" (MiB)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", str(value).lower())
+    if m is None:
+        raise InvalidParamError(f"memory setting {value!r} is invalid: expected a size "
+                                "such as 512m or 2g")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def scratch_location(spark, scratch_dir: Optional[str]) -> str:
+    """A fresh directory under ``scratch_dir`` for the disk layout."""
+    if not scratch_dir:
+        if is_connect(spark) or not str(spark.conf.get("spark.master", "")).startswith("local"):
+            raise InvalidParamError(
+                "prepareStorage='disk' on a cluster or over Spark Connect needs scratchDir: "
+                "a directory the driver and every executor can reach (for example "
+                "dbfs:/tmp/mbkm, s3://bucket/tmp or hdfs:///tmp); got none")
+        scratch_dir = tempfile.gettempdir()
+    return f"{scratch_dir.rstrip('/')}/mbkm-prepare-{uuid.uuid4().hex}"
+
+
+def remove_path(spark, path: str) -> None:
+    """Delete a directory: with the Python file system when it is local, else through
+    Hadoop's FileSystem (not on Spark Connect, where it is left and logged)."""
+    local = re.sub(r"^file:(//)?", "", path)
+    if "://" not in local and not re.match(r"^[a-z][a-z0-9+.-]*:", local):
+        shutil.rmtree(local, ignore_errors=True)
+    elif is_connect(spark):
+        logger.warning("left the scratch directory %s (Spark Connect cannot delete it): "
+                       "delete it by hand", path)
+    else:
+        jvm = spark.sparkContext._jvm
+        jpath = jvm.org.apache.hadoop.fs.Path(path)
+        jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(jpath, True)
 
 
 def feature_names(n_features: int) -> List[str]:

@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
-from ..core.kernels import BatchStats, _assign, _partial_stats, row_norms_sq, smallest_keys
+from ..core.kernels import BatchStats, _assign, _assign_stats, row_norms_sq, smallest_keys
 from ..core.loop import select_candidates
 from ..core.rng import keyed_uniform
 
@@ -107,7 +107,7 @@ def stats_function(centers: np.ndarray, dtype, n_candidates: int = 0, salt_value
     Input columns: ``f0`` ... ``f{d-1}``, optional ``weight`` and ``key``.
     """
     C = np.ascontiguousarray(centers, dtype=dtype)
-    k, d = C.shape
+    d = C.shape[1]
     salt_value = np.uint64(salt_value)
 
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -117,8 +117,7 @@ def stats_function(centers: np.ndarray, dtype, n_candidates: int = 0, salt_value
             if batch.num_rows == 0:
                 continue
             X, w, keys = _rows(batch, d, dtype, spherical)
-            labels, dist = _assign(X, C, c_sq)
-            part = _partial_stats(X, labels, dist, k, w)
+            part = _assign_stats(X, C, c_sq, w)
             if n_candidates and keys is not None:
                 part.cand_keys, part.cand_rows = select_candidates(keys, X, salt_value,
                                                                    n_candidates)
@@ -166,3 +165,53 @@ def sample_table_to_numpy(table: pa.Table, n_features: int):
     keys = table.column("key").to_numpy()
     rows = arrow_matrix(table.column("features"), n_features, np.float64)
     return smallest_keys(keys, rows, None)
+
+
+def local_steps_function(centers: np.ndarray, weight_sums: np.ndarray, dtype, slot_range,
+                         local_steps: int, n_candidates: int = 0, salt_value=0,
+                         spherical: bool = False):
+    """mapInArrow function for ``localSteps > 1``: several mini-batch steps in one job.
+
+    The partition's rows of the slot range ``[lo, hi)`` are split into ``local_steps``
+    sub-batches (equal slot sub-ranges, visited in ascending order); each is assigned
+    under the centers that the sub-batches before it moved on this partition, by
+    Sculley's rule from the fit's accumulated ``weight_sums``. The function returns the
+    partition's statistics summed over its sub-batches. The rule is a running mean per
+    center, ``(W c + S_1 + ... + S_m) / (W + w_1 + ... + w_m)``, so one driver update with
+    the sums of every partition is exactly where all the local updates lead together.
+    On a single partition (Euclidean distance) the job equals ``local_steps`` plain steps.
+    """
+    from ..core.minibatch import minibatch_update
+    from ..spark.prepare import N_SLOTS
+
+    C0 = np.asarray(centers, dtype=np.float64)
+    W0 = np.asarray(weight_sums, dtype=np.float64)
+    d = C0.shape[1]
+    lo, hi = (int(v) for v in slot_range)
+    salt_value = np.uint64(salt_value)
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        parts = [_rows(b, d, dtype, spherical) for b in batches if b.num_rows]
+        if not parts:
+            return
+        X = np.concatenate([p[0] for p in parts])
+        w = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+        keys = np.concatenate([p[2] for p in parts])
+        sub = ((keys % N_SLOTS) - lo) * local_steps // (hi - lo)
+        order = np.argsort(sub, kind="stable")
+        bounds = np.searchsorted(sub[order], np.arange(local_steps + 1))
+        C, W, total = C0, W0, BatchStats.empty(*C0.shape)
+        for j in range(local_steps):
+            idx = order[bounds[j]:bounds[j + 1]]
+            if len(idx) == 0:
+                continue
+            Cj = np.ascontiguousarray(normalize_rows(C) if spherical else C, dtype=dtype)
+            part = _assign_stats(X[idx], Cj, row_norms_sq(Cj), None if w is None else w[idx])
+            C, W = minibatch_update(C, W, part.sums, part.weights)
+            total = total.merge(part)
+        if n_candidates:
+            total.cand_keys, total.cand_rows = select_candidates(keys, X, salt_value,
+                                                                 n_candidates)
+        yield stats_to_batch(total)
+
+    return fn
