@@ -23,7 +23,7 @@ def _bare_job_seconds(spark, repeats: int = 7) -> float:
 
 
 def local_steps_bench(spark, df, input_cols, k, batch_size, seed, log,
-                      local_steps=(1, 4, 8), epochs=2) -> dict:
+                      local_steps=(1, 4, 8, 16), epochs=2) -> dict:
     """Fits with each ``local_steps`` value on one prepared copy of ``df``.
 
     Returns

@@ -12,7 +12,7 @@ kernel against GEMM, and where a step's time goes.
    driver update, a bare Spark job) at 1M and 10M rows with the same batch size.
 4. Scoring: ``transform`` + writing predictions against MLlib's, on the 2M table as Parquet
    and cached (``bench/scoring.py``).
-5. localSteps: the same fit with 1, 4 and 8 batches per Spark job on the 2M table
+5. localSteps: the same fit with 1, 4, 8 and 16 batches per Spark job on the 2M table
    (``bench/local_steps.py``): seconds per batch against a bare job, and final cost.
 6. Scale: 50M rows trained with 2 GB of driver memory, against scikit-learn KMeans fitted
    on a 5M-row sample (``bench/scale.py``, in its own process and JVM).
