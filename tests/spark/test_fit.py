@@ -223,16 +223,23 @@ def test_disk_layout_reads_only_the_blocks_of_a_slot_range(spark, data, tmp_path
     assert not root.exists()
 
 
-def test_auto_storage_follows_the_session_memory(spark, data):
-    from minibatch_kmeans.spark.prepare import choose_storage, parse_bytes, storage_memory
+def test_auto_storage_follows_the_session_memory(spark, data, monkeypatch, tmp_path):
+    from minibatch_kmeans.spark import prepare as prepare_mod
 
     _, _, _, df = data
-    assert [parse_bytes(v) for v in ("2g", "512m", "1024", "64k")] \
+    assert [prepare_mod.parse_bytes(v) for v in ("2g", "512m", "1024", "64k")] \
         == [2 << 30, 512 << 20, 1024 << 20, 64 << 10]
     # the test session: local, spark.driver.memory=2g, default spark.memory.fraction
-    assert storage_memory(spark) == int(((2 << 30) - (300 << 20)) * 0.6)
-    assert choose_storage(df, 44) == ("memory", 2400)
-    assert choose_storage(df, 1 << 30) == ("disk", 2400)  # 2400 rows of 1 GB each
+    assert prepare_mod.storage_memory(spark) == int(((2 << 30) - (300 << 20)) * 0.6)
+    df.write.parquet(str(tmp_path / "t"))
+    table = spark.read.parquet(str(tmp_path / "t"))
+    assert 0 < prepare_mod.plan_bytes(table) < 1 << 20  # from the files' sizes
+    # far below memory by Spark's estimate: memory, without counting
+    assert prepare_mod.choose_storage(table, table, 44) == ("memory", None)
+    # not far below: counted, then the rows' real size decides
+    monkeypatch.setattr(prepare_mod, "MEMORY_SHARE", 1e-4)  # about 100 KB of 1 GB
+    assert prepare_mod.choose_storage(table, table, 44) == ("memory", 2400)
+    assert prepare_mod.choose_storage(table, table, 1000) == ("disk", 2400)
 
 
 def test_bad_storage_settings_name_what_was_given(spark, data):

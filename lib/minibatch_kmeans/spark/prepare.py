@@ -56,6 +56,9 @@ STORAGES = ("auto", "memory", "disk")
 #: Fraction of the storage memory estimate that "auto" lets a cache take: the steps'
 #: execution memory and other cached tables need the rest.
 MEMORY_SHARE = 0.5
+#: How much larger than Spark's size estimate (compressed file sizes) the prepared rows
+#: may be before "auto" counts them rather than trusting the estimate.
+COMPRESSION_MARGIN = 3
 
 
 @dataclass
@@ -185,7 +188,7 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
                                 f"{list(STORAGES)}")
     n_input, bytes_per_row = None, row_bytes(spec, dtype)
     if storage == "auto":
-        storage, n_input = choose_storage(df, bytes_per_row)
+        storage, n_input = choose_storage(df, rows, bytes_per_row)
     layout = {}
     if storage == "memory":
         data, counts = _cache(rows, storage_level)
@@ -266,11 +269,20 @@ def row_bytes(spec: FeatureSpec, dtype: str) -> int:
     return 12 + spec.n_features * (4 if dtype == "float32" else 8) + 8 * bool(spec.weight_col)
 
 
-def choose_storage(df: DataFrame, bytes_per_row: int) -> Tuple[str, Optional[int]]:
+def choose_storage(df: DataFrame, rows: DataFrame,
+                   bytes_per_row: int) -> Tuple[str, Optional[int]]:
     """"memory" or "disk" for ``storage="auto"``, and the input's row count when it was
-    counted (only when the session's storage memory is known)."""
+    counted.
+
+    Memory when the session's settings do not tell its storage memory, or when Spark's
+    own size estimate of the prepared ``rows`` (no job: file sizes scaled to the
+    projection) is far below it; only otherwise is ``df`` counted (on 2M rows of
+    Parquet the count took about 1 s of an 8 s prepare)."""
     memory = storage_memory(df.sparkSession)
     if memory is None:
+        return "memory", None
+    estimate = plan_bytes(rows)
+    if estimate is not None and estimate * COMPRESSION_MARGIN < MEMORY_SHARE * memory:
         return "memory", None
     n = df.count()
     need = n * bytes_per_row
@@ -278,6 +290,18 @@ def choose_storage(df: DataFrame, bytes_per_row: int) -> Tuple[str, Optional[int
     logger.info("prepareStorage=auto: %d rows need about %.0f MB against %.0f MB of "
                 "storage memory: %s", n, need / 2 ** 20, memory / 2 ** 20, choice)
     return choice, n
+
+
+def plan_bytes(df: DataFrame) -> Optional[int]:
+    """Spark's size estimate of ``df``'s optimized plan, in bytes, without running a job;
+    None on Spark Connect or when Spark has none."""
+    if is_connect(df.sparkSession):
+        return None
+    try:
+        value = df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
+        return int(value if isinstance(value, int) else value.toString())  # a Scala BigInt
+    except Exception:  # noqa: BLE001 - only an estimate: without it, count
+        return None
 
 
 def storage_memory(spark) -> Optional[int]:

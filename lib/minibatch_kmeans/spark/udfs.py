@@ -13,7 +13,9 @@ import pyarrow as pa
 
 from ..core.kernels import BatchStats, _assign, _assign_stats, row_norms_sq, smallest_keys
 from ..core.loop import select_candidates
+from ..core.minibatch import minibatch_update
 from ..core.rng import keyed_uniform
+from .prepare import N_SLOTS
 
 STATS_SCHEMA = ("sums array<double>, weights array<double>, inertia double, n_rows long, "
                 "counts array<long>, cand_keys array<long>, cand_rows array<double>")
@@ -181,9 +183,6 @@ def local_steps_function(centers: np.ndarray, weight_sums: np.ndarray, dtype, sl
     the sums of every partition is exactly where all the local updates lead together.
     On a single partition (Euclidean distance) the job equals ``local_steps`` plain steps.
     """
-    from ..core.minibatch import minibatch_update
-    from ..spark.prepare import N_SLOTS
-
     C0 = np.asarray(centers, dtype=np.float64)
     W0 = np.asarray(weight_sums, dtype=np.float64)
     d = C0.shape[1]
