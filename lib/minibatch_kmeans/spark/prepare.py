@@ -276,8 +276,8 @@ def choose_storage(df: DataFrame, rows: DataFrame,
 
     Memory when the session's settings do not tell its storage memory, or when Spark's
     own size estimate of the prepared ``rows`` (no job: file sizes scaled to the
-    projection) is far below it; only otherwise is ``df`` counted (on 2M rows of
-    Parquet the count took about 1 s of an 8 s prepare)."""
+    projection) is far below it; only otherwise is ``df`` counted (a whole job, which
+    on an input that is not a plain table recomputes it)."""
     memory = storage_memory(df.sparkSession)
     if memory is None:
         return "memory", None
