@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from minibatch_kmeans.core import kernels
-from minibatch_kmeans.core.kernels import _assign, _assign_stats, _partial_stats, row_norms_sq
+from minibatch_kmeans.core.kernels import _assign, _assign_stats, row_norms_sq
 from minibatch_kmeans.core.loop import candidate_salt, max_candidates, select_candidates
 from minibatch_kmeans.spark.udfs import STATS_SCHEMA, _rows, stats_function, stats_to_batch
 
@@ -37,8 +37,7 @@ def _naive(X, C):
 def _numpy_stats(X, C, c_sq):
     """The NumPy path of ``_assign_stats``, whichever kernel is loaded."""
     with kernels._use_kernel("numpy"):
-        labels, dist = _assign(X, C, c_sq)
-        return _partial_stats(X, labels, dist, C.shape[0], None)
+        return _assign_stats(X, C, c_sq, None)
 
 
 def _kernel_seconds(X, C, repeats: int) -> dict:

@@ -170,8 +170,12 @@ class SparkMiniBatch:
     def stats(self, df, centers, n_candidates=0, salt_value=0) -> BatchStats:
         fn = stats_function(centers, self.p.np_dtype, n_candidates, salt_value,
                             self.p.spherical)
+        return self.run_stats(df, fn, centers.shape[0], n_candidates)
+
+    def run_stats(self, df, fn, k, n_candidates=0) -> BatchStats:
+        """The merged partials of a stats function (``STATS_SCHEMA``) run over ``df``."""
         table = df.mapInArrow(fn, STATS_SCHEMA).toArrow()
-        return table_to_stats(table, centers.shape[0], self.d, n_candidates or None)
+        return table_to_stats(table, k, self.d, n_candidates or None)
 
     def run_batch(self, bucket, centers, n_candidates, step) -> BatchStats:
         salt_value = candidate_salt(self.p.seed, step)
@@ -181,8 +185,7 @@ class SparkMiniBatch:
             fn = local_steps_function(centers, self.state.weight_sums, self.p.np_dtype,
                                       self.data.bucket_bounds(bucket), self.local_steps,
                                       n_candidates, salt_value, self.p.spherical)
-            table = self.data.bucket(bucket).mapInArrow(fn, STATS_SCHEMA).toArrow()
-            s = table_to_stats(table, centers.shape[0], self.d, n_candidates or None)
+            s = self.run_stats(self.data.bucket(bucket), fn, centers.shape[0], n_candidates)
         if s.n_rows > 4 * self.p.batch_size * self.local_steps:
             logger.warning("bucket %d has %d rows for batchSize %d: the input has many "
                            "exact duplicate rows", bucket, s.n_rows, self.p.batch_size)

@@ -48,8 +48,8 @@ from .session import default_parallelism, is_connect, temporary_conf
 
 logger = logging.getLogger(__name__)
 
-N_SLOTS = 1 << 20
 SLOT_BITS = 20
+N_SLOTS = 1 << SLOT_BITS
 
 STORAGES = ("auto", "memory", "disk")
 
@@ -313,7 +313,7 @@ def storage_memory(spark) -> Optional[int]:
         return None
     conf = spark.conf
     fraction = float(conf.get("spark.memory.fraction", "0.6"))
-    if str(conf.get("spark.master", "")).startswith("local"):
+    if _is_local(spark):
         heap, count = conf.get("spark.driver.memory", "1g"), 1
     else:
         instances = conf.get("spark.executor.instances", None)
@@ -322,6 +322,11 @@ def storage_memory(spark) -> Optional[int]:
         heap, count = conf.get("spark.executor.memory", "1g"), int(instances)
     reserved = 300 * 2 ** 20  # Spark's reserved system memory
     return int(max(parse_bytes(heap) - reserved, 0) * fraction * count)
+
+
+def _is_local(spark) -> bool:
+    """Whether the session's master is local (executors in the driver's JVM)."""
+    return str(spark.conf.get("spark.master", "")).startswith("local")
 
 
 _UNITS = {"": 2 ** 20, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
@@ -339,7 +344,7 @@ def parse_bytes(value: str) -> int:
 def scratch_location(spark, scratch_dir: Optional[str]) -> str:
     """A fresh directory under ``scratch_dir`` for the disk layout."""
     if not scratch_dir:
-        if is_connect(spark) or not str(spark.conf.get("spark.master", "")).startswith("local"):
+        if is_connect(spark) or not _is_local(spark):
             raise InvalidParamError(
                 "prepareStorage='disk' on a cluster or over Spark Connect needs scratchDir: "
                 "a directory the driver and every executor can reach (for example "
