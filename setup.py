@@ -30,8 +30,12 @@ setup(
         # compiled row passes of the assignment kernel (core/_fused.py); without numba the
         # NumPy path runs. 0.62 is the first numba that accepts NumPy 2.3.
         "fast": ["numba>=0.62"],
+        # Delta tables without Spark's Delta jars: delta-rs resolves the log, Spark reads
+        # and writes the data files (minibatch_kmeans.delta)
+        "delta": ["deltalake>=1.2"],
         # numba too, so that the tests compare the compiled path with the NumPy one
-        "dev": ["pytest>=8", "scikit-learn>=1.5", "scipy>=1.11", "numba>=0.62"],
+        "dev": ["pytest>=8", "scikit-learn>=1.5", "scipy>=1.11", "numba>=0.62",
+                "deltalake>=1.2"],
     },
     entry_points={
         "console_scripts": [f"mbkm-{j.replace('_', '-')}=minibatch_kmeans_jobs.{j}:main" for j in JOBS],

@@ -162,6 +162,9 @@ class Config:
     model: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    #: Names one run of a job (``run_id`` in the file, or ``--run-id``): a train job
+    #: resumes its checkpoint, and a scoring job replaces its own output, for the same id.
+    run_id: Optional[str] = None
 
     @classmethod
     def from_dict(cls, raw: Any) -> "Config":
@@ -648,10 +651,27 @@ def _parse_compare(raw) -> CompareConfig:
 
 
 def _parse_config(raw) -> Config:
-    s = _Section("", raw, ("spark", "input", "model", "output", "logging", "compare"))
+    s = _Section("", raw, ("run_id", "spark", "input", "model", "output", "logging",
+                           "compare"))
+    run_id = _run_id("run_id", s.get("run_id", None))
     spark = _parse_spark(s.get("spark", None))
     inp = _parse_input(s.get("input"))
     model = _parse_model(s.get("model", None), inp.input_cols)
     out = _parse_output(s.get("output"))
     log = _parse_logging(s.get("logging", None))
-    return Config(inp, out, spark, model, log, _parse_compare(s.get("compare", None)))
+    return Config(inp, out, spark, model, log, _parse_compare(s.get("compare", None)),
+                  run_id)
+
+
+def _run_id(path: str, value) -> Optional[str]:
+    """A run id: letters, digits, ``.``, ``_``, ``-`` and ``=`` (it becomes a directory
+    name and a partition value), or null."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}",
+                                                      value):
+        _fail(path, value, "a string of letters, digits, '.', '_', '-' or '=' (at most 128, "
+                           "starting with a letter or digit), or null")
+    return value
