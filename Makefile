@@ -42,8 +42,11 @@ test: $(STAMP) native-blas
 bench: $(STAMP) native-blas
 	$(PY) bench/run.py
 
+# dist/minibatch_kmeans-<version>-py3-none-any.whl (pip install, Databricks wheel tasks) and
+# dist/minibatch_kmeans.zip (spark-submit --py-files), both with minibatch_kmeans and
+# minibatch_kmeans_jobs; tests/test_cluster.py builds them with the same script.
 dist: $(STAMP)
-	$(PY) -m pip wheel --no-deps -w dist .
+	$(PY) .ci/dist.py dist
 
 clean:
 	rm -rf $(VENV) out dist build *.egg-info lib/*.egg-info

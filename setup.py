@@ -1,7 +1,7 @@
 """minibatch-kmeans: mini-batch k-means clustering as a distributed Spark job."""
 from setuptools import find_packages, setup
 
-JOBS = ["generate_data", "train", "compare"]
+JOBS = ["generate_data", "train", "score", "compare"]
 
 setup(
     name="minibatch-kmeans",
@@ -38,6 +38,7 @@ setup(
                 "deltalake>=1.2"],
     },
     entry_points={
-        "console_scripts": [f"mbkm-{j.replace('_', '-')}=minibatch_kmeans_jobs.{j}:main" for j in JOBS],
+        "console_scripts": [f"mbkm-{j.replace('_', '-')}=minibatch_kmeans_jobs.{j}:main"
+                            for j in JOBS],
     },
 )

@@ -20,7 +20,7 @@ from minibatch_kmeans.cli import run_job
 from minibatch_kmeans.compare import compare_with_mllib, markdown
 from minibatch_kmeans.config import configure_logging, driver_path, is_remote, load_config
 from minibatch_kmeans.errors import ConfigError
-from minibatch_kmeans.io import read_table
+from minibatch_kmeans.outputs import read_input
 from minibatch_kmeans.spark.session import job_session
 
 logger = logging.getLogger("minibatch_kmeans_jobs.compare")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             shared[name] = ours.pop(key)
     c = cfg.compare
     with job_session(cfg.spark.app_name, cfg.spark.master, cfg.spark.conf) as spark:
-        df = read_table(spark, cfg.input.path, cfg.input.format)
+        df = read_input(spark, cfg.input)
         result = compare_with_mllib(
             df, **shared, ours=ours, mllib=dict(c.mllib), sample_size=c.sample_size,
             local_max_mb=c.local_max_mb, references=c.references,

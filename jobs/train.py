@@ -11,6 +11,7 @@ anything else.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -19,7 +20,11 @@ from typing import List, Optional
 from minibatch_kmeans import MiniBatchKMeans
 from minibatch_kmeans.config import configure_logging, driver_path, load_config
 from minibatch_kmeans.cli import run_job
-from minibatch_kmeans.io import read_table
+from minibatch_kmeans.outputs import (default_run_id, read_input,
+                                      write_model_tables, write_quality_outputs)
+from minibatch_kmeans.errors import InvalidInputError
+from minibatch_kmeans.quality import check_quality, report_top
+from minibatch_kmeans.spark.features import resolve
 from minibatch_kmeans.report import plot_convergence, summary_table, write_json
 from minibatch_kmeans.spark.session import job_session
 
@@ -33,33 +38,60 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a config field, e.g. --set model.k=30 (repeatable)")
+    parser.add_argument("--run-id", dest="run_id", metavar="ID",
+                        help="name of this run (overrides run_id in the config); with "
+                             "model.checkpointDir, a re-run with the same id resumes the fit")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.conf, args.overrides)
+    # --run-id wins over the file's run_id, and is validated as it is
+    run_id_override = [f"run_id={json.dumps(args.run_id)}"] if getattr(args, "run_id", None) \
+        else []
+    cfg = load_config(args.conf, args.overrides + run_id_override)
+    run_id = getattr(args, "run_id", None) or cfg.run_id or default_run_id()
     configure_logging(cfg.logging.level)
     for line in cfg.describe():
         logger.info("config %s", line)
+    out, source = cfg.output, cfg.input.describe()
     with job_session(cfg.spark.app_name, cfg.spark.master, cfg.spark.conf) as spark:
-        df = read_table(spark, cfg.input.path, cfg.input.format)
+        df = read_input(spark, cfg.input)
+        estimator = MiniBatchKMeans(**cfg.estimator_params())
+        if estimator.getCheckpointDir() and cfg.run_id:  # one checkpoint directory per run
+            estimator.setCheckpointDir(f"{estimator.getCheckpointDir().rstrip('/')}/{cfg.run_id}")
+        if estimator.getCheckpointDir():
+            logger.info("checkpoints in %s", estimator.getCheckpointDir())
+        spec = resolve(df, estimator.getFeaturesCol(), estimator._input_cols(),
+                       estimator._weight_col())
+        quality = check_quality(df, spec, cfg.quality,
+                                estimator.getDistanceMeasure() == "cosine",
+                                what=f"training table {source}")
+        report = write_quality_outputs(spark, quality, out, run_id, source)
+        quality.raise_if_failed()
+        if quality.invalid_rows and estimator.getHandleInvalid() == "error":
+            raise InvalidInputError(
+                f"training table {source} has {quality.invalid_rows} invalid rows "
+                f"({report_top(report)}); expected none with model.handleInvalid=error "
+                "(set it to skip to train on the valid rows"
+                + (f"; they are in {out.quarantine}" if out.quarantine else "") + ")")
         t0 = time.perf_counter()
-        model = MiniBatchKMeans(**cfg.estimator_params()).fit(df)
+        model = estimator.fit(quality.valid())
         fit_seconds = time.perf_counter() - t0
-        model.write().overwrite().save(cfg.output.model)
-        logger.info("saved model to %s", cfg.output.model)
-    summary = model.summary.as_dict()
-    summary.update(configPath=args.conf, inputPath=cfg.input.path,
-                   inputRows=summary["numRows"] + summary.get("numSkipped", 0),
-                   jobFitSeconds=fit_seconds, modelPath=cfg.output.model,
-                   summaryPath=cfg.output.summary, plotPath=cfg.output.plot)
+        model.write().overwrite().save(out.model)
+        logger.info("saved model to %s", out.model)
+        summary = model.summary.as_dict()
+        summary.update(runId=run_id, configPath=args.conf, inputPath=source,
+                       inputRows=report["rows"], invalidRows=report["invalidRows"],
+                       jobFitSeconds=fit_seconds, modelPath=out.model,
+                       summaryPath=out.summary, plotPath=out.plot)
+        write_model_tables(spark, model, summary, out, run_id)
     if cfg.output.plot:
         plot_convergence(summary["history"], driver_path(cfg.output.plot),
                          title=f"k={summary['k']}, {summary['numRows']:,} rows, batch "
                                f"{summary['batchSize']:,}: {summary['numSteps']} steps "
                                f"({summary['stopReason']})")
     if cfg.output.summary:
-        write_json(summary, driver_path(cfg.output.summary))
+        write_json(summary, driver_path(out.summary))
     print(summary_table(summary))
     print(f"\nmodel saved to {cfg.output.model}"
           + (f"; convergence plot at {cfg.output.plot}" if cfg.output.plot else ""))

@@ -1,6 +1,7 @@
 """Job config: YAML (safe_load) into frozen dataclasses, validated field by field."""
 import copy
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ BASE = {
               "reassignmentRatio": 0.0, "handleInvalid": "skip",
               "initialCenters": [[0, 0, 0], [1, 1, 1], [2, 2, 2]], "dtype": "float64",
               "computeTrainingCost": False, "prepareStorage": "disk", "localSteps": 4,
-              "scratchDir": "/tmp/scratch"},
+              "scratchDir": "/tmp/scratch", "checkpointDir": "/tmp/ck", "checkpointInterval": 5},
     "output": {"dir": "out/train"},
     "logging": {"level": "debug"},
 }
@@ -67,6 +68,7 @@ def test_full_config_loads_with_every_model_param():
     assert est.getInputCols() == ["x0", "x1", "x2"] and est.getDtype() == "float64"
     assert est.getComputeTrainingCost() is False
     assert (est.getPrepareStorage(), est.getScratchDir()) == ("disk", "/tmp/scratch")
+    assert (est.getCheckpointDir(), est.getCheckpointInterval()) == ("/tmp/ck", 5)
 
 
 def test_minimal_config_uses_defaults():
@@ -82,7 +84,7 @@ def test_minimal_config_uses_defaults():
 def test_weight_col_and_explicit_outputs():
     raw = with_value("input.weightCol", "w")
     raw["output"] = {"dir": "s3a://b/m", "model": "s3a://b/m/v1", "summary": "/tmp/s.json",
-                     "plot": None}
+                     "plot": None, "quality_report": None}
     cfg = Config.from_dict(raw)
     assert cfg.estimator_params()["weightCol"] == "w"
     assert (cfg.output.model, cfg.output.summary, cfg.output.plot) == \
@@ -259,6 +261,10 @@ BAD = [
     ("model.prepareStorage", "tape", "model.prepareStorage"),
     ("model.localSteps", 0, "model.localSteps"),
     ("model.scratchDir", 3, "model.scratchDir"),
+    ("model.checkpointDir", 3, "model.checkpointDir"),
+    ("model.checkpointDir", "", "model.checkpointDir"),
+    ("model.checkpointInterval", 0, "model.checkpointInterval"),
+    ("model.checkpointInterval", 2.5, "model.checkpointInterval"),
     ("model.predictionCol", "", "model.predictionCol"),
     ("output", KeyError, "output is missing"),
     ("output.dir", KeyError, "output.dir is missing"),
@@ -303,7 +309,14 @@ def test_remote_output_dir_needs_local_summary_and_plot():
         Config.from_dict(with_value("output.dir", "s3a://bucket/models"))
     raw = with_value("output.dir", "s3a://bucket/models")
     raw["output"].update(summary="/tmp/s.json", plot=None)
-    assert Config.from_dict(raw).output.model == "s3a://bucket/models/model"
+    with pytest.raises(ConfigError, match="output.quality_report is missing"):
+        Config.from_dict(raw)
+    raw["output"]["quality_report"] = "/tmp/q.json"
+    out = Config.from_dict(raw).output
+    assert out.model == "s3a://bucket/models/model"
+    assert (out.centers, out.quarantine, out.format) == ("s3a://bucket/models/centers",
+                                                          "s3a://bucket/models/quarantine",
+                                                          "parquet")
     # dbfs:/ is reachable from the driver through /dbfs
     assert Config.from_dict(with_value("output.dir", "dbfs:/x")).output.plot == \
         "dbfs:/x/convergence.png"
@@ -381,3 +394,77 @@ def test_secret_spark_settings_are_never_shown(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(write_yaml(tmp_path, BASE), ["spark.conf.spark.api.token=[S3CRET-5"])
     assert "S3CRET" not in str(e.value)
+
+
+# -- the quality section and the scoring config ------------------------------------------
+
+def test_quality_section_parses_and_names_bad_fields():
+    raw = with_value("quality", {"ranges": {"x0": [0, None], "x1": [-1, 1]},
+                                 "max_invalid_fraction": 0.1, "min_rows": 10,
+                                 "expected_columns": {"id": "BIGINT"}})
+    q = Config.from_dict(raw).quality
+    assert dict(q.ranges) == {"x0": (0.0, None), "x1": (-1.0, 1.0)}
+    assert (q.max_invalid_fraction, q.min_rows, dict(q.expected_columns)) == \
+        (0.1, 10, {"id": "bigint"})
+    assert Config.from_dict(with_value("quality", None)).quality.max_invalid_fraction == 0.05
+    for field, value, message in [
+            ("quality.max_invalid_fraction", 2, "quality.max_invalid_fraction=2.0"),
+            ("quality.ranges", {"x0": [1, 0]}, "quality.ranges.x0=[1, 0]"),
+            ("quality.ranges", {"x0": [None, None]}, "quality.ranges.x0"),
+            ("quality.ranges", {"x0": 3}, "quality.ranges.x0=3"),
+            ("quality.min_rows", 0, "quality.min_rows=0"),
+            ("quality.max_rows", 0, "quality.max_rows is not a known key")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Config.from_dict(with_value(field, value))
+
+
+def test_score_config_sections():
+    from minibatch_kmeans.config import ScoreConfig, load_score_config
+
+    cfg = load_score_config("conf/score.yaml", ["run_id=day-1", "output.format=delta"])
+    assert cfg.run_id == "day-1" and cfg.output.format == "delta"
+    assert cfg.output.predictions == "out/score/predictions"
+    assert cfg.output.model is None and cfg.scoring.id_columns == ("id",)
+    base = {"input": {"path": "t"}, "scoring": {"model": "m"}, "output": {"dir": "o"}}
+    for change, message in [
+            ({"model": {"path": "m"}}, "put the model path under scoring.model"),
+            ({"input": {"path": "t", "features": {"inputCols": ["a"]}}},
+             "input.features is not a known key"),
+            ({"scoring": {"model": "m", "prediction_col": "p", "distance_col": "p"}},
+             "distinct output column names"),
+            ({"scoring": {}}, "scoring.model is missing"),
+            ({"run_id": "a b"}, "run_id='a b' is invalid"),
+            ({"output": {"dir": "o", "format": "orc"}}, "output.format='orc'")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            ScoreConfig.from_dict({**base, **change})
+
+
+def test_input_table_format_delta_and_time_travel(tmp_path):
+    def inp(**changes):
+        raw = copy.deepcopy(BASE)
+        raw["input"].update(changes)
+        raw["input"] = {k: v for k, v in raw["input"].items() if v is not KeyError}
+        return raw
+
+    cfg = Config.from_dict(inp(format="delta", version=3))
+    assert (cfg.input.path, cfg.input.format, cfg.input.version) == ("out/data/blobs", "delta", 3)
+    cfg = Config.from_dict(inp(path=KeyError, table="main.ml.points", format="delta"))
+    assert cfg.input.path is None and cfg.input.table == "main.ml.points"
+    # an unquoted YAML timestamp arrives as a datetime: kept as ISO 8601 text
+    path = write_yaml(tmp_path, "input: {path: t, format: delta, timestamp: 2024-05-01T12:00:00Z,"
+                                " features: {inputCols: [x0]}}\noutput: {dir: o}\n")
+    assert load_config(path).input.timestamp == "2024-05-01T12:00:00+00:00"
+    assert Config.from_dict(inp(format="delta", timestamp="2024-05-01")).input.timestamp \
+        == "2024-05-01"
+    for changes, message in [
+            ({"table": "t"}, "input.path and input.table are both set"),
+            ({"path": KeyError}, "input.path is missing"),
+            ({"table": "", "path": KeyError}, "input.table=''"),
+            ({"version": 1}, "input.version is set but input.format='parquet'"),
+            ({"format": "delta", "version": -1}, "input.version=-1 is invalid"),
+            ({"format": "delta", "version": True}, "input.version=True is invalid"),
+            ({"format": "delta", "timestamp": "noon"}, "input.timestamp='noon' is invalid"),
+            ({"format": "delta", "version": 1, "timestamp": "2024-05-01"},
+             "input.version=1 and input.timestamp='2024-05-01' are both set")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Config.from_dict(inp(**changes))

@@ -101,3 +101,59 @@ def test_generate_data_bad_arguments_exit_2(tmp_path, capsys):
     assert generate_data.main(["--rows", "many"]) == 2  # argparse says why
     assert "--rows" in capsys.readouterr().err
     assert generate_data.main(["--help"]) == 0
+
+
+@pytest.fixture(scope="module")
+def dirty_path(spark, blobs_path, tmp_path_factory):
+    """The blobs with x1 NaN on 10 rows and x3 null on 2 (12 of 2000: 0.6%)."""
+    from pyspark.sql import functions as F
+
+    df = spark.read.parquet(blobs_path)
+    df = (df.withColumn("x1", F.when(F.col("id") < 10, F.lit(float("nan")))
+                        .otherwise(F.col("x1")))
+          .withColumn("x3", F.when(F.col("id").isin(100, 101), F.lit(None))
+                      .otherwise(F.col("x3"))))
+    out = str(tmp_path_factory.mktemp("dirty") / "blobs")
+    df.write.parquet(out)
+    return out
+
+
+def test_train_quality_gate_quarantine_and_output_tables(spark, dirty_path, tmp_path, capsys):
+    out = tmp_path / "train"
+    code = train.main(train_args(dirty_path, out, "--set", "model.handleInvalid=skip",
+                                 "--set", "run_id=day1"))
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["inputRows"], summary["invalidRows"], summary["numRows"]) == \
+        (2000, 12, 1988)
+    assert summary["runId"] == "day1"
+    quarantine = spark.read.parquet(str(out / "quarantine"))
+    assert quarantine.count() == 12
+    assert {r.reason for r in quarantine.collect()} == {"x1: NaN", "x3: null"}
+    report = json.loads((out / "quality.json").read_text())
+    assert report["byColumn"] == {"x1": {"NaN": 10}, "x3": {"null": 2}} and report["passed"]
+    centers = spark.read.parquet(str(out / "centers"))
+    assert centers.count() == 3 and set(centers.columns) == {"cluster", "center", "weight",
+                                                             "size", "run_id"}
+    assert sum(r.size for r in centers.collect()) == 1988
+    metrics = spark.read.parquet(str(out / "metrics")).collect()
+    assert len(metrics) == 1 and metrics[0].num_rows == 1988 and metrics[0].run_id == "day1"
+    assert metrics[0].training_cost == pytest.approx(summary["trainingCost"])
+    # a re-run of the same run id replaces its rows
+    assert train.main(train_args(dirty_path, out, "--set", "model.handleInvalid=skip",
+                                 "--set", "run_id=day1")) == 0
+    assert spark.read.parquet(str(out / "metrics")).count() == 1
+    assert spark.read.parquet(str(out / "centers")).count() == 3
+
+
+def test_train_gate_fails_on_threshold_or_handle_invalid_error(dirty_path, tmp_path, capsys):
+    code = train.main(train_args(dirty_path, tmp_path / "a", "--set", "model.handleInvalid=skip",
+                                 "--set", "quality.max_invalid_fraction=0.001"))
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "12 invalid rows of 2000 (0.60%)" in line
+    assert not (tmp_path / "a" / "model").exists()
+    assert (tmp_path / "a" / "quality.json").exists()
+    code = train.main(train_args(dirty_path, tmp_path / "b"))  # handleInvalid=error
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "12 invalid rows" in line and "model.handleInvalid=error" in line
+    assert str(tmp_path / "b" / "quarantine") in line

@@ -37,16 +37,20 @@ import re
 import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import yaml
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .quality import QualityRules
 from .spark.session import redact
 
 logger = logging.getLogger(__name__)
 
-INPUT_FORMATS = ("parquet",)
+INPUT_FORMATS = ("parquet", "delta")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _MISSING = object()
@@ -83,15 +87,34 @@ class SparkConfig:
 class InputConfig:
     """Where the training table is and which columns hold the features.
 
-    Exactly one of ``input_cols`` (numeric columns) and ``features_col`` (a Vector or
-    ``array<double>`` column) is set.
+    Exactly one of ``path`` (a Spark path) and ``table`` (a catalog table name) is set, and
+    for training exactly one of ``input_cols`` (numeric columns) and ``features_col`` (a
+    Vector or ``array<double>`` column). ``version`` (an integer >= 0) or ``timestamp``
+    (ISO 8601 text; without a zone, the Spark session's) reads an earlier version of a
+    Delta table: at most one, and only with ``format="delta"``.
     """
 
-    path: str
+    path: Optional[str]
     format: str = "parquet"
     input_cols: Optional[Tuple[str, ...]] = None
     features_col: Optional[str] = None
     weight_col: Optional[str] = None
+    table: Optional[str] = None
+    version: Optional[int] = None
+    timestamp: Optional[str] = None
+
+    def describe(self) -> str:
+        """The path or table, and any time travel: "t @version 3"."""
+        when = "".join(f" @{k} {v}" for k, v in (("version", self.version),
+                                                  ("timestamp", self.timestamp))
+                       if v is not None)
+        return (self.table or self.path) + when
+
+    def read_options(self) -> dict:
+        """Keyword arguments of :func:`minibatch_kmeans.io.read_table` beyond path and
+        format, when set."""
+        return {k: getattr(self, k) for k in ("table", "version", "timestamp")
+                if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -102,18 +125,33 @@ class OutputConfig:
     ----------
     dir : str
         Any Spark path (local, ``dbfs:/``, ``s3a://``...).
-    model : str
-        Spark path of the saved model (default ``<dir>/model``).
-    summary, plot : str or None
-        Driver-local files for the JSON summary and the convergence PNG (defaults
-        ``<dir>/summary.json`` and ``<dir>/convergence.png`` when ``dir`` is local or
-        ``dbfs:/``, which is read through the ``/dbfs`` mount); None skips them.
+    format : {"parquet", "delta"}
+        Format of the output tables.
+    model : str or None
+        Spark path of the saved model (train: default ``<dir>/model``).
+    centers, metrics, quality, quarantine, predictions : str or None
+        Output tables (Spark paths), each partitioned by ``run_id`` so that a re-run
+        replaces its own rows. Train writes centers, metrics, quality and quarantine
+        (defaults ``<dir>/<name>``); score writes predictions, quality and quarantine.
+        None skips a table; the quarantine table is written only when rows are invalid.
+    summary, plot, quality_report : str or None
+        Driver-local files: the JSON summary, the convergence PNG and the JSON quality
+        report (defaults ``<dir>/summary.json``, ``<dir>/convergence.png`` and
+        ``<dir>/quality.json`` when ``dir`` is local or ``dbfs:/``, which is read through
+        the ``/dbfs`` mount); None skips them.
     """
 
     dir: str
-    model: str
+    model: Optional[str]
     summary: Optional[str]
     plot: Optional[str]
+    format: str = "parquet"
+    centers: Optional[str] = None
+    metrics: Optional[str] = None
+    quality: Optional[str] = None
+    quarantine: Optional[str] = None
+    predictions: Optional[str] = None
+    quality_report: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +203,7 @@ class Config:
     #: Names one run of a job (``run_id`` in the file, or ``--run-id``): a train job
     #: resumes its checkpoint, and a scoring job replaces its own output, for the same id.
     run_id: Optional[str] = None
+    quality: "QualityRules" = field(default_factory=lambda: _default_quality())
 
     @classmethod
     def from_dict(cls, raw: Any) -> "Config":
@@ -191,7 +230,7 @@ class Config:
         return [
             f"spark: app_name={self.spark.app_name}, master={self.spark.master or '(session)'}"
             + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.spark.conf.items())),
-            f"input: {self.input.format} {self.input.path}, {feats}"
+            f"input: {self.input.format} {self.input.describe()}, {feats}"
             + (f", weightCol {self.input.weight_col!r}" if self.input.weight_col else ""),
             f"model: {model}",
             f"output: model {self.output.model}, summary {self.output.summary}, "
@@ -213,7 +252,7 @@ def _short(value) -> str:
 # -- loading --------------------------------------------------------------------------
 
 
-def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str, overrides: Sequence[str] = (), parse=None) -> Config:
     """Load a YAML job config, apply ``key=value`` overrides, validate.
 
     Parameters
@@ -249,7 +288,13 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
                           f"{_type(raw)}")
     for item in overrides:
         apply_override(raw, item)
-    return _parse_config(raw)
+    return (parse or _parse_config)(raw)
+
+
+def load_score_config(path: str, overrides: Sequence[str] = ()) -> "ScoreConfig":
+    """:func:`load_config` for ``jobs/score.py`` (sections run_id, spark, input, scoring,
+    quality, output, logging)."""
+    return load_config(path, overrides, _parse_score_config)
 
 
 def apply_override(raw: Dict[str, Any], item: str) -> None:
@@ -466,13 +511,50 @@ def _parse_spark(raw) -> SparkConfig:
     return SparkConfig(app, master, MappingProxyType(conf))
 
 
-def _parse_input(raw) -> InputConfig:
-    s = _Section("input", raw, ("path", "format", "features", "weightCol"),
-                 hints={"inputCols": "put it under input.features",
-                        "featuresCol": "put it under input.features"})
-    path = _string("input.path", s.get("path"))
+def _parse_input(raw, features: bool = True) -> InputConfig:
+    """The input section; without ``features`` (scoring: the model's feature schema says
+    where they are) the features and weight keys are refused."""
+    keys = ("path", "table", "format", "version", "timestamp", "features", "weightCol")
+    hints = {"inputCols": "put it under input.features",
+             "featuresCol": "put it under input.features"}
+    if not features:
+        keys = keys[:5]
+        hints = {k: "the saved model's feature schema names the feature columns"
+                 for k in ("features", "weightCol", "inputCols", "featuresCol")}
+    s = _Section("input", raw, keys, hints)
+    if s.has("path") and s.has("table"):
+        raise ConfigError("input.path and input.table are both set: expected exactly one (a "
+                          "path, or a catalog table name)")
+    if not s.has("path") and not s.has("table"):
+        raise ConfigError("input.path is missing: set input.path (a path) or input.table (a "
+                          "catalog table name)")
+    path = _string("input.path", s.get("path")) if s.has("path") else None
+    table = _string("input.table", s.get("table")) if s.has("table") else None
     fmt = _choice("input.format", s.get("format", "parquet"), INPUT_FORMATS,
                   fold=str.lower)
+    version = _int("input.version", s.get("version", None), 0, allow_none=True)
+    timestamp = s.get("timestamp", None)
+    if timestamp is not None:
+        from datetime import date, datetime
+
+        if isinstance(timestamp, (datetime, date)):  # YAML reads unquoted timestamps
+            timestamp = timestamp.isoformat()
+        try:
+            text = timestamp.strip()
+            datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+        except (AttributeError, ValueError):
+            _fail("input.timestamp", s.get("timestamp"), "an ISO 8601 timestamp such as "
+                  "2024-05-01T12:00:00Z (without a zone: the Spark session's), or null")
+    if version is not None and timestamp is not None:
+        raise ConfigError(f"input.version={version!r} and input.timestamp={timestamp!r} are "
+                          "both set: expected at most one")
+    if (version is not None or timestamp is not None) and fmt != "delta":
+        key = "input.version" if version is not None else "input.timestamp"
+        raise ConfigError(f"{key} is set but input.format={fmt!r}: reading an earlier version "
+                          "needs format delta")
+    where = dict(table=table, version=version, timestamp=timestamp)
+    if not features:
+        return InputConfig(path, fmt, **where)
     f = _Section("input.features", s.get("features"), ("inputCols", "featuresCol"))
     if f.has("inputCols") == f.has("featuresCol"):
         raise ConfigError("input.features must set exactly one of inputCols (a list of "
@@ -483,7 +565,7 @@ def _parse_input(raw) -> InputConfig:
     features_col = _string("input.features.featuresCol", f.get("featuresCol")) \
         if f.has("featuresCol") else None
     weight_col = _string("input.weightCol", s.get("weightCol", None), allow_none=True)
-    return InputConfig(path, fmt, input_cols, features_col, weight_col)
+    return InputConfig(path, fmt, input_cols, features_col, weight_col, **where)
 
 
 def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], Any]]:
@@ -515,6 +597,9 @@ def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], A
         "computeTrainingCost": lambda p, v, m: _bool(p, v),
         "prepareStorage": lambda p, v, m: _choice(p, v, STORAGES),
         "scratchDir": lambda p, v, m: _string(p, v, allow_none=True),
+        "checkpointDir": lambda p, v, m: _string(p, v, allow_none=True),
+        "checkpointInterval": lambda p, v, m: _int(
+            p, v, 1, expected="an integer >= 1 (steps between checkpoints)"),
         "predictionCol": lambda p, v, m: _string(p, v),
         "distanceCol": lambda p, v, m: _string(p, v, allow_none=True),
     }
@@ -585,12 +670,28 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def _parse_output(raw) -> OutputConfig:
-    s = _Section("output", raw, ("dir", "model", "summary", "plot"))
+#: Output tables and driver-local files of each job: key -> default name under output.dir.
+TRAIN_OUTPUTS = ({"model": "model", "centers": "centers", "metrics": "metrics",
+                  "quality": "quality", "quarantine": "quarantine"},
+                 {"summary": "summary.json", "plot": "convergence.png",
+                  "quality_report": "quality.json"})
+SCORE_OUTPUTS = ({"predictions": "predictions", "quality": "quality",
+                  "quarantine": "quarantine"},
+                 {"quality_report": "quality.json"})
+OUTPUT_FORMATS = ("parquet", "delta")
+
+
+def _parse_output(raw, outputs=TRAIN_OUTPUTS) -> OutputConfig:
+    tables, file_names = outputs
+    s = _Section("output", raw, ("dir", "format", *tables, *file_names))
     base = _string("output.dir", s.get("dir"))
-    model = _string("output.model", s.get("model", _join(base, "model")))
+    fmt = _choice("output.format", s.get("format", "parquet"), OUTPUT_FORMATS, fold=str.lower)
+    paths = {key: _string(f"output.{key}", s.get(key, _join(base, name)), allow_none=True)
+             for key, name in tables.items()}
+    if "model" in paths and paths["model"] is None:
+        _fail("output.model", None, "a path for the saved model")
     files = {}
-    for key, name in (("summary", "summary.json"), ("plot", "convergence.png")):
+    for key, name in file_names.items():
         path = f"output.{key}"
         if s.has(key):
             value = _string(path, s.get(key), allow_none=True)
@@ -604,7 +705,44 @@ def _parse_output(raw) -> OutputConfig:
             _fail(path, value, "a driver-local path (or dbfs:/, read through /dbfs), or null "
                                "to skip it")
         files[key] = value
-    return OutputConfig(base, model, files["summary"], files["plot"])
+    return OutputConfig(base, paths.get("model"), files.get("summary"), files.get("plot"),
+                        fmt, paths.get("centers"), paths.get("metrics"), paths.get("quality"),
+                        paths.get("quarantine"), paths.get("predictions"),
+                        files.get("quality_report"))
+
+
+def _parse_quality(raw) -> "QualityRules":
+    from .quality import QualityRules
+
+    s = _Section("quality", raw, ("expected_columns", "ranges", "min_rows",
+                                  "max_invalid_fraction"))
+    d = QualityRules()
+    expected = s.get("expected_columns", None) or {}
+    if not isinstance(expected, dict):
+        _fail("quality.expected_columns", expected, "a mapping of column name to Spark SQL "
+                                                    "type (double, bigint, numeric...)")
+    for name, typ in expected.items():
+        _string(f"quality.expected_columns.{name}", typ)
+    ranges_raw = s.get("ranges", None) or {}
+    if not isinstance(ranges_raw, dict):
+        _fail("quality.ranges", ranges_raw, "a mapping of feature column to [min, max]")
+    ranges = {}
+    for name, bounds in ranges_raw.items():
+        path = f"quality.ranges.{name}"
+        if not isinstance(bounds, list) or len(bounds) != 2 or bounds == [None, None]:
+            _fail(path, bounds, "[min, max] with null for an open end (not both null)")
+        lo, hi = (None if b is None else _number(f"{path}[{i}]", b)
+                  for i, b in enumerate(bounds))
+        if lo is not None and hi is not None and lo > hi:
+            _fail(path, bounds, "min <= max")
+        ranges[str(name)] = (lo, hi)
+    fraction = _number("quality.max_invalid_fraction",
+                       s.get("max_invalid_fraction", d.max_invalid_fraction), 0.0)
+    if fraction > 1:
+        _fail("quality.max_invalid_fraction", fraction, "a fraction between 0 and 1")
+    return QualityRules(MappingProxyType({str(k): v.lower() for k, v in expected.items()}),
+                        MappingProxyType(ranges),
+                        _int("quality.min_rows", s.get("min_rows", d.min_rows), 1), fraction)
 
 
 def _parse_logging(raw) -> LoggingConfig:
@@ -652,7 +790,7 @@ def _parse_compare(raw) -> CompareConfig:
 
 def _parse_config(raw) -> Config:
     s = _Section("", raw, ("run_id", "spark", "input", "model", "output", "logging",
-                           "compare"))
+                           "compare", "quality"))
     run_id = _run_id("run_id", s.get("run_id", None))
     spark = _parse_spark(s.get("spark", None))
     inp = _parse_input(s.get("input"))
@@ -660,7 +798,98 @@ def _parse_config(raw) -> Config:
     out = _parse_output(s.get("output"))
     log = _parse_logging(s.get("logging", None))
     return Config(inp, out, spark, model, log, _parse_compare(s.get("compare", None)),
-                  run_id)
+                  run_id, _parse_quality(s.get("quality", None)))
+
+
+def _default_quality():
+    from .quality import QualityRules
+
+    return QualityRules()
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What ``jobs/score.py`` scores with.
+
+    Attributes
+    ----------
+    model : str
+        Spark path of a saved :class:`~minibatch_kmeans.MiniBatchKMeansModel`.
+    id_columns : tuple of str
+        Input columns kept in the predictions (and checked to exist).
+    ignore_columns : tuple of str
+        Columns of the scoring table that were not in the training table and are not
+        features (otherwise a column added since training is an error).
+    prediction_col, distance_col : str
+        Output column names: the nearest center, and the distance to it (Euclidean, or
+        cosine distance for a cosine model).
+    """
+
+    model: str
+    id_columns: Tuple[str, ...] = ()
+    ignore_columns: Tuple[str, ...] = ()
+    prediction_col: str = "prediction"
+    distance_col: str = "distance"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """A validated scoring job configuration (:func:`load_score_config`)."""
+
+    input: InputConfig
+    output: OutputConfig
+    scoring: ScoringConfig
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    quality: "QualityRules" = field(default_factory=lambda: _default_quality())
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    run_id: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "ScoreConfig":
+        return _parse_score_config(raw)
+
+    def describe(self) -> List[str]:
+        return [
+            f"spark: app_name={self.spark.app_name}, master={self.spark.master or '(session)'}"
+            + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.spark.conf.items())),
+            f"input: {self.input.format} {self.input.describe()}",
+            f"model: {self.scoring.model}; ids {list(self.scoring.id_columns)}",
+            f"output: {self.output.format} predictions {self.output.predictions}, "
+            f"quarantine {self.output.quarantine}, quality report {self.output.quality_report}",
+            f"run_id: {self.run_id}",
+        ]
+
+
+def _parse_scoring(raw) -> ScoringConfig:
+    s = _Section("scoring", raw, ("model", "id_columns", "ignore_columns", "prediction_col",
+                                  "distance_col"))
+    ids = s.get("id_columns", None)
+    ignore = s.get("ignore_columns", None)
+    sc = ScoringConfig(
+        _string("scoring.model", s.get("model")),
+        _names("scoring.id_columns", ids) if ids else (),
+        _names("scoring.ignore_columns", ignore) if ignore else (),
+        _string("scoring.prediction_col", s.get("prediction_col", "prediction")),
+        _string("scoring.distance_col", s.get("distance_col", "distance")))
+    taken = [c for c in (sc.prediction_col, sc.distance_col, "run_id") if c in sc.id_columns]
+    if sc.prediction_col == sc.distance_col or taken:
+        _fail("scoring", {"prediction_col": sc.prediction_col, "distance_col":
+                          sc.distance_col}, "distinct output column names that are not id "
+                                            "columns or run_id")
+    return sc
+
+
+def _parse_score_config(raw) -> ScoreConfig:
+    s = _Section("", raw, ("run_id", "spark", "input", "scoring", "quality", "output",
+                           "logging"),
+                 hints={"model": "put the model path under scoring.model"})
+    return ScoreConfig(_parse_input(s.get("input"), features=False),
+                       _parse_output(s.get("output"), SCORE_OUTPUTS),
+                       _parse_scoring(s.get("scoring")),
+                       _parse_spark(s.get("spark", None)),
+                       _parse_quality(s.get("quality", None)),
+                       _parse_logging(s.get("logging", None)),
+                       _run_id("run_id", s.get("run_id", None)))
 
 
 def _run_id(path: str, value) -> Optional[str]:

@@ -18,9 +18,9 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import DenseVector, SparseVector, Vector
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import (HasDistanceMeasure, HasFeaturesCol, HasInputCols,
-                                     HasMaxIter, HasPredictionCol, HasSeed, HasTol,
-                                     HasWeightCol)
+from pyspark.ml.param.shared import (HasCheckpointInterval, HasDistanceMeasure,
+                                     HasFeaturesCol, HasInputCols, HasMaxIter,
+                                     HasPredictionCol, HasSeed, HasTol, HasWeightCol)
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -28,6 +28,7 @@ from pyspark.sql import types as T
 
 from .errors import InvalidInputError, InvalidParamError, ModelPersistenceError
 from .spark import features as feat
+from .spark.features import column_types
 from .spark.fit import FitParams, cost_from_inertia, fit
 from .spark.prepare import feature_names
 from .spark.udfs import STATS_SCHEMA, stats_function, table_to_stats
@@ -40,7 +41,8 @@ DEFAULT_SEED = zlib.crc32(b"minibatch_kmeans.MiniBatchKMeans")
 
 
 class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionCol, HasTol,
-                             HasDistanceMeasure, HasWeightCol, HasInputCols):
+                             HasDistanceMeasure, HasWeightCol, HasInputCols,
+                             HasCheckpointInterval):
     """Params shared by :class:`MiniBatchKMeans` and :class:`MiniBatchKMeansModel`."""
 
     k = Param(Params._dummy(), "k", "The number of clusters to create. Must be > 1.",
@@ -111,6 +113,19 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
                        "after the fit); default: the system's temporary directory, which "
                        "only a local session can use. On a cluster it must be reachable by "
                        "the driver and every executor.", typeConverter=TypeConverters.toString)
+    checkpointDir = Param(Params._dummy(), "checkpointDir",
+                          "Directory for the fit's checkpoints (unset: none). The fit saves its "
+                          "state there every checkpointInterval steps and when it ends, and a "
+                          "fit that finds a checkpoint there resumes from it (same Params and "
+                          "input required). Any path Spark can write; local, file: and dbfs: "
+                          "paths are written by the driver.",
+                          typeConverter=TypeConverters.toString)
+    # pyspark's shared Param, with our meaning: steps between checkpoints to checkpointDir
+    # (the shared doc speaks of the SparkContext's checkpoint directory and -1).
+    checkpointInterval = Param(Params._dummy(), "checkpointInterval",
+                               "Steps between checkpoints to checkpointDir (>= 1, default 10); "
+                               "ignored when checkpointDir is unset.",
+                               typeConverter=TypeConverters.toInt)
 
     def __init__(self, *args: Any):
         super().__init__(*args)
@@ -118,7 +133,7 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
                          initSteps=2, initScope="sample", initRuns=0, distanceMeasure="euclidean",
                          batchSize=10000, maxNoImprovement=10, reassignmentRatio=0.01,
                          handleInvalid="error", dtype="float32", computeTrainingCost=True,
-                         prepareStorage="auto", localSteps=1)
+                         prepareStorage="auto", localSteps=1, checkpointInterval=10)
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
@@ -171,6 +186,10 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
 
     def getScratchDir(self) -> Optional[str]:
         return self.getOrDefault(self.scratchDir) if self.isDefined(self.scratchDir) else None
+
+    def getCheckpointDir(self) -> Optional[str]:
+        return (self.getOrDefault(self.checkpointDir) if self.isDefined(self.checkpointDir)
+                else None)
 
     # setters that apply to the estimator and the model alike; each returns self
     def setFeaturesCol(self, value: str):
@@ -345,7 +364,8 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
                  initialCenters: Optional[List[List[float]]] = None,
                  distanceCol: Optional[str] = None, dtype: str = "float32",
                  computeTrainingCost: bool = True, prepareStorage: str = "auto",
-                 scratchDir: Optional[str] = None, localSteps: int = 1):
+                 scratchDir: Optional[str] = None, localSteps: int = 1,
+                 checkpointDir: Optional[str] = None, checkpointInterval: int = 10):
         super().__init__()
         kwargs = self._input_kwargs
         self.setParams(**kwargs)
@@ -362,7 +382,9 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
                   initialCenters: Optional[List[List[float]]] = None,
                   distanceCol: Optional[str] = None, dtype: str = "float32",
                   computeTrainingCost: bool = True, prepareStorage: str = "auto",
-                  scratchDir: Optional[str] = None, localSteps: int = 1) -> "MiniBatchKMeans":
+                  scratchDir: Optional[str] = None, localSteps: int = 1,
+                  checkpointDir: Optional[str] = None,
+                  checkpointInterval: int = 10) -> "MiniBatchKMeans":
         """Set params by keyword; returns self."""
         kwargs = self._input_kwargs
         kwargs = {k_: v for k_, v in kwargs.items() if v is not None}
@@ -429,6 +451,12 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
     def setScratchDir(self, value: str) -> "MiniBatchKMeans":
         return self._set(scratchDir=value)
 
+    def setCheckpointDir(self, value: str) -> "MiniBatchKMeans":
+        return self._set(checkpointDir=value)
+
+    def setCheckpointInterval(self, value: int) -> "MiniBatchKMeans":
+        return self._set(checkpointInterval=value)
+
     def _fit_params(self) -> FitParams:
         no_imp = self.getMaxNoImprovement()
         if no_imp < 0:
@@ -446,6 +474,8 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
             handle_invalid=self.getHandleInvalid(), initial_centers=self.getInitialCenters(),
             dtype=self.getDtype(), compute_training_cost=self.getComputeTrainingCost(),
             prepare_storage=self.getPrepareStorage(), scratch_dir=self.getScratchDir(),
+            checkpoint_dir=self.getCheckpointDir(),
+            checkpoint_interval=self.getCheckpointInterval(),
         ).validate()
 
     def _fit(self, dataset: DataFrame, on_step=None) -> "MiniBatchKMeansModel":
@@ -455,7 +485,8 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
         spec = feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
                             self._weight_col())
         result = fit(dataset, spec, params, on_step=on_step)
-        model = MiniBatchKMeansModel(result.centers, result.weight_sums, spec)
+        model = MiniBatchKMeansModel(result.centers, result.weight_sums, spec,
+                                     input_schema=column_types(dataset))
         self._copyValues(model)
         model._summary = MiniBatchKMeansSummary(model, dataset, result.summary,
                                                 [r.as_dict() for r in result.history])
@@ -477,7 +508,8 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         The training input's feature layout (saved with the model).
     """
 
-    def __init__(self, centers=None, weight_sums=None, spec: Optional[feat.FeatureSpec] = None):
+    def __init__(self, centers=None, weight_sums=None, spec: Optional[feat.FeatureSpec] = None,
+                 input_schema: Optional[Dict[str, str]] = None):
         super().__init__()
         self._centers = (np.zeros((0, 0)) if centers is None
                          else np.array(centers, dtype=np.float64))
@@ -485,6 +517,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         self._weight_sums = (np.zeros(k) if weight_sums is None
                              else np.array(weight_sums, dtype=np.float64))
         self._spec = spec
+        self._input_schema = dict(input_schema) if input_schema else None
         self._summary: Optional[MiniBatchKMeansSummary] = None
         self._training_info: Optional[dict] = None
 
@@ -504,11 +537,21 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
 
     @property
     def featureSchema(self) -> Optional[dict]:
-        """The training input's feature layout: kind, columns and number of features."""
+        """The training input's feature layout: kind, columns, number of features, and
+        (for models trained by this version) the feature columns' Spark SQL types."""
         if self._spec is None:
             return None
-        return {"kind": self._spec.kind, "columns": list(self._spec.columns),
-                "numFeatures": self._spec.n_features}
+        out = {"kind": self._spec.kind, "columns": list(self._spec.columns),
+               "numFeatures": self._spec.n_features}
+        if self._input_schema is not None:
+            out["types"] = [self._input_schema.get(c) for c in self._spec.columns]
+        return out
+
+    @property
+    def inputSchema(self) -> Optional[Dict[str, str]]:
+        """Every column of the training input and its Spark SQL type (None for a model
+        built by hand or saved before this was recorded)."""
+        return None if self._input_schema is None else dict(self._input_schema)
 
     @property
     def _cosine(self) -> bool:
@@ -594,7 +637,8 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
 
     # -- persistence -------------------------------------------------------------------
     def _extra_metadata(self) -> dict:
-        extra = {"numFeatures": self.numFeatures, "featureSchema": self.featureSchema}
+        extra = {"numFeatures": self.numFeatures, "featureSchema": self.featureSchema,
+                 "inputSchema": self._input_schema}
         if self._summary is not None:
             extra["trainingSummary"] = self._summary.as_dict(include_history=False)
         return extra
@@ -614,7 +658,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         fs = meta.get("featureSchema")
         spec = (feat.FeatureSpec(fs["kind"], tuple(fs["columns"]), int(fs["numFeatures"]))
                 if fs else None)
-        model = cls(centers, table["weightSum"].to_numpy(), spec)
+        model = cls(centers, table["weightSum"].to_numpy(), spec, meta.get("inputSchema"))
         model._training_info = meta.get("trainingSummary")
         return model
 
@@ -630,6 +674,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         that = super().copy(extra)
         that._centers = self._centers.copy()
         that._weight_sums = self._weight_sums.copy()
+        that._input_schema = self.inputSchema
         return that
 
 

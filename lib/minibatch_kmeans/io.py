@@ -1,20 +1,45 @@
 """Reading and writing tables: the only module that touches storage.
 
 Everything between :func:`read_table` and :func:`write_table` is DataFrame in, DataFrame
-(or model) out. Only Parquet for now; Delta follows the plan in the design notes.
+(or model) out. Tables are Parquet or Delta Lake, named by path or (for reading) by catalog
+table name. Delta goes through Spark's own Delta source when the session has one
+(Databricks, delta-spark with its jars) and otherwise through :mod:`minibatch_kmeans.delta`,
+where delta-rs keeps the transaction log and Spark reads and writes the data files.
+
+Writes never change a table's schema: writing to an existing table whose columns differ
+from the DataFrame's raises :class:`~minibatch_kmeans.errors.InvalidInputError` naming the
+columns added, removed and retyped, whatever the mode, before anything is written.
+
+Examples
+--------
+>>> write_table(scores, "out/scores", "delta", partition_by=["run_id"],
+...             replace_partitions=True)                      # doctest: +SKIP
+>>> read_table(spark, "out/scores", "delta", version=3)      # doctest: +SKIP
+>>> read_table(spark, fmt="delta", table="main.ml.points",
+...            timestamp="2024-05-01T00:00:00Z")              # doctest: +SKIP
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
+from datetime import date, datetime
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-from pyspark.errors import AnalysisException
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from . import delta
 from .errors import InvalidInputError, InvalidParamError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("parquet",)
+FORMATS = ("parquet", "delta")
+MODES = ("overwrite", "append")
+_TABLE_NAME = re.compile(r"^(`[^`]+`|[A-Za-z0-9_]+)(\.(`[^`]+`|[A-Za-z0-9_]+)){0,2}$")
 
 
 def _check_format(fmt: str) -> str:
@@ -24,32 +49,378 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
-def read_table(spark: SparkSession, path: str, fmt: str = "parquet") -> DataFrame:
-    """The table at ``path``, resolved now (so a missing path fails here, also on
-    Spark Connect where reads are lazy).
+def _reason(e: BaseException) -> str:
+    """A Spark error in one line: its condition and the first line of its message."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    get = getattr(e, "getCondition", None) or getattr(e, "getErrorClass", None)
+    reason = get() if get is not None else None
+    return f"{reason} ({first})" if reason and reason not in first else first
 
-    Raises
-    ------
-    InvalidInputError
-        Nothing readable at ``path`` (missing, empty, or not a table of that format).
-    """
-    _check_format(fmt)
+
+def _spark_errors() -> Tuple[type, ...]:
     try:
-        df = spark.read.format(fmt).load(path)
-        df.schema  # noqa: B018  (forces analysis under Spark Connect)
-    except AnalysisException as e:
-        reason = getattr(e, "getCondition", getattr(e, "getErrorClass", lambda: None))()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidInputError(f"cannot read a {fmt} table at {path!r}: "
-                                f"{reason or first}" + (f" ({first})" if reason else "")
-                                ) from None
-    logger.info("reading %s table %s (%d columns)", fmt, path, len(df.columns))
+        from py4j.protocol import Py4JJavaError
+    except ImportError:  # pragma: no cover - Spark Connect only
+        return (PySparkException,)
+    return (PySparkException, Py4JJavaError)
+
+
+def _resolved(what: str, build: Callable[[], DataFrame]) -> DataFrame:
+    """``build()``, analysed now (so a missing table fails here, also on Spark Connect where
+    reads are lazy), with Spark's errors as InvalidInputError."""
+    try:
+        df = build()
+        df.schema  # noqa: B018 - forces analysis under Spark Connect
+    except _spark_errors() as e:
+        raise InvalidInputError(f"cannot read the {what}: {_reason(e)}") from None
     return df
 
 
-def write_table(df: DataFrame, path: str, fmt: str = "parquet",
-                mode: str = "overwrite") -> None:
-    """Write ``df`` to ``path``; ``mode="overwrite"`` (default) makes re-runs safe."""
+def _local_dir(path: str) -> Optional[str]:
+    from .config import driver_path, is_remote
+
+    return None if is_remote(path) else os.path.abspath(driver_path(path))
+
+
+def _is_delta_dir(path: str) -> bool:
+    local = _local_dir(path)
+    return local is not None and os.path.isdir(os.path.join(local, "_delta_log"))
+
+
+def _check_table_name(table: str) -> str:
+    if not isinstance(table, str) or not _TABLE_NAME.match(table.strip()):
+        raise InvalidParamError(f"table name {table!r} is not valid: expected [catalog.]"
+                                "[schema.]table, parts of letters, digits and _ or in backticks")
+    return table.strip()
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parquet", *,
+               table: Optional[str] = None, version: Optional[int] = None,
+               timestamp: Union[str, datetime, date, None] = None) -> DataFrame:
+    """The table at ``path`` (or the catalog table ``table``), resolved now: a missing
+    table fails here, also on Spark Connect where reads are lazy.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path : str, optional
+        Any Spark path. Exactly one of ``path`` and ``table``.
+    fmt : {"parquet", "delta"}
+    table : str, optional
+        A catalog table name (``[catalog.][schema.]table``).
+    version : int, optional
+        Delta only: read this version of the table (time travel).
+    timestamp : str or datetime, optional
+        Delta only: read the last version committed at or before this time (ISO 8601; a
+        time without zone is in the session time zone). At most one of version and
+        timestamp.
+
+    Returns
+    -------
+    DataFrame
+        The table's columns, in its order (for Delta, the schema of the log; partition
+        columns typed as it says).
+
+    Raises
+    ------
+    InvalidParamError
+        Bad arguments (both or neither of path and table, time travel on Parquet...).
+    InvalidInputError
+        Nothing readable there (missing, empty, not a table of that format), a Delta
+        version or timestamp the table does not have, or a Delta table needing a reader
+        feature the delta-rs fallback cannot honour.
+    ImportError
+        A Delta table without Spark's Delta source and without the deltalake package.
+    """
     _check_format(fmt)
-    df.write.mode(mode).format(fmt).save(path)
-    logger.info("wrote %s table %s (mode %s)", fmt, path, mode)
+    if (path is None) == (table is None):
+        raise InvalidParamError("read_table needs exactly one of path and table: got "
+                                + ("both" if path is not None else "neither"))
+    if path is not None and (not isinstance(path, str) or not path.strip()):
+        raise InvalidParamError(f"path {path!r} is not valid: expected a non-empty string")
+    if table is not None:
+        table = _check_table_name(table)
+    if version is not None and timestamp is not None:
+        raise InvalidParamError(f"give at most one of version ({version!r}) and timestamp "
+                                f"({timestamp!r})")
+    if (version is not None or timestamp is not None) and fmt != "delta":
+        raise InvalidParamError(f"version and timestamp (time travel) need fmt='delta', not "
+                                f"{fmt!r}")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 0):
+        raise InvalidParamError(f"version {version!r} is not valid: expected an integer >= 0")
+    what = f"{fmt} table {table!r}" if table is not None else f"{fmt} table at {path!r}"
+    if fmt == "delta":
+        if delta.native_delta_available(spark):
+            df = _read_delta_native(spark, path, table, version, timestamp, what)
+            engine = "Spark's Delta source"
+        else:
+            location = path if path is not None else _table_location(spark, table)
+            df = delta.read_snapshot(spark, location, version, timestamp)
+            engine = "delta-rs snapshot"
+    else:
+        if path is not None and _is_delta_dir(path):
+            raise InvalidInputError(
+                f"the path {path!r} is a Delta table (it has a _delta_log): read it with "
+                "fmt='delta' (as Parquet it would include the files of removed versions)")
+        df = _resolved(what, lambda: spark.read.table(table) if table is not None
+                       else spark.read.format(fmt).load(path))
+        engine = "Spark"
+    when = (f" version {version}" if version is not None else
+            f" as of {timestamp}" if timestamp is not None else "")
+    logger.info("reading %s%s (%d columns, %s)", what, when, len(df.columns), engine)
+    return df
+
+
+def _timestamp_text(timestamp) -> str:
+    return timestamp.isoformat() if isinstance(timestamp, (datetime, date)) else str(timestamp)
+
+
+def _delta_target(path: Optional[str], table: Optional[str]) -> str:
+    return table if table is not None else "delta.`" + path.replace("`", "``") + "`"
+
+
+def _read_delta_native(spark, path, table, version, timestamp, what) -> DataFrame:
+    options = {}
+    if version is not None:
+        options["versionAsOf"] = str(version)
+    if timestamp is not None:
+        options["timestampAsOf"] = _timestamp_text(timestamp)
+    try:
+        reader = spark.read.format("delta").options(**options)
+        df = reader.table(table) if table is not None else reader.load(path)
+        df.schema  # noqa: B018 - forces analysis under Spark Connect
+        return df
+    except _spark_errors() as e:
+        detail = _reason(e)
+    if version is not None:
+        try:
+            row = spark.sql(f"DESCRIBE HISTORY {_delta_target(path, table)}").agg(
+                F.min("version").alias("lo"), F.max("version").alias("hi")).first()
+        except _spark_errors():
+            row = None
+        if row is not None and row["hi"] is not None and not row["lo"] <= version <= row["hi"]:
+            raise InvalidInputError(f"delta table {'at ' + repr(path) if path else repr(table)}"
+                                    f" has versions {row['lo']}..{row['hi']}; version "
+                                    f"{version} does not exist")
+    raise InvalidInputError(f"cannot read the {what}: {detail}")
+
+
+def _table_location(spark: SparkSession, table: str) -> str:
+    """Where a catalog table's files are (``DESCRIBE TABLE EXTENDED``), for delta-rs."""
+    try:
+        rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+    except _spark_errors() as e:
+        raise InvalidInputError(f"cannot read the delta table {table!r}: {_reason(e)}") from None
+    info = {(r[0] or "").strip(): r[1] for r in rows}
+    if not info.get("Location"):
+        raise InvalidInputError(f"cannot read the delta table {table!r}: the catalog gives no "
+                                f"location (type {info.get('Type')!r})")
+    return info["Location"]
+
+
+# -- schemas ----------------------------------------------------------------------------------
+
+
+def _shape(t) -> object:
+    """A data type's JSON without nullability and metadata, user-defined types as their
+    storage type, char/varchar as string: what must match for data to fit a table."""
+    if isinstance(t, str):
+        return "string" if re.fullmatch(r"(var)?char\(\d+\)", t) else t
+    kind = t.get("type")
+    if kind == "udt":
+        return _shape(t["sqlType"])
+    if kind == "struct":
+        return ["struct", [(f["name"], _shape(f["type"])) for f in t["fields"]]]
+    if kind == "array":
+        return ["array", _shape(t["elementType"])]
+    if kind == "map":
+        return ["map", _shape(t["keyType"]), _shape(t["valueType"])]
+    return json.dumps(t, sort_keys=True)
+
+
+def schema_changes(existing: T.StructType, new: T.StructType,
+                   untyped: Sequence[str] = ()) -> List[str]:
+    """How ``new`` differs from ``existing`` (column names and types; nullability and
+    metadata ignored; the types of ``untyped`` columns not compared). Empty: the same."""
+    old = {f.name: f.dataType for f in existing.fields}
+    cur = {f.name: f.dataType for f in new.fields}
+    added = [n for n in cur if n not in old]
+    removed = [n for n in old if n not in cur]
+    retyped = [f"{n} ({old[n].simpleString()} in the table, {cur[n].simpleString()} in the "
+               f"DataFrame)" for n in cur if n in old and n not in untyped
+               and _shape(old[n].jsonValue()) != _shape(cur[n].jsonValue())]
+    return ([f"columns added {added}"] if added else []) \
+        + ([f"columns removed {removed}"] if removed else []) \
+        + ([f"columns retyped [{', '.join(retyped)}]"] if retyped else [])
+
+
+def _check_fits(what: str, existing: T.StructType, existing_parts: Sequence[str],
+                df: DataFrame, parts: Optional[List[str]], untyped: Sequence[str] = ()
+                ) -> List[str]:
+    """Raise unless ``df`` fits the existing table; return the partition columns to use
+    (the table's when ``parts`` is None)."""
+    changes = schema_changes(existing, df.schema, untyped)
+    if changes:
+        raise InvalidInputError(
+            f"cannot write to the {what}: the DataFrame's schema differs from the table's: "
+            + "; ".join(changes) + ". Nothing was written: write to a new path, or select and "
+            "cast the columns to match")
+    if parts is not None and list(parts) != list(existing_parts):
+        raise InvalidInputError(f"cannot write to the {what}: it is partitioned by "
+                                f"{list(existing_parts)}, not {list(parts)}")
+    return list(existing_parts)
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def write_table(df: DataFrame, path: str, fmt: str = "parquet", mode: str = "overwrite",
+                partition_by: Optional[Sequence[str]] = None,
+                replace_partitions: bool = False) -> None:
+    """Write ``df`` to the table at ``path``.
+
+    Parameters
+    ----------
+    df : DataFrame
+    path : str
+        Any Spark path (delta-rs must reach it too for Delta without Spark's Delta source).
+    fmt : {"parquet", "delta"}
+    mode : {"overwrite", "append"}
+        ``"overwrite"`` (default) makes re-runs safe: the table holds ``df`` afterwards.
+    partition_by : sequence of str, optional
+        Partition columns of a new table; for an existing table they must be its own
+        (default: the table's).
+    replace_partitions : bool
+        Replace only the partitions ``df`` has rows for and leave the others (a scoring
+        job's ``run_id`` partition: a re-run never duplicates rows). Needs mode
+        ``"overwrite"`` and a partitioned table. Parquet and Spark's Delta source use
+        dynamic partition overwrite; the delta-rs fallback removes those partitions' files
+        and adds the new ones in one commit.
+
+    Raises
+    ------
+    InvalidParamError
+        Unknown format or mode, partition columns not in ``df``, replace_partitions
+        without partitions or with mode ``"append"``.
+    InvalidInputError
+        The table exists with another schema or partitioning (nothing is written), the
+        path holds something else, or (delta-rs fallback) a protocol feature it cannot
+        honour or a type Delta cannot store.
+    """
+    _check_format(fmt)
+    if mode not in MODES:
+        raise InvalidParamError(f"write mode {mode!r} is not supported: expected one of "
+                                f"{list(MODES)}")
+    parts = None
+    if partition_by is not None:
+        parts = [partition_by] if isinstance(partition_by, str) else list(partition_by)
+        unknown = [p for p in parts if p not in df.columns]
+        if unknown or len(set(parts)) != len(parts) or not parts:
+            raise InvalidParamError(f"partition_by {parts} is not valid: expected distinct "
+                                    f"columns of the DataFrame {df.columns}")
+    if replace_partitions and mode != "overwrite":
+        raise InvalidParamError("replace_partitions=True replaces the partitions written: it "
+                                f"needs mode='overwrite', not {mode!r}")
+    spark = df.sparkSession
+    if fmt == "parquet":
+        _write_parquet(spark, df, path, mode, parts, replace_partitions)
+    elif delta.native_delta_available(spark):
+        _write_delta_native(spark, df, path, mode, parts, replace_partitions)
+    else:
+        _write_delta_fallback(df, path, mode, parts, replace_partitions)
+
+
+def _needs_parts(what: str, parts: List[str], replace_partitions: bool) -> None:
+    if replace_partitions and not parts:
+        raise InvalidParamError(f"replace_partitions=True needs partition columns: the {what} "
+                                "is new or not partitioned, so give partition_by")
+
+
+def _parquet_existing(spark: SparkSession, path: str
+                      ) -> Optional[Tuple[T.StructType, List[str]]]:
+    """Schema and partition columns (the ``col=value`` directories of its first file) of
+    the Parquet table at ``path``; None when there is none."""
+    local = _local_dir(path)
+    if local is not None and not os.path.exists(local):
+        return None
+    try:
+        existing = spark.read.parquet(path)
+        schema = existing.schema
+        first = existing.inputFiles()[:1]
+    except _spark_errors():
+        return None  # missing, or no Parquet files (empty directory)
+    names = [f.name for f in schema.fields]
+    dirs = first[0].split("/")[:-1] if first else []
+    found = []
+    for d in reversed(dirs):
+        name = d.split("=", 1)[0]
+        if "=" not in d or name not in names:
+            break
+        found.insert(0, name)
+    parts = [p for p in found if p in names[len(names) - len(found):]]
+    return schema, parts
+
+
+def _write_parquet(spark, df, path, mode, parts, replace_partitions) -> None:
+    what = f"parquet table at {path!r}"
+    if _is_delta_dir(path):
+        raise InvalidInputError(f"cannot write to the {what}: it is a Delta table (it has a "
+                                "_delta_log); write it with fmt='delta'")
+    existing = _parquet_existing(spark, path)
+    if existing is not None:
+        # partition column types are inferred from directory names: compare names only
+        parts = _check_fits(what, existing[0], existing[1], df, parts, untyped=existing[1])
+    parts = parts or []
+    _needs_parts(what, parts, replace_partitions)
+    writer = df.write.mode(mode).format("parquet")
+    if parts:
+        writer = writer.partitionBy(*parts)
+    if replace_partitions:
+        writer = writer.option("partitionOverwriteMode", "dynamic")
+    writer.save(path)
+    logger.info("wrote %s (mode %s%s%s)", what, mode,
+                f", partitioned by {parts}" if parts else "",
+                ", replacing the partitions written" if replace_partitions else "")
+
+
+def _write_delta_native(spark, df, path, mode, parts, replace_partitions) -> None:
+    what = f"delta table at {path!r}"
+    try:
+        schema = spark.read.format("delta").load(path).schema
+        detail = spark.sql(f"DESCRIBE DETAIL {_delta_target(path, None)}").first()
+        existing_parts = list(detail["partitionColumns"] or [])
+    except _spark_errors():
+        schema = None
+    if schema is not None:
+        parts = _check_fits(what, schema, existing_parts, df, parts)
+    parts = parts or []
+    _needs_parts(what, parts, replace_partitions)
+    writer = df.write.format("delta").mode(mode)
+    if parts:
+        writer = writer.partitionBy(*parts)
+    if replace_partitions:
+        writer = writer.option("partitionOverwriteMode", "dynamic")
+    writer.save(path)
+    logger.info("wrote %s (mode %s%s, Spark's Delta source)", what, mode,
+                ", replacing the partitions written" if replace_partitions else "")
+
+
+def _write_delta_fallback(df, path, mode, parts, replace_partitions) -> None:
+    what = f"delta table at {path!r}"
+    existing = delta.existing_table(path)
+    if existing is not None:
+        parts = _check_fits(what, existing.schema, existing.partition_columns, df, parts)
+        current = {f.name: f for f in df.schema.fields}
+        strict = [f.name for f in existing.schema.fields
+                  if not f.nullable and current[f.name].nullable]
+        if strict:
+            raise InvalidInputError(f"cannot write to the {what}: columns {strict} are NOT NULL "
+                                    "in the table but nullable in the DataFrame")
+    parts = parts or []
+    _needs_parts(what, parts, replace_partitions)
+    delta.commit_write(df, path, existing, mode, parts, replace_partitions)

@@ -163,6 +163,11 @@ class FeatureSpec:
         return f"{n_rows} invalid rows ({'; '.join(parts)})"
 
 
+def column_types(df: DataFrame) -> Dict[str, str]:
+    """Every column of ``df`` and its Spark SQL type name (``"double"``, ``"vector"``...)."""
+    return {f.name: _type_name(f.dataType) for f in df.schema.fields}
+
+
 def _balanced_sum(exprs: Sequence[Column]) -> Column:
     """Sum of expressions as a balanced tree (a linear chain of d terms nests d deep)."""
     exprs = list(exprs)

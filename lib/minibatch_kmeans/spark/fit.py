@@ -6,6 +6,8 @@ Spark Connect and Databricks serverless.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -17,10 +19,12 @@ import numpy as np
 
 from ..core import init as init_mod
 from ..core import rng as rng_mod
+from ..core.checkpoint import FINAL_REASONS, Checkpoint, check_resumable
 from ..core.kernels import BatchStats, batch_stats
 from ..core.loop import candidate_salt, max_candidates, run_steps
 from ..core.minibatch import Convergence, MiniBatchState, StepRecord
 from ..errors import InvalidInputError, InvalidParamError
+from .checkpoint import open_store, timed_save
 from .features import FeatureSpec
 from .prepare import N_SLOTS, STORAGES, Prepared, prepare
 from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, local_steps_function,
@@ -60,6 +64,8 @@ class FitParams:
     compute_training_cost: bool = True
     prepare_storage: str = "auto"
     scratch_dir: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+    checkpoint_interval: int = 10
     log_every: int = 10
 
     def validate(self) -> "FitParams":
@@ -98,6 +104,14 @@ class FitParams:
             bad("dtype", self.dtype, f"one of {list(DTYPES)}")
         if self.prepare_storage not in STORAGES:
             bad("prepareStorage", self.prepare_storage, f"one of {list(STORAGES)}")
+        if self.checkpoint_dir is not None and (not isinstance(self.checkpoint_dir, str)
+                                                or not self.checkpoint_dir.strip()):
+            bad("checkpointDir", self.checkpoint_dir, "a non-empty path, or unset for no "
+                                                      "checkpoints")
+        if not isinstance(self.checkpoint_interval, (int, np.integer)) \
+                or isinstance(self.checkpoint_interval, bool) or self.checkpoint_interval < 1:
+            bad("checkpointInterval", self.checkpoint_interval, "an integer >= 1 (steps "
+                                                                "between checkpoints)")
         return self
 
     @property
@@ -296,6 +310,29 @@ class SparkMiniBatch:
         weights = self.stats(valid, cands).weights
         return init_mod.reduce_candidates(cands, weights, p.k, rng)
 
+    def initial_state(self, initial_centers, init_size: int, step_rows: int) -> MiniBatchState:
+        """The state before the first step: initial centers (given, or initialised on a
+        sample of ``init_size`` rows) and the convergence test, whose ``tol`` is scaled by
+        the sample's mean feature variance."""
+        p = self.p
+        _, sample_X, sample_w, whole = self.init_sample(init_size)
+        if initial_centers is not None:
+            centers = check_initial_centers(initial_centers, p.k, self.d, p.spherical)
+        else:
+            sample_X, sample_w = self.ensure_distinct(sample_X, sample_w, whole)
+            centers = self.init_centers(sample_X, sample_w)
+        # tol is relative to the data's spread: mean feature variance of the sample.
+        tol = 0.0
+        if p.tol > 0 and len(sample_X) > 1:
+            tol = float(np.mean(np.average((sample_X - np.average(sample_X, axis=0,
+                                                                  weights=sample_w)) ** 2,
+                                           axis=0, weights=sample_w))) * p.tol
+        # maxNoImprovement counts batches, as scikit-learn's; a step here is localSteps.
+        no_improvement = p.max_no_improvement and -(-p.max_no_improvement // self.local_steps)
+        conv = Convergence(n_samples=self.data.n_rows, batch_size=step_rows, tol=tol,
+                           max_no_improvement=no_improvement)
+        return MiniBatchState(centers, conv, p.reassignment_ratio, p.spherical)
+
     # -- the fit ------------------------------------------------------------------------
     def run(self, initial_centers=None, should_stop=None, on_step=None) -> FitResult:
         p, data = self.p, self.data
@@ -311,29 +348,45 @@ class SparkMiniBatch:
         n_batches = max(1, min(N_SLOTS, int(round(n / batch_size))))
         self.local_steps = min(p.local_steps, n_batches)
         data.n_buckets = max(1, int(round(n_batches / self.local_steps)))
-        step_rows = batch_size * self.local_steps
         init_size = default_init_size(p.k, batch_size, n, p.init_size)
-        _, sample_X, sample_w, whole = self.init_sample(init_size)
-        if initial_centers is not None:
-            centers = check_initial_centers(initial_centers, p.k, self.d, p.spherical)
-        else:
-            sample_X, sample_w = self.ensure_distinct(sample_X, sample_w, whole)
-            centers = self.init_centers(sample_X, sample_w)
-        self.timings["init_seconds"] = time.perf_counter() - t_start
-        # tol is relative to the data's spread: mean feature variance of the sample.
-        tol = 0.0
-        if p.tol > 0 and len(sample_X) > 1:
-            tol = float(np.mean(np.average((sample_X - np.average(sample_X, axis=0,
-                                                                  weights=sample_w)) ** 2,
-                                           axis=0, weights=sample_w))) * p.tol
-        # maxNoImprovement counts batches, as scikit-learn's; a step here is localSteps.
-        no_improvement = p.max_no_improvement and -(-p.max_no_improvement // self.local_steps)
-        conv = Convergence(n_samples=n, batch_size=step_rows, tol=tol,
-                           max_no_improvement=no_improvement)
-        state = self.state = MiniBatchState(centers, conv, p.reassignment_ratio, p.spherical)
         max_steps = p.max_iter * data.n_buckets
+        # What the fit derived before its loop: a checkpoint must have derived the same.
+        derived = {"batchSizeUsed": batch_size, "localStepsUsed": self.local_steps,
+                   "numBuckets": data.n_buckets, "initSizeUsed": init_size,
+                   "maxSteps": max_steps}
+        store = fingerprint = saved = None
+        if p.checkpoint_dir is not None:
+            store = open_store(p.checkpoint_dir, data.df.sparkSession)
+            fingerprint = fit_fingerprint(p, data, initial_centers)
+            saved = store.load_latest()
+        if saved is not None:
+            check_resumable(saved, fingerprint, derived,
+                            source=f"the checkpoint in checkpointDir={p.checkpoint_dir!r}")
+            state = self.state = saved.state
+            logger.info("resuming from step %d of %d (checkpoint in %s%s)", saved.step,
+                        max_steps, p.checkpoint_dir,
+                        f", stopped: {saved.stop_reason}" if saved.stop_reason else "")
+        else:
+            state = self.state = self.initial_state(initial_centers, init_size,
+                                                    batch_size * self.local_steps)
+        resumed_from = state.step
+        self.timings["init_seconds"] = time.perf_counter() - t_start
         n_cand = max_candidates(p.k, batch_size)
         t_loop = time.perf_counter()
+        last_saved = state.step
+
+        def save(reason=None):
+            nonlocal last_saved
+            timed_save(store, Checkpoint(state, fingerprint, derived, reason))
+            last_saved = state.step
+
+        def before_step() -> bool:
+            # Saved before the next step, not after the last one: a checkpoint without a
+            # stop reason is always one the fit went on from.
+            if store is not None and state.step > last_saved \
+                    and state.step % p.checkpoint_interval == 0:
+                save()
+            return should_stop is not None and bool(should_stop())
 
         def log_step(rec: StepRecord):
             if rec.step == 1 or rec.step % max(1, p.log_every) == 0:
@@ -345,8 +398,15 @@ class SparkMiniBatch:
             if on_step is not None:
                 on_step(rec, state)
 
-        reason = run_steps(state, data.n_buckets, max_steps, p.seed, self.run_batch, n_cand,
-                           on_step=log_step, should_stop=should_stop)
+        if saved is not None and saved.finished:
+            reason = saved.stop_reason
+            logger.info("the checkpoint at step %d is final (%s): no steps to run",
+                        saved.step, reason)
+        else:
+            reason = run_steps(state, data.n_buckets, max_steps, p.seed, self.run_batch,
+                               n_cand, on_step=log_step, should_stop=before_step)
+            if store is not None and (state.step != last_saved or reason in FINAL_REASONS):
+                save(reason)
         loop_seconds = time.perf_counter() - t_loop
         logger.info("stopped after %d steps (%s), %.2f s", state.step, reason, loop_seconds)
         summary = {
@@ -365,6 +425,8 @@ class SparkMiniBatch:
             "numIter": int(math.ceil(state.step / data.n_buckets)) if state.step else 0,
             "stopReason": reason,
             "rowsSeen": state.rows_seen,
+            "resumedFromStep": resumed_from,
+            "checkpointDir": p.checkpoint_dir,
             "initSeconds": self.timings["init_seconds"],
             "loopSeconds": loop_seconds,
         }
@@ -385,6 +447,29 @@ class SparkMiniBatch:
         summary["finalPassSeconds"] = time.perf_counter() - t_final
         summary["fitSeconds"] = time.perf_counter() - t_start
         return FitResult(state.centers, state.weight_sums, summary, state.history)
+
+
+def fit_fingerprint(params: FitParams, data: Prepared, initial_centers=None) -> dict:
+    """What a fit's result depends on, as JSON values named like the Params: a checkpoint
+    resumes only under the same fingerprint. The input is known by its feature layout,
+    valid and invalid row counts and total weight (not by its content)."""
+    p, spec = params, data.spec
+    given = None
+    if initial_centers is not None:
+        text = json.dumps(np.asarray(initial_centers, dtype=np.float64).tolist())
+        given = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return {
+        "k": int(p.k), "seed": int(p.seed), "maxIter": int(p.max_iter), "tol": float(p.tol),
+        "initMode": p.init_mode, "initSteps": int(p.init_steps), "initScope": p.init_scope,
+        "initRuns": int(p.init_runs), "initSize": p.init_size, "initialCenters": given,
+        "distanceMeasure": p.distance, "batchSize": int(p.batch_size),
+        "localSteps": int(p.local_steps), "maxNoImprovement": p.max_no_improvement,
+        "reassignmentRatio": float(p.reassignment_ratio), "dtype": p.dtype,
+        "features": {"kind": spec.kind, "columns": list(spec.columns),
+                     "numFeatures": spec.n_features, "weightCol": spec.weight_col},
+        "numRows": int(data.n_rows), "numInvalid": int(data.n_invalid),
+        "weightTotal": float(data.weight_total),
+    }
 
 
 def cost_from_inertia(inertia: float, spherical: bool) -> float:
@@ -419,6 +504,11 @@ def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None, on_step=None
     ``should_stop()`` is asked before every step (True interrupts the fit);
     ``on_step(record, state)`` is called after every step with its :class:`StepRecord` and
     the :class:`MiniBatchState` (read-only: ``state.centers`` are the current centers).
+
+    With ``params.checkpoint_dir`` the state is saved every ``checkpoint_interval`` steps
+    and when the loop ends (:mod:`minibatch_kmeans.spark.checkpoint`); a fit that finds a
+    checkpoint there resumes from it instead of initialising (and a finished one runs no
+    steps), after checking that it was written by the same Params on the same input.
     """
     params.validate()
     if params.initial_centers is not None:  # fail before any Spark job

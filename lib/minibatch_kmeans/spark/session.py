@@ -55,7 +55,10 @@ def get_spark(app_name: str = "minibatch-kmeans", master: Optional[str] = None,
         return active
     builder = SparkSession.builder.appName(app_name)
     launched = "PYSPARK_GATEWAY_PORT" in os.environ or "SPARK_REMOTE" in os.environ
-    settings = {"spark.ui.showConsoleProgress": "false"}
+    # Spark's own redaction (UI, event log, its log lines) by default misses names with
+    # only "key" in them, such as fs.s3a.access.key: redact what ours does.
+    settings = {"spark.ui.showConsoleProgress": "false",
+                "spark.redaction.regex": f"(?i){_SECRET.pattern}"}
     if not launched:
         builder = builder.master(master or "local[2]")
         # Local Python workers must run this interpreter, which has this package installed

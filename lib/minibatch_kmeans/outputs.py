@@ -1,0 +1,98 @@
+"""What the jobs read and write around the model: the input table, run-keyed output
+tables and the quality outputs.
+
+Every output table has a ``run_id`` column and is partitioned by it; writing a run
+replaces that run's partition and leaves the others, so a scheduled job re-run for the
+same run id never duplicates rows (:func:`write_run_table`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .config import InputConfig, OutputConfig, driver_path
+from .io import read_table, write_table
+from .quality import QUALITY_SCHEMA, QualityResult, quality_rows
+from .report import write_json
+
+logger = logging.getLogger(__name__)
+
+RUN_ID = "run_id"
+
+
+def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
+    """The table an input section names (path or table, format, Delta version or time)."""
+    return read_table(spark, cfg.path, cfg.format, **cfg.read_options())
+
+
+def write_run_table(df: DataFrame, path: str, fmt: str, run_id: str) -> None:
+    """Write ``df`` with a ``run_id`` column to the table at ``path``, replacing only
+    that run's rows."""
+    out = df.withColumn(RUN_ID, F.lit(run_id))
+    write_table(out, path, fmt, mode="overwrite", partition_by=[RUN_ID],
+                replace_partitions=True)
+    logger.info("wrote run %s to %s table %s", run_id, fmt, path)
+
+
+def write_quality_outputs(spark: SparkSession, result: QualityResult, out: OutputConfig,
+                          run_id: str, source: str) -> dict:
+    """Write the gate's JSON report (driver-local), its table, and the quarantined rows
+    (only when some rows are invalid); return the report."""
+    report = dict(result.report(), runId=run_id, input=source)
+    if out.quarantine and result.invalid_rows:
+        write_run_table(result.quarantine(), out.quarantine, out.format, run_id)
+        report["quarantinePath"] = out.quarantine
+    if out.quality:
+        table = spark.createDataFrame(quality_rows(report), QUALITY_SCHEMA)
+        write_run_table(table, out.quality, out.format, run_id)
+    if out.quality_report:
+        write_json(report, driver_path(out.quality_report))
+    return report
+
+
+def write_model_tables(spark: SparkSession, model, summary: dict, out: OutputConfig,
+                       run_id: str) -> None:
+    """The centers table (cluster, center, weight, size) and the metrics table (one row of
+    the fit's figures) of a trained model, when the output section names them."""
+    if out.centers:
+        sizes = summary.get("clusterSizes") or [None] * len(model.clusterCenters())
+        rows = [(i, [float(v) for v in c], float(w), None if n is None else int(n))
+                for i, (c, w, n) in enumerate(zip(model.clusterCenters(), model.weightSums,
+                                                  sizes))]
+        table = spark.createDataFrame(
+            rows, "cluster int, center array<double>, weight double, size long")
+        write_run_table(table, out.centers, out.format, run_id)
+    if out.metrics:
+        row = {name: summary.get(key) for name, key, _ in METRICS}
+        table = spark.createDataFrame([tuple(row.values())],
+                                      ", ".join(f"{n} {t}" for n, _, t in METRICS))
+        write_run_table(table, out.metrics, out.format, run_id)
+
+
+#: The metrics table's columns: (column, summary key, Spark SQL type).
+METRICS = (("k", "k", "int"), ("num_features", "numFeatures", "int"),
+           ("input_rows", "inputRows", "long"), ("invalid_rows", "invalidRows", "long"),
+           ("num_rows", "numRows", "long"), ("num_steps", "numSteps", "int"),
+           ("num_iter", "numIter", "int"), ("stop_reason", "stopReason", "string"),
+           ("training_cost", "trainingCost", "double"),
+           ("training_cost_exact", "trainingCostExact", "boolean"),
+           ("batch_size", "batchSize", "int"), ("fit_seconds", "fitSeconds", "double"),
+           ("input", "inputPath", "string"), ("model_path", "modelPath", "string"))
+
+
+def default_run_id() -> str:
+    """A fresh run id from the UTC time, for a training run given none."""
+    return time.strftime("train-%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def require_run_id(run_id: Optional[str], job: str) -> str:
+    from .errors import ConfigError
+
+    if not run_id:
+        raise ConfigError(f"{job} needs a run id: set run_id in the config or pass --run-id "
+                          "(a re-run with the same id replaces that run's output)")
+    return run_id

@@ -1,0 +1,209 @@
+"""Where a fit's checkpoints live (their JSON format is :mod:`minibatch_kmeans.core.checkpoint`).
+
+Two stores with the same two methods, ``save(checkpoint)`` and ``load_latest()``:
+
+- :class:`LocalCheckpointStore` for paths the driver can open (plain, ``file:``, and
+  ``dbfs:`` through the ``/dbfs`` mount): one file ``checkpoint-<step>.json`` per
+  checkpoint, written to a temporary file and renamed over (``os.replace``), so a reader
+  sees either the whole file or none; the latest two are kept, older ones deleted.
+- :class:`SparkCheckpointStore` for the others (``s3a:``, ``abfss:``, ``hdfs:``...):
+  the JSON as one line of text through the DataFrame writer (no ``sparkContext``, no
+  ``_jvm``, so also on Spark Connect). Checkpoints alternate between two directories,
+  ``slot-0`` and ``slot-1``, each overwritten in turn: a Spark write shows only committed
+  files, so while one slot is being rewritten the other still holds the previous
+  checkpoint; the reader reads both and takes the higher step.
+
+Examples
+--------
+>>> import tempfile
+>>> import numpy as np
+>>> from minibatch_kmeans.core.checkpoint import Checkpoint
+>>> from minibatch_kmeans.core.minibatch import Convergence, MiniBatchState
+>>> store = LocalCheckpointStore(tempfile.mkdtemp())
+>>> state = MiniBatchState(np.eye(2), Convergence(100, 10), step=30)
+>>> store.save(Checkpoint(state, {"k": 2}, {}))  # doctest: +ELLIPSIS
+'.../checkpoint-000000000030.json'
+>>> store.load_latest().step
+30
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from typing import List, Optional, Tuple
+
+from ..core.checkpoint import Checkpoint, from_json, to_json
+from ..errors import InvalidParamError
+
+logger = logging.getLogger(__name__)
+
+_FILE = re.compile(r"^checkpoint-(\d+)\.json$")
+_TMP_PREFIX = ".checkpoint-"
+_TMP_SUFFIX = ".tmp"
+SLOTS = ("slot-0", "slot-1")
+
+
+def checkpoint_file_name(step: int) -> str:
+    return f"checkpoint-{int(step):012d}.json"
+
+
+def open_store(path: str, spark=None):
+    """The store for ``path``: local file I/O when the driver can open it, else Spark's
+    DataFrame reader and writer on ``spark``."""
+    from ..config import driver_path, is_remote  # config imports this package
+
+    if is_remote(path):
+        if spark is None:
+            raise InvalidParamError(f"checkpointDir={path!r} needs a Spark session")
+        return SparkCheckpointStore(spark, path)
+    return LocalCheckpointStore(driver_path(path), shown=path)
+
+
+class LocalCheckpointStore:
+    """Checkpoints as files in a driver-local directory (created when first saved).
+
+    Parameters
+    ----------
+    directory : str
+        A driver-local directory name.
+    keep : int
+        Checkpoints kept (the latest by step); older ones are deleted after each save.
+    shown : str, optional
+        How to name the directory in messages (the path as the user gave it).
+    """
+
+    def __init__(self, directory: str, keep: int = 2, shown: Optional[str] = None):
+        self.directory = directory
+        self.keep = max(1, keep)
+        self.shown = shown or directory
+
+    def __repr__(self) -> str:
+        return f"LocalCheckpointStore({self.shown!r})"
+
+    def steps(self) -> List[Tuple[int, str]]:
+        """(step, file name) of the checkpoints present, by step."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        found = [(int(m.group(1)), name) for name in names for m in [_FILE.match(name)] if m]
+        return sorted(found)
+
+    def save(self, ckpt: Checkpoint) -> str:
+        """Write ``ckpt`` atomically; delete all but the latest ``keep`` checkpoints (and
+        temporary files a killed writer left). Returns the file's path."""
+        os.makedirs(self.directory, exist_ok=True)
+        final = os.path.join(self.directory, checkpoint_file_name(ckpt.step))
+        text = to_json(ckpt)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        for _, name in self.steps()[:-self.keep]:
+            _remove(os.path.join(self.directory, name))
+        for name in os.listdir(self.directory):
+            if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
+                _remove(os.path.join(self.directory, name))
+
+    def load_latest(self) -> Optional[Checkpoint]:
+        """The checkpoint of the highest step, or None when there is none."""
+        found = self.steps()
+        if not found:
+            return None
+        name = found[-1][1]
+        path = os.path.join(self.directory, name)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        return from_json(text, source=f"checkpoint file {path!r}")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class SparkCheckpointStore:
+    """Checkpoints written and read through Spark (any path Spark can write; no JVM calls).
+
+    Parameters
+    ----------
+    spark : SparkSession
+        Classic or Spark Connect.
+    path : str
+        The checkpoint directory; checkpoints go to ``<path>/slot-0`` and ``<path>/slot-1``
+        in turn.
+    """
+
+    def __init__(self, spark, path: str):
+        self.spark = spark
+        self.path = path.rstrip("/")
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"SparkCheckpointStore({self.path!r})"
+
+    def slot_path(self, slot: int) -> str:
+        return f"{self.path}/{SLOTS[slot]}"
+
+    def _read(self, slot: int) -> Optional[Checkpoint]:
+        from pyspark.errors import AnalysisException
+
+        path = self.slot_path(slot)
+        try:
+            rows = self.spark.read.option("wholetext", "true").text(path).collect()
+        except AnalysisException:  # not written yet (classic raises here, Connect on collect)
+            return None
+        texts = [r[0] for r in rows if r[0] and r[0].strip()]
+        if not texts:  # an overwrite that was killed before it committed
+            return None
+        if len(texts) > 1:
+            raise InvalidParamError(f"checkpoint directory {path!r} holds {len(texts)} files: "
+                                    "expected one checkpoint")
+        return from_json(texts[0], source=f"checkpoint {path!r}")
+
+    def load_latest(self) -> Optional[Checkpoint]:
+        """The checkpoint of the higher step of the two slots, or None; the next save goes
+        to the other slot."""
+        found = [(c.step, slot, c) for slot in range(len(SLOTS))
+                 for c in [self._read(slot)] if c is not None]
+        if not found:
+            return None
+        step, slot, ckpt = max(found, key=lambda t: (t[0], t[2].stop_reason is not None))
+        self._next = 1 - slot
+        return ckpt
+
+    def save(self, ckpt: Checkpoint) -> str:
+        """Overwrite the slot not holding the latest checkpoint. Returns its path."""
+        path = self.slot_path(self._next)
+        (self.spark.createDataFrame([(to_json(ckpt),)], "value string").coalesce(1)
+         .write.mode("overwrite").text(path))
+        self._next = 1 - self._next
+        return path
+
+
+def timed_save(store, ckpt: Checkpoint) -> str:
+    """Save and log where and how long it took."""
+    t0 = time.perf_counter()
+    where = store.save(ckpt)
+    logger.info("checkpoint at step %d%s saved to %s (%.2f s)", ckpt.step,
+                f" ({ckpt.stop_reason})" if ckpt.stop_reason else "", where,
+                time.perf_counter() - t0)
+    return where
