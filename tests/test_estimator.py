@@ -284,7 +284,10 @@ def test_model_save_load_round_trip(tmp_path, blob_data):
     np.testing.assert_array_equal(np.array(loaded.clusterCenters()),
                                   np.array(m.clusterCenters()))
     np.testing.assert_array_equal(loaded.weightSums, m.weightSums)
-    assert loaded.featureSchema == {"kind": "columns", "columns": cols(3), "numFeatures": 3}
+    assert loaded.featureSchema == {"kind": "columns", "columns": cols(3), "numFeatures": 3,
+                                    "types": ["double"] * 3}
+    assert loaded.inputSchema == m.inputSchema == {f.name: f.dataType.simpleString()
+                                                   for f in df.schema.fields}
     assert not loaded.hasSummary
     with pytest.raises(RuntimeError, match="No training summary"):
         loaded.summary
