@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from minibatch_kmeans import MiniBatchKMeansModel
 from minibatch_kmeans.cli import run_job
-from minibatch_kmeans.config import configure_logging, load_score_config
+from minibatch_kmeans.config import configure_logging, load_score_config, run_id_override
 from minibatch_kmeans.outputs import (read_input, require_run_id,
                                       write_quality_outputs, write_run_table)
 from minibatch_kmeans.errors import InvalidInputError
@@ -48,8 +48,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_score_config(args.conf, args.overrides)
-    run_id = require_run_id(args.run_id or cfg.run_id, "the scoring job")
+    cfg = load_score_config(args.conf, args.overrides + run_id_override(args.run_id))
+    run_id = require_run_id(cfg.run_id, "the scoring job")
     configure_logging(cfg.logging.level)
     for line in cfg.describe():
         logger.info("config %s", line)

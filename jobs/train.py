@@ -1,31 +1,36 @@
 """Train mini-batch k-means on a table, as a YAML config says.
 
     python jobs/train.py --conf conf/local.yaml [--set model.k=30 --set input.path=...]
-    spark-submit --py-files dist/minibatch_kmeans.zip jobs/train.py --conf cluster.yaml
+    spark-submit --py-files dist/minibatch_kmeans.zip jobs/train.py --conf cluster.yaml \
+        --run-id 2026-11-24
 
-Reads the input table, fits :class:`minibatch_kmeans.MiniBatchKMeans` (one log line every
-few steps), saves the model (overwriting), writes a JSON summary and a convergence plot,
-and prints a summary table. Exit codes: 0 success, 2 bad configuration or input, 1
-anything else.
+Reads the input table (Parquet or Delta, by path or table name, any Delta version), runs
+the data quality gate (invalid rows to the quarantine table, a JSON report, thresholds),
+fits :class:`minibatch_kmeans.MiniBatchKMeans` on the valid rows (one log line every few
+steps; with ``model.checkpointDir``, checkpoints under ``<checkpointDir>/<run id>`` that a
+re-run with the same run id resumes), saves the model (overwriting), writes the centers
+and metrics tables for the run id, a JSON summary and a convergence plot, and prints a
+summary table. Exit codes: 0 success, 2 bad configuration or input (including a failed
+quality gate), 1 anything else.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from typing import List, Optional
 
 from minibatch_kmeans import MiniBatchKMeans
-from minibatch_kmeans.config import configure_logging, driver_path, load_config
 from minibatch_kmeans.cli import run_job
-from minibatch_kmeans.outputs import (default_run_id, read_input,
-                                      write_model_tables, write_quality_outputs)
+from minibatch_kmeans.config import (configure_logging, driver_path, load_config,
+                                     run_id_override)
 from minibatch_kmeans.errors import InvalidInputError
+from minibatch_kmeans.outputs import (default_run_id, read_input, write_model_tables,
+                                      write_quality_outputs)
 from minibatch_kmeans.quality import check_quality, report_top
-from minibatch_kmeans.spark.features import resolve
 from minibatch_kmeans.report import plot_convergence, summary_table, write_json
+from minibatch_kmeans.spark.features import resolve
 from minibatch_kmeans.spark.session import job_session
 
 logger = logging.getLogger("minibatch_kmeans_jobs.train")
@@ -45,11 +50,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    # --run-id wins over the file's run_id, and is validated as it is
-    run_id_override = [f"run_id={json.dumps(args.run_id)}"] if getattr(args, "run_id", None) \
-        else []
-    cfg = load_config(args.conf, args.overrides + run_id_override)
-    run_id = getattr(args, "run_id", None) or cfg.run_id or default_run_id()
+    cfg = load_config(args.conf, args.overrides + run_id_override(args.run_id))
+    run_id = cfg.run_id or default_run_id()
     configure_logging(cfg.logging.level)
     for line in cfg.describe():
         logger.info("config %s", line)

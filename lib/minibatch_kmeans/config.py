@@ -31,6 +31,8 @@ Examples
 """
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import math
 import re
@@ -289,6 +291,12 @@ def load_config(path: str, overrides: Sequence[str] = (), parse=None) -> Config:
     for item in overrides:
         apply_override(raw, item)
     return (parse or _parse_config)(raw)
+
+
+def run_id_override(run_id: Optional[str]) -> List[str]:
+    """The ``--set`` override for a job's ``--run-id`` (validated like the file's run_id;
+    quoted, so that 2026-11-24 stays text)."""
+    return [] if not run_id else [f"run_id={json.dumps(run_id)}"]
 
 
 def load_score_config(path: str, overrides: Sequence[str] = ()) -> "ScoreConfig":
@@ -897,8 +905,8 @@ def _run_id(path: str, value) -> Optional[str]:
     name and a partition value), or null."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+    if isinstance(value, (int, datetime.date)) and not isinstance(value, bool):
+        value = value.isoformat() if isinstance(value, datetime.date) else str(value)
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}",
                                                       value):
         _fail(path, value, "a string of letters, digits, '.', '_', '-' or '=' (at most 128, "

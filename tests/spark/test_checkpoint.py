@@ -241,6 +241,13 @@ def test_another_fit_does_not_resume(data, tmp_path):
     assert "step 6" in msg and str(tmp_path) in msg
     with pytest.raises(InvalidParamError, match="numRows=600 there but 599 now"):
         fit(df.limit(599), spec, p)
+    # same shape, one value changed: the rows' keys differ
+    from pyspark.sql import functions as F
+
+    changed = df.withColumn(spec.columns[0], F.when(F.col(spec.columns[0]) == df.first()[
+        spec.columns[0]], F.lit(1e6)).otherwise(F.col(spec.columns[0])))
+    with pytest.raises(InvalidParamError, match="contentHash="):
+        fit(changed, spec, p)
 
 
 def test_estimator_params(data, tmp_path):

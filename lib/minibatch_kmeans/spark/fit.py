@@ -452,7 +452,8 @@ class SparkMiniBatch:
 def fit_fingerprint(params: FitParams, data: Prepared, initial_centers=None) -> dict:
     """What a fit's result depends on, as JSON values named like the Params: a checkpoint
     resumes only under the same fingerprint. The input is known by its feature layout,
-    valid and invalid row counts and total weight (not by its content)."""
+    valid and invalid row counts, total weight and the XOR of its rows' keys (which hash
+    the seed and each row's features)."""
     p, spec = params, data.spec
     given = None
     if initial_centers is not None:
@@ -468,7 +469,7 @@ def fit_fingerprint(params: FitParams, data: Prepared, initial_centers=None) -> 
         "features": {"kind": spec.kind, "columns": list(spec.columns),
                      "numFeatures": spec.n_features, "weightCol": spec.weight_col},
         "numRows": int(data.n_rows), "numInvalid": int(data.n_invalid),
-        "weightTotal": float(data.weight_total),
+        "weightTotal": float(data.weight_total), "contentHash": int(data.content_hash),
     }
 
 

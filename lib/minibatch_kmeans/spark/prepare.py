@@ -79,6 +79,9 @@ class Prepared:
         Invalid values by reason code (see :meth:`FeatureSpec.invalid_counts`).
     n_invalid : int
         Invalid rows.
+    content_hash : int
+        XOR of the valid rows' keys: another table of the same shape almost surely has
+        another (a checkpoint resumes only on the same rows).
     """
 
     df: DataFrame
@@ -88,6 +91,7 @@ class Prepared:
     invalid: Dict[int, int] = field(default_factory=dict)
     n_invalid: int = 0
     n_buckets: int = 1
+    content_hash: int = 0
     #: On disk only: ``block = slot >> block_shift`` is the scratch table's partition column.
     block_shift: Optional[int] = None
     scratch_path: Optional[str] = None
@@ -207,15 +211,17 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
     logger.info("prepared %d valid rows (%s) in %s, %d invalid", n_rows, spec.describe(),
                 storage, n_invalid)
     return Prepared(data, spec, n_rows, float(counts["w"] or 0.0), invalid, n_invalid,
+                    content_hash=int(counts["h"] or 0),
                     **layout)
 
 
 def _counts(weighted: bool):
-    """Valid rows, invalid rows and the valid rows' weight, as aggregate columns."""
+    """Valid rows, invalid rows, the valid rows' weight and the XOR of their keys, as
+    aggregate columns."""
     ok = F.col("slot") >= 0
     weight = F.col("weight") if weighted else F.lit(1.0)
     return [F.count(F.when(ok, 1)).alias("n"), F.count(F.when(~ok, 1)).alias("bad"),
-            F.sum(F.when(ok, weight)).alias("w")]
+            F.sum(F.when(ok, weight)).alias("w"), F.bit_xor(F.when(ok, F.col("key"))).alias("h")]
 
 
 def _cache(rows: DataFrame, storage_level: StorageLevel):
