@@ -11,7 +11,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,compare]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,compare,mlops]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -33,6 +33,9 @@ setup(
         # Delta tables without Spark's Delta jars: delta-rs resolves the log, Spark reads
         # and writes the data files (minibatch_kmeans.delta)
         "delta": ["deltalake>=1.2"],
+        # model registry and tracking (minibatch_kmeans.registry, jobs/monitor.py and
+        # jobs/tune.py): MLflow, local SQLite by default, the workspace's on Databricks
+        "mlops": ["mlflow>=3.1"],
         # numba too, so that the tests compare the compiled path with the NumPy one
         "dev": ["pytest>=8", "scikit-learn>=1.5", "scipy>=1.11", "numba>=0.62",
                 "deltalake>=1.2"],
