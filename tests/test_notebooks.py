@@ -1,0 +1,36 @@
+"""The Databricks notebooks: source format, and each runs as a plain Python script on small
+generated data (here on the test session, which a notebook finds as Databricks' ``spark``)."""
+import ast
+import runpy
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"))
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOKS][:1] == ["01_train_and_compare_with_mllib.py"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_databricks_source_format(path):
+    text = path.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# Databricks notebook source"
+    assert text.count("\n# COMMAND ----------\n") >= 2
+    # every magic is behind "# MAGIC", so the file is plain Python
+    assert not [line for line in lines if line.lstrip().startswith("%")]
+    ast.parse(text)
+
+
+def test_01_train_and_compare_runs(spark, tmp_path, monkeypatch):
+    out = tmp_path / "nb01"
+    for name, value in {"OUTPUT_DIR": str(out), "ROWS": "3000", "FEATURES": "4", "K": "4",
+                        "BATCH_SIZE": "500"}.items():
+        monkeypatch.setenv(f"MBKM_{name}", value)
+    ns = runpy.run_path(str(NOTEBOOKS[0]), init_globals={"spark": spark}, run_name="__main__")
+    assert ns["model"].getK() == 4 and ns["summary"]["numRows"] == 3000
+    assert ns["result"]["data"]["rows"] == 3000
+    assert (out / "convergence.png").stat().st_size > 1000
+    assert (out / "compare" / "compare.md").exists()
