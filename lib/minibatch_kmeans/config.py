@@ -10,6 +10,7 @@ A config file has these sections::
     logging:  {level}
     compare:  {mllib: {solver, ...}, sample_size, local_max_mb, references,
                trajectory_points, handle_invalid}         # jobs/compare.py only
+    tune:     {k: [...], batch_sizes, holdout_fraction, sample_size}  # jobs/tune.py only
 
 Every field is validated: a bad value or an unknown key raises :class:`ConfigError`
 naming the field path, the value given and what was expected. ``--set key=value``
@@ -192,6 +193,29 @@ class CompareConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """What ``jobs/tune.py`` passes to :func:`minibatch_kmeans.tune.choose_k` besides the
+    model section (whose k it replaces by the grid).
+
+    Attributes
+    ----------
+    k : tuple of int
+        The grid: distinct values >= 2, increasing (required by jobs/tune.py).
+    batch_sizes : tuple of int or None
+        Batch sizes to try for every k (None: model.batchSize).
+    holdout_fraction : float
+        Share of the rows held out for the cost and silhouette, in (0, 1).
+    sample_size : int
+        Holdout rows (at most) for the silhouette.
+    """
+
+    k: Tuple[int, ...] = ()
+    batch_sizes: Optional[Tuple[int, ...]] = None
+    holdout_fraction: float = 0.2
+    sample_size: int = 10_000
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated job configuration. Build it with :func:`load_config` or
     :meth:`Config.from_dict`, which validate; the constructor does not."""
@@ -206,6 +230,7 @@ class Config:
     #: resumes its checkpoint, and a scoring job replaces its own output, for the same id.
     run_id: Optional[str] = None
     quality: "QualityRules" = field(default_factory=lambda: _default_quality())
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     @classmethod
     def from_dict(cls, raw: Any) -> "Config":
@@ -796,9 +821,41 @@ def _parse_compare(raw) -> CompareConfig:
                 ("error", "skip")))
 
 
+def _int_list(path: str, value, minimum: int, increasing: bool) -> Tuple[int, ...]:
+    """A non-empty list of distinct integers >= minimum (increasing, if asked)."""
+    expected = (f"a non-empty list of distinct integers >= {minimum}"
+                + (" in increasing order, e.g. [5, 10, 15]" if increasing else ""))
+    if not isinstance(value, list) or not value:
+        _fail(path, value, expected)
+    ints = [_int(f"{path}[{i}]", v, minimum) for i, v in enumerate(value)]
+    if increasing:
+        bad = any(b <= a for a, b in zip(ints, ints[1:]))
+    else:
+        bad = len(set(ints)) < len(ints)
+    if bad:
+        _fail(path, value, expected)
+    return tuple(ints)
+
+
+def _parse_tune(raw) -> TuneConfig:
+    s = _Section("tune", raw, ("k", "batch_sizes", "holdout_fraction", "sample_size"),
+                 hints={"seed": "set model.seed", "batchSize": "set tune.batch_sizes"})
+    d = TuneConfig()
+    k = _int_list("tune.k", s.get("k"), 2, True) if s.has("k") else d.k
+    sizes = s.get("batch_sizes", None)
+    fraction = _number("tune.holdout_fraction", s.get("holdout_fraction", d.holdout_fraction))
+    if not 0 < fraction < 1:
+        _fail("tune.holdout_fraction", s.get("holdout_fraction"), "a number between 0 and 1 "
+                                                                  "(exclusive)")
+    return TuneConfig(k, None if sizes is None else _int_list("tune.batch_sizes", sizes, 1,
+                                                               False),
+                      fraction, _int("tune.sample_size", s.get("sample_size", d.sample_size),
+                                     2))
+
+
 def _parse_config(raw) -> Config:
     s = _Section("", raw, ("run_id", "spark", "input", "model", "output", "logging",
-                           "compare", "quality"))
+                           "compare", "quality", "tune"))
     run_id = _run_id("run_id", s.get("run_id", None))
     spark = _parse_spark(s.get("spark", None))
     inp = _parse_input(s.get("input"))
@@ -806,7 +863,8 @@ def _parse_config(raw) -> Config:
     out = _parse_output(s.get("output"))
     log = _parse_logging(s.get("logging", None))
     return Config(inp, out, spark, model, log, _parse_compare(s.get("compare", None)),
-                  run_id, _parse_quality(s.get("quality", None)))
+                  run_id, _parse_quality(s.get("quality", None)),
+                  _parse_tune(s.get("tune", None)))
 
 
 def _default_quality():
