@@ -12,7 +12,9 @@ bad configuration or input, 1 anything else.
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -20,7 +22,7 @@ from minibatch_kmeans.cli import run_job
 from minibatch_kmeans.compare import compare_with_mllib, markdown
 from minibatch_kmeans.config import configure_logging, driver_path, is_remote, load_config
 from minibatch_kmeans.errors import ConfigError
-from minibatch_kmeans.outputs import read_input
+from minibatch_kmeans.outputs import read_input, registry_module
 from minibatch_kmeans.spark.session import job_session
 
 logger = logging.getLogger("minibatch_kmeans_jobs.compare")
@@ -61,6 +63,17 @@ def run(args: argparse.Namespace) -> int:
             local_max_mb=c.local_max_mb, references=c.references,
             trajectory_points=c.trajectory_points,
             handle_invalid=c.handle_invalid, output_dir=driver_path(cfg.output.dir))
+    if cfg.mlflow is not None:
+        o, m = result["ours"], result["mllib"]
+        metrics = {"speedup": result["speedup"], "cost_ratio": result["cost_ratio"],
+                   "ours.fit_seconds": o["fit_seconds"], "ours.cost": o["cost"],
+                   "ours.silhouette": o["silhouette"], "mllib.fit_seconds": m["fit_seconds"],
+                   "mllib.cost": m["cost"], "mllib.silhouette": m["silhouette"],
+                   "ari": result["agreement"]["ari"], "nmi": result["agreement"]["nmi"]}
+        pngs = sorted(glob.glob(os.path.join(driver_path(cfg.output.dir), "*.png")))
+        registry_module().log_job_run(
+            cfg.mlflow, "compare", {"k": shared["k"], "ours": ours, "mllib": dict(c.mllib)},
+            metrics, pngs=pngs, tags={"input": cfg.input.describe()})
     print(markdown(result))
     return 0
 

@@ -25,9 +25,10 @@ from minibatch_kmeans import MiniBatchKMeans
 from minibatch_kmeans.cli import run_job
 from minibatch_kmeans.config import (configure_logging, driver_path, load_config,
                                      run_id_override)
+from minibatch_kmeans.drift import holdout_split
 from minibatch_kmeans.errors import InvalidInputError
-from minibatch_kmeans.outputs import (default_run_id, read_input, write_model_tables,
-                                      write_quality_outputs)
+from minibatch_kmeans.outputs import (default_run_id, read_input, registry_module,
+                                      write_model_tables, write_quality_outputs)
 from minibatch_kmeans.quality import check_quality, report_top
 from minibatch_kmeans.report import plot_convergence, summary_table, write_json
 from minibatch_kmeans.spark.features import resolve
@@ -76,8 +77,12 @@ def run(args: argparse.Namespace) -> int:
                 f"({report_top(report)}); expected none with model.handleInvalid=error "
                 "(set it to skip to train on the valid rows"
                 + (f"; they are in {out.quarantine}" if out.quarantine else "") + ")")
+        rows, holdout = quality.valid(), None
+        if cfg.mlflow is not None:  # held-out rows for the registered metrics
+            rows, holdout = holdout_split(rows, cfg.mlflow.holdout_fraction,
+                                          estimator.getSeed(), cols=list(spec.columns))
         t0 = time.perf_counter()
-        model = estimator.fit(quality.valid())
+        model = estimator.fit(rows)
         fit_seconds = time.perf_counter() - t0
         model.write().overwrite().save(out.model)
         logger.info("saved model to %s", out.model)
@@ -87,11 +92,18 @@ def run(args: argparse.Namespace) -> int:
                        jobFitSeconds=fit_seconds, modelPath=out.model,
                        summaryPath=out.summary, plotPath=out.plot)
         write_model_tables(spark, model, summary, out, run_id)
-    if cfg.output.plot:
-        plot_convergence(summary["history"], driver_path(cfg.output.plot),
-                         title=f"k={summary['k']}, {summary['numRows']:,} rows, batch "
-                               f"{summary['batchSize']:,}: {summary['numSteps']} steps "
-                               f"({summary['stopReason']})")
+        if out.plot:
+            plot_convergence(summary["history"], driver_path(out.plot),
+                             title=f"k={summary['k']}, {summary['numRows']:,} rows, batch "
+                                   f"{summary['batchSize']:,}: {summary['numSteps']} steps "
+                                   f"({summary['stopReason']})")
+        if cfg.mlflow is not None:
+            mv = registry_module().track_training(
+                cfg.mlflow, model, holdout, summary, run_id=run_id, training_table=source,
+                delta_version=cfg.input.version,
+                pngs=[driver_path(out.plot)] if out.plot else [])
+            summary.update(registeredModel=cfg.mlflow.model_name,
+                           registeredVersion=str(mv.version))
     if cfg.output.summary:
         write_json(summary, driver_path(out.summary))
     print(summary_table(summary))

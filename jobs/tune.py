@@ -23,7 +23,7 @@ from typing import List, Optional
 from minibatch_kmeans.cli import run_job
 from minibatch_kmeans.config import configure_logging, driver_path, is_remote, load_config
 from minibatch_kmeans.errors import ConfigError
-from minibatch_kmeans.outputs import read_input
+from minibatch_kmeans.outputs import read_input, registry_module
 from minibatch_kmeans.spark.session import job_session
 from minibatch_kmeans.tune import choose_k, markdown, write_tune
 
@@ -71,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     result["data"]["input"] = f"{cfg.input.describe()} ({result['data']['input']})"
     result["configPath"] = args.conf
     write_tune(result, driver_path(cfg.output.dir))
-    # Everything a tracking run needs is known here: result["params"] (the grid, split and
-    # estimator Params), result["metrics"] (recommended_k, elbow_k, best_silhouette...),
-    # result["grid"] (per-k figures) and result["files"] (tune.json, tune.md, k_curves.png).
+    if cfg.mlflow is not None:
+        registry_module().log_job_run(
+            cfg.mlflow, "tune", result["params"], result["metrics"],
+            pngs=[result["files"]["k_curves.png"]], tags={"input": cfg.input.describe()})
     print(markdown(result))
     return 0
 

@@ -2,6 +2,7 @@
 UTC, log level ERROR). Core tests do not touch it."""
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -9,6 +10,9 @@ import pytest
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Jobs whose config has an mlflow section track into a throwaway store, never the repo's out/.
+os.environ.setdefault("MLFLOW_TRACKING_URI",
+                      f"sqlite:///{tempfile.mkdtemp(prefix='mbkm-tests-mlflow-')}/mlflow.db")
 
 
 def pytest_configure(config):

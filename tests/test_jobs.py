@@ -22,7 +22,8 @@ def blobs_path(spark, tmp_path_factory):
 def train_args(data, out, *more):
     return ["--conf", "conf/local.yaml", "--set", f"input.path={data}",
             "--set", f"input.features.inputCols={FEATURES}", "--set", "model.k=3",
-            "--set", "model.batchSize=500", "--set", f"output.dir={out}", *more]
+            "--set", "model.batchSize=500", "--set", f"output.dir={out}",
+            "--set", "mlflow=", *more]  # no MLflow unless a test says so
 
 
 def one_error_line(err):
@@ -157,3 +158,30 @@ def test_train_gate_fails_on_threshold_or_handle_invalid_error(dirty_path, tmp_p
     line = one_error_line(capsys.readouterr().err)
     assert code == 2 and "12 invalid rows" in line and "model.handleInvalid=error" in line
     assert str(tmp_path / "b" / "quarantine") in line
+
+
+def test_train_registers_the_model_in_mlflow(spark, blobs_path, tmp_path, capsys):
+    from minibatch_kmeans.registry import tracking, version_tags
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "train"
+    args = train_args(blobs_path, out, "--set", f"mlflow.tracking_uri={uri}",
+                      "--set", "mlflow.model_name=blobs", "--set", "mlflow.holdout_fraction=0.2",
+                      "--set", "run_id=r1")
+    assert train.main(args) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["registeredModel"] == "blobs" and summary["registeredVersion"] == "1"
+    assert 1400 < summary["numRows"] < 1800  # about 20% held out
+    registry = tracking(uri, "minibatch-kmeans")
+    champion = registry.champion("blobs")
+    assert champion is not None and str(champion.version) == "1"
+    tags = version_tags(champion)
+    assert tags["training_table"] == summary["inputPath"]
+    assert tags["holdout_metrics"]["rows"] == 2000 - summary["numRows"]
+    reference = registry.json_tag(champion, "reference_stats")
+    assert set(reference["features"]) == {"x0", "x1", "x2", "x3"}
+    run = registry.client.get_run(champion.run_id)
+    assert run.data.tags["run_id"] == "r1" and "trainingCost" in run.data.metrics
+    # a second run registers version 2 and leaves the champion alone
+    assert train.main(args) == 0
+    assert str(registry.champion("blobs").version) == "1"

@@ -228,3 +228,20 @@ def test_missing_grid_exits_2(blobs_path, tmp_path, capsys):
     code = tune_job.main(job_args(blobs_path, tmp_path / "t", "--set", "tune={}"))
     line = one_error_line(capsys.readouterr().err)
     assert code == 2 and "tune.k is missing" in line
+
+
+def test_tune_job_logs_an_mlflow_run(result):
+    """conf/tune.yaml has an mlflow section: the run goes to the tests' store
+    (MLFLOW_TRACKING_URI, set in conftest) with the recommendation and the picture."""
+    import os
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("minibatch-kmeans")
+    runs = client.search_runs([exp.experiment_id], "tags.job = 'tune'")
+    assert runs, "no tune run logged"
+    run = runs[0]
+    assert run.data.metrics["recommended_k"] == result["recommended"]["k"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == \
+        ["plots/k_curves.png"]

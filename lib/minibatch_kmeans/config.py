@@ -231,6 +231,8 @@ class Config:
     run_id: Optional[str] = None
     quality: "QualityRules" = field(default_factory=lambda: _default_quality())
     tune: TuneConfig = field(default_factory=TuneConfig)
+    #: MLflow tracking and registry; None (no ``mlflow:`` section) logs nothing.
+    mlflow: Optional["MlflowConfig"] = None
 
     @classmethod
     def from_dict(cls, raw: Any) -> "Config":
@@ -328,6 +330,12 @@ def load_score_config(path: str, overrides: Sequence[str] = ()) -> "ScoreConfig"
     """:func:`load_config` for ``jobs/score.py`` (sections run_id, spark, input, scoring,
     quality, output, logging)."""
     return load_config(path, overrides, _parse_score_config)
+
+
+def load_monitor_config(path: str, overrides: Sequence[str] = ()) -> "MonitorConfig":
+    """:func:`load_config` for ``jobs/monitor.py`` (sections run_id, spark, input, model,
+    quality, mlflow, monitor, output, logging)."""
+    return load_config(path, overrides, _parse_monitor_config)
 
 
 def apply_override(raw: Dict[str, Any], item: str) -> None:
@@ -855,7 +863,7 @@ def _parse_tune(raw) -> TuneConfig:
 
 def _parse_config(raw) -> Config:
     s = _Section("", raw, ("run_id", "spark", "input", "model", "output", "logging",
-                           "compare", "quality", "tune"))
+                           "compare", "quality", "tune", "mlflow"))
     run_id = _run_id("run_id", s.get("run_id", None))
     spark = _parse_spark(s.get("spark", None))
     inp = _parse_input(s.get("input"))
@@ -864,7 +872,57 @@ def _parse_config(raw) -> Config:
     log = _parse_logging(s.get("logging", None))
     return Config(inp, out, spark, model, log, _parse_compare(s.get("compare", None)),
                   run_id, _parse_quality(s.get("quality", None)),
-                  _parse_tune(s.get("tune", None)))
+                  _parse_tune(s.get("tune", None)), _parse_mlflow(s.get("mlflow", None)))
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Where runs are tracked and models registered (``mlflow:``; needs the ``mlops``
+    extra).
+
+    Attributes
+    ----------
+    tracking_uri, registry_uri : str or None
+        None: a local SQLite store under ``<root>/mlflow`` (the registry is the tracking
+        store); on Databricks ``databricks``, and ``databricks-uc`` for Unity Catalog.
+    experiment : str
+    model_name : str
+        Registered model name (``catalog.schema.name`` on Unity Catalog).
+    root : str
+        Folder of the default local store.
+    holdout_fraction : float
+        Train: rows held out (by content hash) for the holdout metrics and the reference
+        statistics registered with the model.
+    promote_first : bool
+        Train: a registered model without a champion makes this version its champion.
+    """
+
+    tracking_uri: Optional[str] = None
+    registry_uri: Optional[str] = None
+    experiment: str = "minibatch-kmeans"
+    model_name: str = "minibatch-kmeans"
+    root: str = "out"
+    holdout_fraction: float = 0.1
+    promote_first: bool = True
+
+
+def _parse_mlflow(raw) -> Optional[MlflowConfig]:
+    if raw is None:
+        return None
+    s = _Section("mlflow", raw, ("tracking_uri", "registry_uri", "experiment", "model_name",
+                                 "root", "holdout_fraction", "promote_first"))
+    d = MlflowConfig()
+    fraction = _number("mlflow.holdout_fraction", s.get("holdout_fraction",
+                                                         d.holdout_fraction), 0.0)
+    if not 0 < fraction < 1:
+        _fail("mlflow.holdout_fraction", fraction, "a fraction between 0 and 1 (exclusive)")
+    return MlflowConfig(
+        _string("mlflow.tracking_uri", s.get("tracking_uri", None), allow_none=True),
+        _string("mlflow.registry_uri", s.get("registry_uri", None), allow_none=True),
+        _string("mlflow.experiment", s.get("experiment", d.experiment)),
+        _string("mlflow.model_name", s.get("model_name", d.model_name)),
+        _string("mlflow.root", s.get("root", d.root)), fraction,
+        _bool("mlflow.promote_first", s.get("promote_first", d.promote_first)))
 
 
 def _default_quality():
@@ -970,3 +1028,212 @@ def _run_id(path: str, value) -> Optional[str]:
         _fail(path, value, "a string of letters, digits, '.', '_', '-' or '=' (at most 128, "
                            "starting with a letter or digit), or null")
     return value
+
+
+# -- the monitoring job (jobs/monitor.py) -------------------------------------------------
+
+#: Monitor output tables and driver-local files: key -> default name under output.dir.
+MONITOR_OUTPUTS = ({"quality": "quality", "quarantine": "quarantine"},
+                   {"quality_report": "quality.json"})
+#: The drift report's driver-local files: key -> default name under output.dir.
+DRIFT_FILES = {"drift_json": "drift.json", "drift_md": "drift.md", "drift_png": "drift.png"}
+
+
+@dataclass(frozen=True)
+class AbsoluteGate:
+    """What a challenger must reach when the champion cannot score the new data (the
+    schema changed): each bound that is set must hold (none set: never promoted)."""
+
+    max_cost_per_row: Optional[float] = None
+    min_silhouette: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The ``monitor:`` section of ``jobs/monitor.py``.
+
+    Attributes
+    ----------
+    thresholds : DriftThresholds
+        When a figure counts as drift (psi, ks_pvalue, ks_statistic, js, distance_ratio).
+    holdout_fraction : float
+        Share of the new slice held out (by a hash of the features) to judge champion and
+        challenger; the challenger trains on the rest.
+    min_improvement : float
+        The challenger is promoted when its holdout cost per row is at most the champion's
+        times ``1 - min_improvement``.
+    absolute_gate : AbsoluteGate
+        Judges the challenger alone when the champion cannot score the data.
+    force_retrain : bool
+        Train and judge a challenger even without drift.
+    where : str or None
+        SQL filter applied to the input after reading (a partition: ``day = '2026-11-24'``).
+    ignore_columns : tuple of str
+        Columns that may be new without counting as schema drift (ids, dates).
+    sample_size : int
+        Holdout rows (at most) for the silhouette.
+    seed : int
+        Seeds the holdout split (and the challenger unless model.seed is set).
+    """
+
+    thresholds: Any
+    holdout_fraction: float = 0.2
+    min_improvement: float = 0.02
+    absolute_gate: AbsoluteGate = field(default_factory=AbsoluteGate)
+    force_retrain: bool = False
+    where: Optional[str] = None
+    ignore_columns: Tuple[str, ...] = ()
+    sample_size: int = 10_000
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class DriftFiles:
+    """Driver-local files of the drift report (None skips one)."""
+
+    json: Optional[str]
+    markdown: Optional[str]
+    png: Optional[str]
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """A validated monitoring job configuration (:func:`load_monitor_config`)."""
+
+    input: InputConfig
+    output: OutputConfig
+    drift_files: DriftFiles
+    mlflow: "MlflowConfig"
+    monitor: MonitorSettings
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    model: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    quality: "QualityRules" = field(default_factory=lambda: _default_quality())
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    run_id: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "MonitorConfig":
+        return _parse_monitor_config(raw)
+
+    def estimator_params(self) -> Dict[str, Any]:
+        """The challenger's ``MiniBatchKMeans`` keyword arguments (model section plus the
+        input's feature and weight columns), as :meth:`Config.estimator_params`."""
+        return Config.estimator_params(self)  # reads only .model and .input
+
+    def describe(self) -> List[str]:
+        m = self.monitor
+        model = ", ".join(f"{k}={_short(v)}" for k, v in self.model.items()) or "defaults"
+        return [
+            f"spark: app_name={self.spark.app_name}, master={self.spark.master or '(session)'}"
+            + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.spark.conf.items())),
+            f"input: {self.input.format} {self.input.describe()}"
+            + (f" where {m.where}" if m.where else ""),
+            f"mlflow: {self.mlflow.tracking_uri or '(local sqlite)'}, model "
+            f"{self.mlflow.model_name!r}, experiment {self.mlflow.experiment!r}",
+            f"monitor: thresholds {m.thresholds.as_dict()}, holdout {m.holdout_fraction}, "
+            f"min_improvement {m.min_improvement}, gate {m.absolute_gate}, "
+            f"force_retrain {m.force_retrain}",
+            f"challenger model: {model}",
+            f"output: {self.output.dir}; drift report {self.drift_files}",
+        ]
+
+
+def _parse_thresholds(raw):
+    from .drift import DriftThresholds
+    from .errors import InvalidParamError
+
+    names = tuple(DriftThresholds.__dataclass_fields__)
+    s = _Section("monitor.thresholds", raw, names)
+    d = DriftThresholds()
+    values = {n: _number(f"monitor.thresholds.{n}", s.get(n, getattr(d, n))) for n in names}
+    try:
+        return DriftThresholds(**values)
+    except InvalidParamError as e:
+        raise ConfigError(f"monitor.thresholds: {e}") from None
+
+
+def _parse_monitor_settings(raw) -> MonitorSettings:
+    s = _Section("monitor", raw, ("thresholds", "holdout_fraction", "min_improvement",
+                                  "absolute_gate", "force_retrain", "where",
+                                  "ignore_columns", "sample_size", "seed"))
+    d = MonitorSettings(None)
+    fraction = _number("monitor.holdout_fraction", s.get("holdout_fraction",
+                                                          d.holdout_fraction))
+    if not 0 < fraction < 1:
+        _fail("monitor.holdout_fraction", fraction, "a fraction between 0 and 1 (exclusive)")
+    improvement = _number("monitor.min_improvement", s.get("min_improvement",
+                                                            d.min_improvement))
+    if not 0 <= improvement < 1:
+        _fail("monitor.min_improvement", improvement, "a relative improvement in [0, 1), "
+                                                      "e.g. 0.02 for 2%")
+    g = _Section("monitor.absolute_gate", s.get("absolute_gate", None),
+                 ("max_cost_per_row", "min_silhouette"))
+    cost = g.get("max_cost_per_row", None)
+    sil = g.get("min_silhouette", None)
+    gate = AbsoluteGate(
+        None if cost is None else _number("monitor.absolute_gate.max_cost_per_row", cost, 0.0),
+        None if sil is None else _number("monitor.absolute_gate.min_silhouette", sil, -1.0))
+    if gate.min_silhouette is not None and gate.min_silhouette > 1:
+        _fail("monitor.absolute_gate.min_silhouette", sil, "a number in [-1, 1]")
+    ignore = s.get("ignore_columns", None)
+    return MonitorSettings(
+        _parse_thresholds(s.get("thresholds", None)), fraction, improvement, gate,
+        _bool("monitor.force_retrain", s.get("force_retrain", d.force_retrain)),
+        _string("monitor.where", s.get("where", None), allow_none=True),
+        _names("monitor.ignore_columns", ignore) if ignore else (),
+        _int("monitor.sample_size", s.get("sample_size", d.sample_size), 2),
+        _int("monitor.seed", s.get("seed", d.seed)))
+
+
+def _parse_drift_files(raw) -> DriftFiles:
+    raw = raw if isinstance(raw, dict) else {}
+    base = raw.get("dir")
+    files = {}
+    for key, name in DRIFT_FILES.items():
+        path = f"output.{key}"
+        if key in raw:
+            value = _string(path, raw[key], allow_none=True)
+        elif is_remote(base):
+            raise ConfigError(
+                f"{path} is missing: output.dir={base!r} is not on the driver's file "
+                f"system, so set {path} to a local path (or dbfs:/), or to null to skip it")
+        else:
+            value = _join(base, name)
+        if value is not None and is_remote(value):
+            _fail(path, value, "a driver-local path (or dbfs:/), or null to skip it")
+        files[key] = value
+    return DriftFiles(files["drift_json"], files["drift_md"], files["drift_png"])
+
+
+def _parse_monitor_config(raw) -> MonitorConfig:
+    s = _Section("", raw, ("run_id", "spark", "input", "model", "quality", "mlflow",
+                           "monitor", "output", "logging"),
+                 hints={"thresholds": "put them under monitor.thresholds"})
+    inp = _parse_input(s.get("input"))
+    model = _parse_model(s.get("model", None), inp.input_cols)
+    if "initialCenters" in model:
+        raise ConfigError("model.initialCenters is set: expected it unset (the challenger "
+                          "starts from the champion's centers when the schema is unchanged)")
+    out_raw = s.get("output")
+    if isinstance(out_raw, dict):
+        out = _parse_output({k: v for k, v in out_raw.items() if k not in DRIFT_FILES},
+                            MONITOR_OUTPUTS)
+        files = _parse_drift_files(out_raw)
+    else:
+        out = _parse_output(out_raw, MONITOR_OUTPUTS)  # raises, naming the section
+    ml_raw = s.get("mlflow")
+    for key in ("holdout_fraction", "promote_first"):
+        if isinstance(ml_raw, dict) and key in ml_raw:
+            raise ConfigError(f"mlflow.{key} is not a known key of the monitoring job: "
+                              "expected tracking_uri, registry_uri, experiment, model_name, "
+                              "root" + (" (set monitor.holdout_fraction)"
+                                        if key == "holdout_fraction" else ""))
+    if ml_raw is None:
+        raise ConfigError("mlflow is missing: the monitoring job needs the registry "
+                          "(mlflow: {model_name: ...}, tracking_uri null for the local store)")
+    return MonitorConfig(inp, out, files, _parse_mlflow(ml_raw),
+                         _parse_monitor_settings(s.get("monitor", None)),
+                         _parse_spark(s.get("spark", None)), model,
+                         _parse_quality(s.get("quality", None)),
+                         _parse_logging(s.get("logging", None)),
+                         _run_id("run_id", s.get("run_id", None)))

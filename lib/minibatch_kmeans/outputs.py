@@ -96,3 +96,19 @@ def require_run_id(run_id: Optional[str], job: str) -> str:
         raise ConfigError(f"{job} needs a run id: set run_id in the config or pass --run-id "
                           "(a re-run with the same id replaces that run's output)")
     return run_id
+
+
+def registry_module():
+    """:mod:`minibatch_kmeans.registry`, for a job whose config has an ``mlflow:`` section;
+    a :class:`ConfigError` saying what to do when MLflow is not installed."""
+    from .errors import ConfigError
+
+    try:
+        from . import registry
+    except ImportError as e:
+        if (e.name or "").split(".")[0] != "mlflow":
+            raise
+        raise ConfigError("the config has an mlflow section but mlflow is not installed: "
+                          "pip install 'minibatch-kmeans[mlops]', or remove the section"
+                          ) from None
+    return registry

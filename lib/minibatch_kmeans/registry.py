@@ -709,6 +709,16 @@ class Registry:
         """``(ModelVersion, MiniBatchKMeansModel)`` of the champion."""
         return self.load_spark_model(name, CHAMPION, dst_path)
 
+    def json_tag(self, mv: ModelVersion, key: str) -> Any:
+        """A JSON version tag decoded, read back from its run artifact when it was too
+        long for a tag (``<key>_artifact``, see :meth:`log_model`); None when absent."""
+        if key in mv.tags:
+            return json.loads(mv.tags[key])
+        uri = mv.tags.get(f"{key}_artifact")
+        if not uri:
+            return None
+        return json.loads(mlflow.artifacts.load_text(uri))
+
     # -- decisions -----------------------------------------------------------------------
     def record_decision(self, name: str, version, decision: str,
                         reasons: Optional[Mapping[str, Any]] = None) -> None:
@@ -748,3 +758,57 @@ def version_tags(mv: ModelVersion, keys: Sequence[str] = ("feature_schema", "inp
             except ValueError:
                 pass
     return out
+
+
+def track_training(cfg, model, holdout, summary: Mapping[str, Any], *, run_id: str,
+                   training_table: str, delta_version: Optional[int] = None,
+                   pngs: Iterable[str] = ()) -> ModelVersion:
+    """What the train job does with MLflow: one run with the fit's Params, figures and
+    PNGs; the model registered with its holdout metrics and reference statistics (from
+    the held-out rows); and, under ``cfg.promote_first``, the version made champion when
+    the registered model has none yet.
+
+    Parameters
+    ----------
+    cfg : minibatch_kmeans.config.MlflowConfig
+    model : MiniBatchKMeansModel
+    holdout : DataFrame
+        Rows the model was not trained on.
+    summary : mapping
+        The training summary (``model.summary.as_dict()`` plus the job's keys).
+    """
+    from .drift import reference_statistics
+
+    registry = tracking(cfg.tracking_uri, cfg.experiment, registry_uri=cfg.registry_uri,
+                        root=cfg.root)
+    params = {p.name: v for p, v in model.extractParamMap().items()}
+    metrics = {k: summary.get(k) for k in ("trainingCost", "numSteps", "numIter", "numRows",
+                                           "invalidRows", "fitSeconds", "rowsSeen")}
+    reference = reference_statistics(model, holdout)
+    n = reference["validRows"]
+    holdout_metrics = {"rows": n, "costPerRow": model.computeCost(holdout) / n if n else None,
+                       "meanDistance": reference["meanDistance"]}
+    with registry.log_run(f"train-{run_id}", params=params, metrics=metrics, pngs=pngs,
+                          tags={"job": "train", "run_id": run_id,
+                                "training_table": training_table}):
+        mv = registry.log_model(model, cfg.model_name, training_table=training_table,
+                                delta_version=delta_version, holdout_metrics=holdout_metrics,
+                                reference_stats=reference, tags={"job_run_id": run_id})
+    if cfg.promote_first and registry.champion(cfg.model_name) is None:
+        try:
+            registry.promote(cfg.model_name, mv.version, expected_current=None,
+                             reason="first registered model")
+        except RegistryError as e:  # another job promoted one meanwhile: keep theirs
+            logger.warning("version %s not made champion: %s", mv.version, e)
+    return mv
+
+
+def log_job_run(cfg, job: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
+                pngs: Iterable[str] = (), tags: Optional[Mapping[str, Any]] = None) -> str:
+    """One MLflow run for a job (compare, tune) under ``cfg``
+    (:class:`~minibatch_kmeans.config.MlflowConfig`); returns the run id."""
+    registry = tracking(cfg.tracking_uri, cfg.experiment, registry_uri=cfg.registry_uri,
+                        root=cfg.root)
+    with registry.log_run(job, params=params, metrics=metrics, pngs=pngs,
+                          tags={"job": job, **(tags or {})}) as run:
+        return run.info.run_id

@@ -297,20 +297,12 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
                              "stop_reason": s.stopReason, "_name": name})
                 logger.info("k=%d, batch %d: %.1f s, %d steps (%s)", k, s.batchSize,
                             seconds, s.numSteps, s.stopReason)
-        costs = clustering_costs(holdout, [centers[g["_name"]] for g in grid],
-                                 **_features_args(spec))
-        labelled = _labels_frame(sample, spec, centers).persist(STORAGE)
-        try:
-            for g, c in zip(grid, costs):
-                g["holdout_cost"] = c["cost"]
-                g["holdout_cost_per_row"] = c["cost"] / w_hold if w_hold > 0 else None
-                g["holdout_sizes"] = c["sizes"]
-                g["silhouette"] = _silhouette(labelled, f"pred_{g.pop('_name')}")
-                logger.info("k=%d, batch %d: holdout cost per row %.6g, silhouette %s",
-                            g["k"], g["batch_size"], g["holdout_cost_per_row"],
-                            "n/a" if g["silhouette"] is None else f"{g['silhouette']:.4f}")
-        finally:
-            labelled.unpersist()
+        measured = measure_centers(holdout, sample, spec, centers, w_hold)
+        for g in grid:
+            g.update(measured[g.pop("_name")])
+            logger.info("k=%d, batch %d: holdout cost per row %.6g, silhouette %s",
+                        g["k"], g["batch_size"], g["holdout_cost_per_row"],
+                        "n/a" if g["silhouette"] is None else f"{g['silhouette']:.4f}")
     finally:
         if sample is not None:
             sample.unpersist()
@@ -330,6 +322,60 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
     }
     result.update(recommend(grid))
     return result
+
+
+def silhouette_sample(holdout: DataFrame, spec: feat.FeatureSpec, sample_size: int,
+                      seed: int) -> DataFrame:
+    """At most ``sample_size`` valid rows of ``holdout`` (those of smallest
+    ``xxhash64(HOLDOUT_SALT, seed, features)``, so the same rows for every model) with
+    their features as a Vector column ``VECTOR_COL``, for :func:`measure_centers`. Lazy."""
+    from pyspark.ml.functions import array_to_vector
+
+    vector = (F.col(feat._q(spec.columns[0])) if spec.kind == "vector"
+              else array_to_vector(spec.array_expr()))
+    h = F.xxhash64(F.lit(HOLDOUT_SALT), F.lit(int(seed)), *spec.feature_exprs())
+    keep = [F.col(feat._q(c)) for c in spec.columns]
+    return (holdout.where(spec.valid_expr(cosine=False)).orderBy(h).limit(int(sample_size))
+            .select(*keep, vector.alias(VECTOR_COL)))
+
+
+def measure_centers(holdout: DataFrame, sample: DataFrame, spec: feat.FeatureSpec,
+                    centers: Mapping[str, np.ndarray],
+                    holdout_weight: float) -> Dict[str, Dict[str, Any]]:
+    """Measure several center sets on the same held-out rows, the way :func:`choose_k`
+    judges its grid.
+
+    Parameters
+    ----------
+    holdout : DataFrame
+        Valid held-out rows (features as ``spec`` says).
+    sample : DataFrame
+        Holdout rows with a Vector column ``VECTOR_COL`` (see :func:`silhouette_sample`).
+    spec : FeatureSpec
+    centers : mapping of str to ndarray of shape (k_i, n_features)
+    holdout_weight : float
+        Rows (or total weight) of ``holdout``: the cost is divided by it.
+
+    Returns
+    -------
+    dict
+        Per name: ``holdout_cost`` (sum of squared distances to the nearest center),
+        ``holdout_cost_per_row`` (None for an empty holdout), ``holdout_sizes`` (rows per
+        center) and ``silhouette`` (squared Euclidean, on ``sample``; None for fewer than
+        two clusters).
+    """
+    names = list(centers)
+    costs = clustering_costs(holdout, [centers[n] for n in names], **_features_args(spec))
+    labelled = _labels_frame(sample, spec, centers).persist(STORAGE)
+    try:
+        return {n: {"holdout_cost": c["cost"],
+                    "holdout_cost_per_row": (c["cost"] / holdout_weight
+                                             if holdout_weight > 0 else None),
+                    "holdout_sizes": c["sizes"],
+                    "silhouette": _silhouette(labelled, f"pred_{n}")}
+                for n, c in zip(names, costs)}
+    finally:
+        labelled.unpersist()
 
 
 def recommend(grid: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:

@@ -1,0 +1,224 @@
+"""jobs/monitor.py in-process on the test session and a throwaway SQLite MLflow store: no
+drift, drift and promotion, schema drift judged by the absolute gate, a worse challenger
+kept; plus the decision rule and the monitor config.
+
+A module fixture registers and promotes the first champion (3 blobs, 5 features) with its
+reference statistics, as jobs/train.py does. The job tests run in file order and each reads
+the champion it starts from."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytest.importorskip("mlflow")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+import mlflow  # noqa: E402
+
+from minibatch_kmeans import MiniBatchKMeans  # noqa: E402
+from minibatch_kmeans.config import AbsoluteGate, MonitorConfig  # noqa: E402
+from minibatch_kmeans.drift import holdout_split, reference_statistics  # noqa: E402
+from minibatch_kmeans.errors import ConfigError  # noqa: E402
+from minibatch_kmeans.monitor import decide  # noqa: E402
+from minibatch_kmeans.registry import tracking, version_tags  # noqa: E402
+from minibatch_kmeans_jobs import monitor  # noqa: E402
+
+NAME = "monitor-test"
+D, K = 5, 3
+COLS = [f"x{i}" for i in range(D)]
+CENTERS = np.array([[-4.0, 0.0, 3.0, 1.0, -2.0], [3.0, 4.0, -3.0, 0.0, 2.0],
+                    [0.0, -4.0, 0.0, -3.0, 4.0]])
+FIT = {"seed": 3, "batchSize": 2000, "maxIter": 3, "computeTrainingCost": False,
+       "prepareStorage": "memory"}
+
+
+def sample(n, seed, shift=None):
+    """n rows of three Gaussian blobs (weights 0.5, 0.3, 0.2); ``shift`` adds to columns."""
+    rng = np.random.default_rng(seed)
+    X = CENTERS[rng.choice(K, size=n, p=[0.5, 0.3, 0.2])] + rng.normal(0, 1.0, size=(n, D))
+    for j, v in (shift or {}).items():
+        X[:, j] += v
+    return X
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, spark):
+    """A SQLite store in a temp dir with a first champion (version 1) that has reference
+    statistics."""
+    root = tmp_path_factory.mktemp("monitor")
+    saved_env = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+                 if k in os.environ}
+    prev_uri = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{root}/mlflow/mlflow.db"
+    reg = tracking(uri, experiment="monitor-test")
+    df = spark.createDataFrame(pd.DataFrame(sample(3000, seed=1), columns=COLS))
+    train, holdout = holdout_split(df, 0.2, seed=7, cols=COLS)
+    model = MiniBatchKMeans(k=K, inputCols=COLS, **FIT).fit(train)
+    mv = reg.log_model(model, NAME, reference_stats=reference_statistics(model, holdout))
+    reg.promote(NAME, mv.version, expected_current=None, reason="first model")
+    yield {"root": root, "uri": uri, "reg": reg}
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(prev_uri)
+    os.environ.update(saved_env)
+
+
+def config(store, tmp_path, data, cols=COLS, **monitor_keys):
+    raw = {"input": {"path": str(data), "features": {"inputCols": list(cols)}},
+           "model": {**{k: v for k, v in FIT.items() if k != "seed"}, "batchSize": 1000},
+           "mlflow": {"tracking_uri": store["uri"], "experiment": "monitor-test",
+                      "model_name": NAME},
+           "monitor": {"holdout_fraction": 0.25, "sample_size": 500,
+                       "absolute_gate": {"min_silhouette": 0.2}, **monitor_keys},
+           "output": {"dir": str(tmp_path / "out")}, "logging": {"level": "WARNING"}}
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def write_slice(spark, tmp_path, X, cols=COLS):
+    path = tmp_path / "slice"
+    spark.createDataFrame(pd.DataFrame(X, columns=cols)).write.parquet(str(path))
+    return path
+
+
+def versions(reg):
+    return sorted(int(v.version) for v in reg.client.search_model_versions(f"name='{NAME}'"))
+
+
+def run_job(conf, capsys, *more):
+    code = monitor.main(["--conf", conf, "--run-id", "t1", *more])
+    return code, capsys.readouterr()
+
+
+def decision_of(reg, version):
+    tags = reg.client.get_model_version(NAME, str(version)).tags
+    return tags["decision"], json.loads(tags["decision_reasons"])
+
+
+def test_same_distribution_no_drift_no_retrain(spark, store, tmp_path, capsys):
+    reg = store["reg"]
+    before, champion = versions(reg), reg.champion(NAME).version
+    data = write_slice(spark, tmp_path, sample(2000, seed=2))
+    code, out = run_job(config(store, tmp_path, data), capsys)
+    assert code == 0, out.err
+    assert versions(reg) == before and reg.champion(NAME).version == champion
+    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    assert report["drift"] is False and report["outcome"]["outcome"] == "no drift"
+    assert (tmp_path / "out" / "drift.png").stat().st_size > 0
+    assert "| feature | PSI" in (tmp_path / "out" / "drift.md").read_text()
+    runs = mlflow.search_runs([reg.experiment_id], filter_string="tags.job = 'monitor'")
+    assert runs["tags.drift"].iloc[0] == "false"
+    assert "metrics.psi.x0" in runs.columns and "metrics.js" in runs.columns
+
+
+@pytest.mark.slow
+def test_worse_challenger_is_kept_with_its_reason(spark, store, tmp_path, capsys):
+    reg = store["reg"]
+    champion = reg.champion(NAME).version
+    data = write_slice(spark, tmp_path, sample(2000, seed=3))
+    conf = config(store, tmp_path, data, force_retrain=True, min_improvement=0.5)
+    code, out = run_job(conf, capsys)
+    assert code == 4, out.err
+    assert reg.champion(NAME).version == champion
+    new = versions(reg)[-1]
+    assert int(reg.version_for(NAME, "challenger").version) == new
+    decision, reasons = decision_of(reg, new)
+    assert decision == "kept" and reasons["rule"] == "relative"
+    assert "not better by the required margin" in reasons["why"]
+    tags = version_tags(reg.client.get_model_version(NAME, str(new)))
+    assert tags["warm_start"] == "true" and tags["trigger"] == "forced"
+    run = reg.client.get_run(tags["decision_run_id"])
+    assert run.data.tags["decision"] == "kept"
+    assert "required margin" in run.data.tags["decision.reasons"]
+
+
+@pytest.mark.slow
+def test_mean_shift_in_three_features_promotes_the_challenger(spark, store, tmp_path, capsys):
+    reg = store["reg"]
+    champion = reg.champion(NAME).version
+    data = write_slice(spark, tmp_path, sample(2000, seed=4, shift={0: 3.0, 1: -3.0, 2: 3.0}))
+    code, out = run_job(config(store, tmp_path, data), capsys)
+    assert code == 3, out.err
+    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    assert report["drift"] and set(report["driftedFeatures"]) >= {"x0", "x1", "x2"}
+    new = versions(reg)[-1]
+    assert int(reg.champion(NAME).version) == new != int(champion)
+    decision, reasons = decision_of(reg, new)
+    assert decision == "promoted" and reasons["champion_scored"] is True
+    assert reasons["challenger_cost_per_row"] < reasons["champion_cost_per_row"] * 0.98
+    mv = reg.client.get_model_version(NAME, str(new))
+    assert mv.tags["previous_champion"] == str(champion)
+    assert reg.json_tag(mv, "reference_stats")["k"] == K  # the next monitor run's reference
+
+
+@pytest.mark.slow
+def test_schema_drift_challenger_judged_by_absolute_gate(spark, store, tmp_path, capsys):
+    reg = store["reg"]
+    champion = reg.champion(NAME).version
+    X = sample(2000, seed=5)
+    X[:, 4] = np.random.default_rng(6).normal(size=len(X))  # x4 is gone, x5 is new
+    cols = ["x0", "x1", "x2", "x3", "x5"]
+    data = write_slice(spark, tmp_path, X, cols)
+    code, out = run_job(config(store, tmp_path, data, cols), capsys)
+    assert code == 3, out.err
+    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    assert report["schema"]["removed"] == ["x4"] and report["schema"]["added"] == ["x5"]
+    new = versions(reg)[-1]
+    assert int(reg.champion(NAME).version) == new != int(champion)
+    decision, reasons = decision_of(reg, new)
+    assert decision == "promoted" and reasons["rule"] == "absolute"
+    assert "champion could not score" in reasons["why"] and "x4" in reasons["why"]
+    assert reasons["challenger_silhouette"] >= 0.2
+    mv = reg.client.get_model_version(NAME, str(new))
+    assert mv.tags["warm_start"] == "false"
+    assert json.loads(mv.tags["feature_schema"])["columns"] == cols
+
+
+def test_no_champion_is_a_config_error(spark, store, tmp_path, capsys):
+    data = tmp_path / "none"
+    conf = config(store, tmp_path, data)
+    code, out = run_job(conf, capsys, "--set", "mlflow.model_name=nobody")
+    assert code == 2
+    assert "has no champion: train one and promote it first" in out.err
+
+
+def test_decide_rules():
+    champ = {"holdout_cost_per_row": 10.0, "silhouette": 0.5}
+    assert decide({"holdout_cost_per_row": 9.7, "silhouette": 0.5}, champ, 0.02,
+                  AbsoluteGate())[0] == "promoted"
+    kept, why = decide({"holdout_cost_per_row": 9.9, "silhouette": 0.6}, champ, 0.02,
+                       AbsoluteGate())
+    assert kept == "kept" and why["required_cost_per_row"] == pytest.approx(9.8)
+    gate = AbsoluteGate(max_cost_per_row=5.0, min_silhouette=0.4)
+    assert decide({"holdout_cost_per_row": 4.0, "silhouette": 0.5}, None, 0.02, gate,
+                  "x retyped")[0] == "promoted"
+    kept, why = decide({"holdout_cost_per_row": 4.0, "silhouette": 0.3}, None, 0.02, gate, "x")
+    assert kept == "kept" and why["gate_failed"] == ["min_silhouette"]
+    assert decide({"holdout_cost_per_row": 1.0, "silhouette": 0.9}, None, 0.02,
+                  AbsoluteGate(), "x")[0] == "kept"  # no gate configured
+
+
+def test_monitor_config_example_and_errors():
+    with open("conf/monitor.yaml" if os.path.exists("conf/monitor.yaml")
+              else os.path.join(os.path.dirname(__file__), "..", "conf", "monitor.yaml")) as f:
+        raw = yaml.safe_load(f)
+    cfg = MonitorConfig.from_dict(raw)
+    assert cfg.monitor.thresholds.psi == 0.2 and cfg.drift_files.png == "out/monitor/drift.png"
+    assert cfg.estimator_params()["inputCols"][0] == "x0"
+    for path, value, match in [("monitor.min_improvement", 1.5, "monitor.min_improvement=1.5"),
+                               ("monitor.thresholds.js", 0, "drift threshold js=0"),
+                               ("mlflow.promote_first", True, "mlflow.promote_first"),
+                               ("output.drift_md", "s3a://b/d.md", "output.drift_md")]:
+        bad = yaml.safe_load(yaml.safe_dump(raw))
+        section, *rest = path.split(".")
+        node = bad[section]
+        for key in rest[:-1]:
+            node = node.setdefault(key, {})
+        node[rest[-1]] = value
+        with pytest.raises(ConfigError, match=match.replace(".", r"\.")):
+            MonitorConfig.from_dict(bad)
