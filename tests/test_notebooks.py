@@ -10,7 +10,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.p
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS][:1] == ["01_train_and_compare_with_mllib.py"]
+    assert [p.name for p in NOTEBOOKS] == ["01_train_and_compare_with_mllib.py",
+                                           "02_monitor_and_retrain.py", "03_choose_k.py"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -34,3 +35,25 @@ def test_01_train_and_compare_runs(spark, tmp_path, monkeypatch):
     assert ns["result"]["data"]["rows"] == 3000
     assert (out / "convergence.png").stat().st_size > 1000
     assert (out / "compare" / "compare.md").exists()
+
+
+def test_02_monitor_and_retrain_runs(spark, tmp_path, monkeypatch):
+    out = tmp_path / "nb02"
+    for name, value in {"OUTPUT_DIR": str(out), "ROWS": "4000", "K": "4",
+                        "TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}.items():
+        monkeypatch.setenv(f"MBKM_{name}", value)
+    ns = runpy.run_path(str(NOTEBOOKS[1]), init_globals={"spark": spark}, run_name="__main__")
+    result = ns["result"]
+    assert result.report["drift"] and result.code in (3, 4)
+    assert {"x0", "x1", "x2"} <= set(result.report["driftedFeatures"])
+    assert (out / "monitor" / "drift.png").stat().st_size > 1000
+
+
+def test_03_choose_k_runs(spark, tmp_path, monkeypatch):
+    out = tmp_path / "nb03"
+    for name, value in {"OUTPUT_DIR": str(out), "ROWS": "3000", "TRUE_K": "4",
+                        "K_VALUES": "2,3,4,5,6"}.items():
+        monkeypatch.setenv(f"MBKM_{name}", value)
+    ns = runpy.run_path(str(NOTEBOOKS[2]), init_globals={"spark": spark}, run_name="__main__")
+    assert ns["result"]["recommended"]["k"] == 4
+    assert (out / "k_curves.png").stat().st_size > 1000
