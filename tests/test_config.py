@@ -468,3 +468,16 @@ def test_input_table_format_delta_and_time_travel(tmp_path):
              "input.version=1 and input.timestamp='2024-05-01' are both set")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             Config.from_dict(inp(**changes))
+
+
+def test_since_version_needs_delta_and_an_earlier_version():
+    raw = with_value("input.since_version", 3)
+    with pytest.raises(ConfigError, match="input.since_version is set but input.format"):
+        Config.from_dict(raw)
+    raw["input"]["format"] = "delta"
+    cfg = Config.from_dict(raw)
+    assert cfg.input.read_options() == {"since_version": 3}
+    assert cfg.input.describe().endswith("@since_version 3")
+    raw["input"]["version"] = 3
+    with pytest.raises(ConfigError, match="input.since_version=3 is not before"):
+        Config.from_dict(raw)

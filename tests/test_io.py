@@ -383,3 +383,28 @@ def test_formats_do_not_mix(spark, tmp_path):
     write_table(spark.range(2), plain)
     with pytest.raises(InvalidInputError, match="holds files but no _delta_log"):
         write_table(spark.range(2), plain, "delta")
+
+
+def test_delta_rows_appended_since_a_version(spark, tmp_path):
+    """since_version: only the rows of the files added after that version; an overwrite in
+    between is refused."""
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    from minibatch_kmeans.errors import InvalidInputError as Bad
+    from minibatch_kmeans.io import read_table as read
+
+    path = str(tmp_path / "appends")
+    frame = pd.DataFrame({"id": range(30), "x": [float(i) for i in range(30)]})
+    write_deltalake(path, frame.iloc[:10])                # version 0
+    write_deltalake(path, frame.iloc[10:20], mode="append")  # 1
+    write_deltalake(path, frame.iloc[20:], mode="append")    # 2
+    ids = lambda df: sorted(r.id for r in df.collect())  # noqa: E731
+    assert ids(read(spark, path, "delta", since_version=0)) == list(range(10, 30))
+    assert ids(read(spark, path, "delta", since_version=0, version=1)) == list(range(10, 20))
+    assert read(spark, path, "delta", since_version=2).count() == 0
+    write_deltalake(path, frame.iloc[:5], mode="overwrite")  # 3
+    with pytest.raises(Bad, match="not only appended to between versions 2 and 3"):
+        read(spark, path, "delta", since_version=2)
+    with pytest.raises(Bad, match="since_version 3 is after the version read"):
+        read(spark, path, "delta", since_version=3, version=1)

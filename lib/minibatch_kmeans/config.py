@@ -105,10 +105,13 @@ class InputConfig:
     table: Optional[str] = None
     version: Optional[int] = None
     timestamp: Optional[str] = None
+    #: Delta only: just the rows appended after this version (a monitoring slice).
+    since_version: Optional[int] = None
 
     def describe(self) -> str:
         """The path or table, and any time travel: "t @version 3"."""
-        when = "".join(f" @{k} {v}" for k, v in (("version", self.version),
+        when = "".join(f" @{k} {v}" for k, v in (("since_version", self.since_version),
+                                                  ("version", self.version),
                                                   ("timestamp", self.timestamp))
                        if v is not None)
         return (self.table or self.path) + when
@@ -116,7 +119,8 @@ class InputConfig:
     def read_options(self) -> dict:
         """Keyword arguments of :func:`minibatch_kmeans.io.read_table` beyond path and
         format, when set."""
-        return {k: getattr(self, k) for k in ("table", "version", "timestamp")
+        return {k: getattr(self, k) for k in ("table", "version", "timestamp",
+                                              "since_version")
                 if getattr(self, k) is not None}
 
 
@@ -555,11 +559,12 @@ def _parse_spark(raw) -> SparkConfig:
 def _parse_input(raw, features: bool = True) -> InputConfig:
     """The input section; without ``features`` (scoring: the model's feature schema says
     where they are) the features and weight keys are refused."""
-    keys = ("path", "table", "format", "version", "timestamp", "features", "weightCol")
+    keys = ("path", "table", "format", "version", "timestamp", "since_version", "features",
+            "weightCol")
     hints = {"inputCols": "put it under input.features",
              "featuresCol": "put it under input.features"}
     if not features:
-        keys = keys[:5]
+        keys = keys[:6]
         hints = {k: "the saved model's feature schema names the feature columns"
                  for k in ("features", "weightCol", "inputCols", "featuresCol")}
     s = _Section("input", raw, keys, hints)
@@ -593,7 +598,14 @@ def _parse_input(raw, features: bool = True) -> InputConfig:
         key = "input.version" if version is not None else "input.timestamp"
         raise ConfigError(f"{key} is set but input.format={fmt!r}: reading an earlier version "
                           "needs format delta")
-    where = dict(table=table, version=version, timestamp=timestamp)
+    since = _int("input.since_version", s.get("since_version", None), 0, allow_none=True)
+    if since is not None and fmt != "delta":
+        raise ConfigError(f"input.since_version is set but input.format={fmt!r}: the rows "
+                          "appended after a version need format delta")
+    if since is not None and version is not None and since >= version:
+        raise ConfigError(f"input.since_version={since} is not before input.version="
+                          f"{version}: expected an earlier version")
+    where = dict(table=table, version=version, timestamp=timestamp, since_version=since)
     if not features:
         return InputConfig(path, fmt, **where)
     f = _Section("input.features", s.get("features"), ("inputCols", "featuresCol"))

@@ -518,9 +518,10 @@ def _with_partition_values(spark: SparkSession, reader, path: str, rels: List[st
 
 
 def read_snapshot(spark: SparkSession, path: str, version: Optional[int] = None,
-                  timestamp=None) -> DataFrame:
+                  timestamp=None, since_version: Optional[int] = None) -> DataFrame:
     """The Delta table at ``path`` (latest, ``version`` or ``timestamp``) as a DataFrame,
-    without Spark's Delta source.
+    without Spark's Delta source; with ``since_version``, only the rows of the files added
+    after that version (the table must only have been appended to in between).
 
     Columns are the log's schema in its order; partition columns typed as the schema says.
     An empty snapshot is an empty DataFrame with that schema.
@@ -545,6 +546,12 @@ def read_snapshot(spark: SparkSession, path: str, version: Optional[int] = None,
     if adds.num_rows == 0:
         return spark.createDataFrame([], schema)
     rels = [unquote(p) for p in adds.column("path").to_pylist()]
+    if since_version is not None:
+        keep = _appended_since(path, since_version, dt.version(), rels)
+        adds, rels = adds.filter(pa.array(keep)), [r for r, k in zip(rels, keep) if k]
+        logger.info("%d files appended after version %d", len(rels), since_version)
+        if not rels:
+            return spark.createDataFrame([], schema)
     reader = spark.read.schema(T.StructType([f for f in schema.fields if f.name not in parts]))
     try:
         if parts:
@@ -557,6 +564,27 @@ def read_snapshot(spark: SparkSession, path: str, version: Optional[int] = None,
         raise InvalidInputError(f"cannot read the data files of the delta table at {path!r} "
                                 f"(version {dt.version()}; vacuumed?): {_one_line(e)}") from None
     return df
+
+
+def _appended_since(path: str, since: int, version: int, rels: List[str]) -> List[bool]:
+    """Which of version ``version``'s files (``rels``) were added after version ``since``;
+    an error when a file of ``since`` is gone (not only appends in between)."""
+    import pyarrow as pa
+
+    if since > version:
+        raise InvalidInputError(f"since_version {since} is after the version read ({version}) "
+                                f"of the delta table at {path!r}")
+    old = _open(path)
+    old.load_as_version(since)
+    before = {unquote(p) for p in pa.table(old.get_add_actions(flatten=False))
+              .column("path").to_pylist()}
+    gone = before.difference(rels)
+    if gone:
+        raise InvalidInputError(
+            f"the delta table at {path!r} was not only appended to between versions {since} "
+            f"and {version} ({len(gone)} files removed, e.g. {sorted(gone)[0]!r}): the rows "
+            "appended since a version are not defined; read a whole version instead")
+    return [r not in before for r in rels]
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ def _check_table_name(table: str) -> str:
 
 def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parquet", *,
                table: Optional[str] = None, version: Optional[int] = None,
-               timestamp: Union[str, datetime, date, None] = None) -> DataFrame:
+               timestamp: Union[str, datetime, date, None] = None,
+               since_version: Optional[int] = None) -> DataFrame:
     """The table at ``path`` (or the catalog table ``table``), resolved now: a missing
     table fails here, also on Spark Connect where reads are lazy.
 
@@ -118,6 +119,11 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
         Delta only: read the last version committed at or before this time (ISO 8601; a
         time without zone is in the session time zone). At most one of version and
         timestamp.
+    since_version : int, optional
+        Delta only: only the rows appended after this version (up to ``version``,
+        ``timestamp`` or the latest), a monitoring job's new slice. The table must only
+        have been appended to in between (a removed file is an error); Spark's Delta
+        source reads the table's change data feed, which must be enabled.
 
     Returns
     -------
@@ -153,14 +159,20 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)
                                 or version < 0):
         raise InvalidParamError(f"version {version!r} is not valid: expected an integer >= 0")
+    if since_version is not None and (fmt != "delta" or isinstance(since_version, bool)
+                                      or not isinstance(since_version, int)
+                                      or since_version < 0):
+        raise InvalidParamError(f"since_version {since_version!r} is not valid: expected an "
+                                "integer >= 0, with fmt='delta'")
     what = f"{fmt} table {table!r}" if table is not None else f"{fmt} table at {path!r}"
     if fmt == "delta":
         if delta.native_delta_available(spark):
-            df = _read_delta_native(spark, path, table, version, timestamp, what)
+            df = _read_delta_native(spark, path, table, version, timestamp, what,
+                                    since_version)
             engine = "Spark's Delta source"
         else:
             location = path if path is not None else _table_location(spark, table)
-            df = delta.read_snapshot(spark, location, version, timestamp)
+            df = delta.read_snapshot(spark, location, version, timestamp, since_version)
             engine = "delta-rs snapshot"
     else:
         if path is not None and _is_delta_dir(path):
@@ -172,6 +184,8 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
         engine = "Spark"
     when = (f" version {version}" if version is not None else
             f" as of {timestamp}" if timestamp is not None else "")
+    if since_version is not None:
+        when += f", rows appended after version {since_version}"
     logger.info("reading %s%s (%d columns, %s)", what, when, len(df.columns), engine)
     return df
 
@@ -184,15 +198,26 @@ def _delta_target(path: Optional[str], table: Optional[str]) -> str:
     return table if table is not None else "delta.`" + path.replace("`", "``") + "`"
 
 
-def _read_delta_native(spark, path, table, version, timestamp, what) -> DataFrame:
+def _read_delta_native(spark, path, table, version, timestamp, what,
+                       since_version=None) -> DataFrame:
     options = {}
-    if version is not None:
-        options["versionAsOf"] = str(version)
-    if timestamp is not None:
-        options["timestampAsOf"] = _timestamp_text(timestamp)
+    if since_version is not None:  # the change data feed's inserts after since_version
+        options.update(readChangeFeed="true", startingVersion=str(since_version + 1))
+        if version is not None:
+            options["endingVersion"] = str(version)
+        if timestamp is not None:
+            options["endingTimestamp"] = _timestamp_text(timestamp)
+    else:
+        if version is not None:
+            options["versionAsOf"] = str(version)
+        if timestamp is not None:
+            options["timestampAsOf"] = _timestamp_text(timestamp)
     try:
         reader = spark.read.format("delta").options(**options)
         df = reader.table(table) if table is not None else reader.load(path)
+        if since_version is not None:
+            df = (df.where(F.col("_change_type") == "insert")
+                  .drop("_change_type", "_commit_version", "_commit_timestamp"))
         df.schema  # noqa: B018 - forces analysis under Spark Connect
         return df
     except _spark_errors() as e:
