@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from .core.minibatch import minibatch_update
 from .errors import InvalidInputError, InvalidParamError, ModelPersistenceError
 from .spark import features as feat
 from .spark.features import column_types
@@ -520,6 +521,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         self._input_schema = dict(input_schema) if input_schema else None
         self._summary: Optional[MiniBatchKMeansSummary] = None
         self._training_info: Optional[dict] = None
+        self._num_updates = 0
 
     # -- spark.ml KMeansModel API ------------------------------------------------------
     def clusterCenters(self) -> List[np.ndarray]:
@@ -617,6 +619,52 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
 
         Rows with invalid features raise under handleInvalid='error' and are left out
         under 'skip'."""
+        return cost_from_inertia(self._batch_stats(dataset).inertia, self._cosine)
+
+    def partialFit(self, dataset: DataFrame, decayFactor: float = 1.0
+                   ) -> "MiniBatchKMeansModel":
+        """A new model: these centers moved by one mini-batch update with every valid row
+        of ``dataset`` (one Spark job), as Spark's ``StreamingKMeans`` updates on a batch.
+
+        With accumulated weights ``W`` (``weightSums``) and the batch's per-center sums
+        ``S`` and weights ``w``: ``W' = decayFactor * W + w`` and
+        ``c' = (decayFactor * W * c + S) / W'`` for centers the batch reaches; others
+        keep their place (their weight still decays). ``decayFactor=1`` is Sculley's
+        update, the one :class:`MiniBatchKMeans` applies per batch, so a sequence of
+        ``partialFit`` calls equals those steps; smaller factors let old data fade.
+        ``numUpdates`` counts the calls. Invalid rows follow ``handleInvalid``. The
+        model itself is not changed.
+
+        Parameters
+        ----------
+        dataset : DataFrame
+            The features (and weight column) the model was trained on.
+        decayFactor : float
+            In [0, 1].
+        """
+        if isinstance(decayFactor, bool) or not isinstance(decayFactor, (int, float)) \
+                or not 0.0 <= decayFactor <= 1.0:
+            raise InvalidParamError(f"decayFactor={decayFactor!r} is invalid: expected a "
+                                    "number in [0, 1]")
+        stats = self._batch_stats(dataset)
+        centers, weights = minibatch_update(self._centers, self._weight_sums * decayFactor,
+                                            stats.sums, stats.weights)
+        if self._cosine:
+            norms = np.linalg.norm(centers, axis=1, keepdims=True)
+            centers = np.where(norms > 0, centers / np.where(norms > 0, norms, 1.0), centers)
+        model = self.copy()
+        model._centers, model._weight_sums = centers, weights
+        model._num_updates = self._num_updates + 1
+        model._summary = None
+        return model
+
+    @property
+    def numUpdates(self) -> int:
+        """:meth:`partialFit` calls that led to this model (0 after ``fit``)."""
+        return self._num_updates
+
+    def _batch_stats(self, dataset: DataFrame):
+        """Merged statistics of ``dataset``'s valid rows under these centers (one job)."""
         spec = self._spec_for(dataset, with_weight=True)
         valid = spec.valid_expr(self._cosine)
         if self.getHandleInvalid() == "error":
@@ -632,13 +680,12 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
             cols.append(spec.weight_expr().alias("weight"))
         fn = stats_function(self._centers, self._compute_dtype(), spherical=self._cosine)
         table = dataset.where(valid).select(*cols).mapInArrow(fn, STATS_SCHEMA).toArrow()
-        stats = table_to_stats(table, self._centers.shape[0], self.numFeatures)
-        return cost_from_inertia(stats.inertia, self._cosine)
+        return table_to_stats(table, self._centers.shape[0], self.numFeatures)
 
     # -- persistence -------------------------------------------------------------------
     def _extra_metadata(self) -> dict:
         extra = {"numFeatures": self.numFeatures, "featureSchema": self.featureSchema,
-                 "inputSchema": self._input_schema}
+                 "inputSchema": self._input_schema, "numUpdates": self._num_updates}
         if self._summary is not None:
             extra["trainingSummary"] = self._summary.as_dict(include_history=False)
         return extra
@@ -660,6 +707,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
                 if fs else None)
         model = cls(centers, table["weightSum"].to_numpy(), spec, meta.get("inputSchema"))
         model._training_info = meta.get("trainingSummary")
+        model._num_updates = int(meta.get("numUpdates", 0))
         return model
 
     @property
@@ -675,6 +723,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         that._centers = self._centers.copy()
         that._weight_sums = self._weight_sums.copy()
         that._input_schema = self.inputSchema
+        that._num_updates = self._num_updates
         return that
 
 
