@@ -178,6 +178,9 @@ def test_train_registers_the_model_in_mlflow(spark, blobs_path, tmp_path, capsys
     tags = version_tags(champion)
     assert tags["training_table"] == summary["inputPath"]
     assert tags["holdout_metrics"]["rows"] == 2000 - summary["numRows"]
+    # measured as the monitor measures a challenger: cost per row and silhouette
+    assert tags["holdout_metrics"]["costPerRow"] > 0
+    assert 0.5 < tags["holdout_metrics"]["silhouette"] <= 1
     reference = registry.json_tag(champion, "reference_stats")
     assert set(reference["features"]) == {"x0", "x1", "x2", "x3"}
     run = registry.client.get_run(champion.run_id)

@@ -402,15 +402,22 @@ def _write_parquet(spark, df, path, mode, parts, replace_partitions) -> None:
         parts = _check_fits(what, existing[0], existing[1], df, parts, untyped=existing[1])
     parts = parts or []
     _needs_parts(what, parts, replace_partitions)
-    writer = df.write.mode(mode).format("parquet")
+    _spark_writer(df, "parquet", mode, parts, replace_partitions).save(path)
+    logger.info("wrote %s (mode %s%s%s)", what, mode,
+                f", partitioned by {parts}" if parts else "",
+                ", replacing the partitions written" if replace_partitions else "")
+
+
+def _spark_writer(df: DataFrame, fmt: str, mode: str, parts: List[str],
+                  replace_partitions: bool):
+    """Spark's writer of ``df``: partitioned by ``parts``, and with dynamic partition
+    overwrite (only the partitions written are replaced) under ``replace_partitions``."""
+    writer = df.write.format(fmt).mode(mode)
     if parts:
         writer = writer.partitionBy(*parts)
     if replace_partitions:
         writer = writer.option("partitionOverwriteMode", "dynamic")
-    writer.save(path)
-    logger.info("wrote %s (mode %s%s%s)", what, mode,
-                f", partitioned by {parts}" if parts else "",
-                ", replacing the partitions written" if replace_partitions else "")
+    return writer
 
 
 def _write_delta_native(spark, df, path, mode, parts, replace_partitions) -> None:
@@ -425,12 +432,7 @@ def _write_delta_native(spark, df, path, mode, parts, replace_partitions) -> Non
         parts = _check_fits(what, schema, existing_parts, df, parts)
     parts = parts or []
     _needs_parts(what, parts, replace_partitions)
-    writer = df.write.format("delta").mode(mode)
-    if parts:
-        writer = writer.partitionBy(*parts)
-    if replace_partitions:
-        writer = writer.option("partitionOverwriteMode", "dynamic")
-    writer.save(path)
+    _spark_writer(df, "delta", mode, parts, replace_partitions).save(path)
     logger.info("wrote %s (mode %s%s, Spark's Delta source)", what, mode,
                 ", replacing the partitions written" if replace_partitions else "")
 

@@ -42,7 +42,6 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import mlflow
 import numpy as np
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from .config import driver_path
 from .drift import (drift_markdown, drift_report, holdout_split, plot_drift,
@@ -216,7 +215,7 @@ def train_challenger(valid: DataFrame, params: Mapping[str, Any], champion,
     sample_size : int
         Holdout rows for the silhouette.
     """
-    from .tune import measure_centers, silhouette_sample
+    from .tune import holdout_size, measure_centers, silhouette_sample
 
     params = dict(params)
     champion_centers = np.array(champion.clusterCenters())
@@ -231,9 +230,7 @@ def train_challenger(valid: DataFrame, params: Mapping[str, Any], champion,
     rest, holdout = holdout_split(valid, holdout_fraction, seed, cols=list(spec.columns))
     holdout = holdout.persist()
     try:
-        counts = holdout.agg(F.count(F.lit(1)).alias("n"),
-                             F.sum(spec.weight_expr()).alias("w")).first()
-        n_hold, w_hold = int(counts["n"]), float(counts["w"] or 0.0)
+        n_hold, w_hold = holdout_size(holdout, spec)
         if n_hold < est.getK():
             raise InvalidInputError(
                 f"the holdout has {n_hold} rows (monitor.holdout_fraction="
@@ -338,10 +335,10 @@ def register_challenger(registry: Registry, name: str, champion_mv, challenger: 
     ``"promoted"`` (compare-and-set against ``champion_mv``), record the decision on the
     version and the active run. Mutates the registry. Returns ``(ModelVersion, final
     decision, reasons)``: a promotion lost to another job becomes ``"kept"``."""
-    m = challenger.metrics
-    holdout = {"rows": challenger.rows.get("holdout"), "costPerRow": m["holdout_cost_per_row"],
-               "silhouette": m["silhouette"],
-               "meanDistance": challenger.reference.get("meanDistance")}
+    from .tune import holdout_metrics
+
+    holdout = holdout_metrics(challenger.rows.get("holdout"), challenger.metrics,
+                              challenger.reference)
     mv = registry.log_model(
         challenger.model, name, training_table=training_table, holdout_metrics=holdout,
         reference_stats=challenger.reference,

@@ -777,22 +777,31 @@ def track_training(cfg, model, holdout, summary: Mapping[str, Any], *, run_id: s
     summary : mapping
         The training summary (``model.summary.as_dict()`` plus the job's keys).
     """
+    from .config import MonitorSettings
     from .drift import reference_statistics
+    from .spark.features import resolve
+    from .tune import holdout_metrics, holdout_size, measure_centers, silhouette_sample
 
     registry = tracking(cfg.tracking_uri, cfg.experiment, registry_uri=cfg.registry_uri,
                         root=cfg.root)
     params = {p.name: v for p, v in model.extractParamMap().items()}
     metrics = {k: summary.get(k) for k in ("trainingCost", "numSteps", "numIter", "numRows",
                                            "invalidRows", "fitSeconds", "rowsSeen")}
+    # measured as jobs/monitor.py measures a challenger, so versions compare
+    spec = resolve(holdout, model.getFeaturesCol(), model._input_cols(), model._weight_col(),
+                   n_features=model.numFeatures)
+    rows, weight = holdout_size(holdout, spec)
+    sample = silhouette_sample(holdout, spec, MonitorSettings.sample_size, model.getSeed())
+    measured = measure_centers(holdout, sample, spec,
+                               {"model": np.array(model.clusterCenters())}, weight)["model"]
     reference = reference_statistics(model, holdout)
-    n = reference["validRows"]
-    holdout_metrics = {"rows": n, "costPerRow": model.computeCost(holdout) / n if n else None,
-                       "meanDistance": reference["meanDistance"]}
+    metrics_on_holdout = holdout_metrics(rows, measured, reference)
     with registry.log_run(f"train-{run_id}", params=params, metrics=metrics, pngs=pngs,
                           tags={"job": "train", "run_id": run_id,
                                 "training_table": training_table}):
         mv = registry.log_model(model, cfg.model_name, training_table=training_table,
-                                delta_version=delta_version, holdout_metrics=holdout_metrics,
+                                delta_version=delta_version,
+                                holdout_metrics=metrics_on_holdout,
                                 reference_stats=reference, tags={"job_run_id": run_id})
     if cfg.promote_first and registry.champion(cfg.model_name) is None:
         try:

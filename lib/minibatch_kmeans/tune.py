@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -337,6 +337,23 @@ def silhouette_sample(holdout: DataFrame, spec: feat.FeatureSpec, sample_size: i
     keep = [F.col(feat._q(c)) for c in spec.columns]
     return (holdout.where(spec.valid_expr(cosine=False)).orderBy(h).limit(int(sample_size))
             .select(*keep, vector.alias(VECTOR_COL)))
+
+
+def holdout_size(holdout: DataFrame, spec: feat.FeatureSpec) -> Tuple[int, float]:
+    """Rows and total weight (rows when unweighted) of a holdout, in one job: what
+    :func:`measure_centers` divides the cost by."""
+    counts = holdout.agg(F.count(F.lit(1)).alias("n"),
+                         F.sum(spec.weight_expr()).alias("w")).first()
+    return int(counts["n"]), float(counts["w"] or 0.0)
+
+
+def holdout_metrics(rows: int, measured: Mapping[str, Any],
+                    reference: Mapping[str, Any]) -> Dict[str, Any]:
+    """The holdout metrics registered with a model version: rows, cost per row and
+    silhouette (one entry of :func:`measure_centers`) and the reference statistics' mean
+    distance."""
+    return {"rows": rows, "costPerRow": measured["holdout_cost_per_row"],
+            "silhouette": measured["silhouette"], "meanDistance": reference.get("meanDistance")}
 
 
 def measure_centers(holdout: DataFrame, sample: DataFrame, spec: feat.FeatureSpec,
