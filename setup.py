@@ -1,7 +1,7 @@
 """minibatch-kmeans: mini-batch k-means clustering as a distributed Spark job."""
 from setuptools import find_packages, setup
 
-JOBS = ["generate_data", "train", "score", "compare", "tune", "monitor"]
+JOBS = ["generate_data", "train", "score", "compare", "tune", "monitor", "stream"]
 
 setup(
     name="minibatch-kmeans",

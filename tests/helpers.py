@@ -1,4 +1,6 @@
 """Small data builders shared by the Spark tests."""
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -28,3 +30,26 @@ def cols(d, prefix="x"):
 def sq_cost(X, centers, w=None):
     d = ((X[:, None, :] - np.asarray(centers)[None, :, :]) ** 2).sum(-1).min(1)
     return float(d.sum() if w is None else d @ w)
+
+
+#: Three clusters in two features (a, b), for the stream tests.
+STREAM_CENTERS = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+
+
+def moving_blobs(seed, shift=0.0, n=200):
+    """Rows around STREAM_CENTERS moved by ``shift``."""
+    rng = np.random.default_rng(seed)
+    return STREAM_CENTERS[rng.integers(0, 3, n)] + rng.normal(scale=0.5, size=(n, 2)) + shift
+
+
+def stream_file(directory, i, X, first_id=None):
+    """File ``i`` of a stream of Parquet files (id, a, b); its modification time orders it
+    after file i-1."""
+    os.makedirs(directory, exist_ok=True)
+    first_id = i * 1000 if first_id is None else first_id
+    frame = pd.DataFrame({"id": np.arange(first_id, first_id + len(X), dtype=np.int64),
+                          "a": X[:, 0], "b": X[:, 1]})
+    path = os.path.join(directory, f"part-{i:03d}.parquet")
+    frame.to_parquet(path, index=False)
+    os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+    return path

@@ -72,3 +72,49 @@ def test_bad_decay_and_invalid_rows(spark, model):
         model.partialFit(dirty)
     skipped = model.copy().setHandleInvalid("skip").partialFit(dirty)
     np.testing.assert_allclose(skipped.weightSums, model.partialFit(df).weightSums)
+
+
+def test_half_life_in_batches_and_rows(spark, model):
+    X, df = batch(spark, 5)
+    C, W = np.array(model.clusterCenters()), model.weightSums
+    # halfLife 2 batches: each call keeps 0.5 ** 0.5 of the old weight
+    by_batches = model.partialFit(df, halfLife=2)
+    exp_C, exp_W = replay(C, W, X, 0.5 ** 0.5)
+    np.testing.assert_allclose(by_batches.weightSums, exp_W, rtol=1e-12)
+    np.testing.assert_allclose(np.array(by_batches.clusterCenters()), exp_C, rtol=1e-10)
+    assert by_batches.lastUpdate["discount"] == pytest.approx(0.5 ** 0.5)
+    # halfLife 600 rows, a batch of 300 rows: the old weight is discounted by 0.5 ** 0.5
+    by_rows = model.partialFit(df, halfLife=600, timeUnit="rows")
+    np.testing.assert_allclose(by_rows.weightSums, exp_W, rtol=1e-12)
+    points = model.partialFit(df, decayFactor=0.999, timeUnit="points")  # Spark's name
+    assert points.lastUpdate["discount"] == pytest.approx(0.999 ** 300)
+    info = by_rows.lastUpdate
+    assert info["rows"] == 300 and info["weight"] == 300.0 and sum(info["counts"]) == 300
+    labels = ((X[:, None, :] - C[None]) ** 2).sum(-1).argmin(1)
+    assert info["cost"] == pytest.approx(((X - C[labels]) ** 2).sum(), rel=1e-9)
+    assert info["reseeded"] == [] and model.lastUpdate is None
+    for kwargs, word in (({"decayFactor": 0.5, "halfLife": 2}, "both set"),
+                         ({"halfLife": 0}, "halfLife"),
+                         ({"halfLife": float("inf")}, "halfLife"),
+                         ({"timeUnit": "hours"}, "timeUnit"),
+                         ({"reseedRatio": 1.0}, "reseedRatio")):
+        with pytest.raises(InvalidParamError, match=word):
+            model.partialFit(df, **kwargs)
+
+
+def test_a_dying_cluster_is_reseeded_by_splitting_the_heaviest(spark):
+    """Rows stop coming to one center: its weight fades until it is re-seeded next to the
+    heaviest, and the two halves then separate onto the two groups that center held."""
+    start = MiniBatchKMeansModel(np.array([[0.0, 0.0], [10.0, 0.0], [50.0, 50.0]]),
+                                 [100.0, 100.0, 100.0]).setInputCols(["a", "b"])
+    rng = np.random.default_rng(7)
+    groups = np.array([[-3.0, -3.0], [3.0, 3.0], [10.0, 0.0]])  # two groups near center 0
+    current, reseeded = start, []
+    for i in range(8):
+        X = groups[rng.integers(0, 3, 300)] + rng.normal(scale=0.3, size=(300, 2))
+        df = spark.createDataFrame([tuple(map(float, r)) for r in X], "a double, b double")
+        current = current.partialFit(df, halfLife=1, reseedRatio=0.01)
+        reseeded += current.lastUpdate["reseeded"]
+    assert reseeded[0] == [2, 0]  # center 2 died; center 0 (the heaviest) was split
+    got = sorted(map(tuple, np.round(np.array(current.clusterCenters()))))
+    assert got == [(-3.0, -3.0), (3.0, 3.0), (10.0, 0.0)]

@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .core.minibatch import minibatch_update
+from .core.minibatch import minibatch_update, split_dying
 from .errors import InvalidInputError, InvalidParamError, ModelPersistenceError
 from .spark import features as feat
 from .spark.features import column_types
@@ -331,6 +331,41 @@ class _ReadWrite(MLReadable, MLWritable):
 # -- the estimator --------------------------------------------------------------------
 
 
+#: partialFit's time units: Spark's StreamingKMeans calls rows "points".
+TIME_UNITS = {"batches": "batches", "rows": "rows", "points": "rows"}
+
+
+def _discount(decay_factor, half_life, time_unit):
+    """partialFit's forgetting rule: a function from the batch's weight to the discount
+    applied to the accumulated weights (validated here, before any Spark job)."""
+    def number(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not np.isfinite(value):
+            raise InvalidParamError(f"{name}={value!r} is invalid: expected a number")
+        return float(value)
+
+    if decay_factor is not None and half_life is not None:
+        raise InvalidParamError(f"decayFactor={decay_factor!r} and halfLife={half_life!r} "
+                                "are both set: expected one of them")
+    unit = TIME_UNITS.get(time_unit) if isinstance(time_unit, str) else None
+    if unit is None:
+        raise InvalidParamError(f"timeUnit={time_unit!r} is invalid: expected 'batches' or "
+                                "'rows'")
+    if half_life is not None:
+        if number("halfLife", half_life) <= 0:
+            raise InvalidParamError(f"halfLife={half_life!r} is invalid: expected a number "
+                                    "of batches or rows > 0")
+        a = 0.5 ** (1.0 / float(half_life))
+    elif decay_factor is None:
+        a = 1.0
+    else:
+        a = number("decayFactor", decay_factor)
+        if not 0.0 <= a <= 1.0:
+            raise InvalidParamError(f"decayFactor={decay_factor!r} is invalid: expected a "
+                                    "number in [0, 1]")
+    return (lambda weight: a) if unit == "batches" else (lambda weight: a ** weight)
+
+
 class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
     """Mini-batch k-means (Sculley 2010) for Spark DataFrames.
 
@@ -522,6 +557,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         self._summary: Optional[MiniBatchKMeansSummary] = None
         self._training_info: Optional[dict] = None
         self._num_updates = 0
+        self._last_update: Optional[dict] = None
 
     # -- spark.ml KMeansModel API ------------------------------------------------------
     def clusterCenters(self) -> List[np.ndarray]:
@@ -621,34 +657,56 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         under 'skip'."""
         return cost_from_inertia(self._batch_stats(dataset).inertia, self._cosine)
 
-    def partialFit(self, dataset: DataFrame, decayFactor: float = 1.0
-                   ) -> "MiniBatchKMeansModel":
+    def partialFit(self, dataset: DataFrame, decayFactor: Optional[float] = None, *,
+                   halfLife: Optional[float] = None, timeUnit: str = "batches",
+                   reseedRatio: float = 1e-8) -> "MiniBatchKMeansModel":
         """A new model: these centers moved by one mini-batch update with every valid row
         of ``dataset`` (one Spark job), as Spark's ``StreamingKMeans`` updates on a batch.
 
-        With accumulated weights ``W`` (``weightSums``) and the batch's per-center sums
-        ``S`` and weights ``w``: ``W' = decayFactor * W + w`` and
-        ``c' = (decayFactor * W * c + S) / W'`` for centers the batch reaches; others
-        keep their place (their weight still decays). ``decayFactor=1`` is Sculley's
-        update, the one :class:`MiniBatchKMeans` applies per batch, so a sequence of
-        ``partialFit`` calls equals those steps; smaller factors let old data fade.
-        ``numUpdates`` counts the calls. Invalid rows follow ``handleInvalid``. The
-        model itself is not changed.
+        With accumulated weights ``W`` (``weightSums``), a discount ``a`` and the batch's
+        per-center sums ``S`` and weights ``w``: ``W' = a * W + w`` and
+        ``c' = (a * W * c + S) / W'`` for centers the batch reaches; others keep their
+        place (their weight still decays). ``a = 1`` is Sculley's update, the one
+        :class:`MiniBatchKMeans` applies per batch, so a sequence of ``partialFit`` calls
+        equals those steps; smaller discounts let old data fade.
+
+        Then, as in ``StreamingKMeans``, a dying center (weight below ``reseedRatio``
+        times the heaviest's) is re-seeded by splitting the heaviest in two
+        (:func:`~minibatch_kmeans.core.minibatch.split_dying`). ``numUpdates`` counts the
+        calls and :attr:`lastUpdate` tells what this one did. Invalid rows follow
+        ``handleInvalid``. The model itself is not changed.
 
         Parameters
         ----------
         dataset : DataFrame
             The features (and weight column) the model was trained on.
-        decayFactor : float
-            In [0, 1].
+        decayFactor : float, optional
+            In [0, 1]; the discount per batch, or per row under ``timeUnit="rows"``.
+            Default 1 (nothing forgotten).
+        halfLife : float, optional
+            Instead of ``decayFactor``: the number of batches (or rows) after which old
+            data has half its weight, ``decayFactor = 0.5 ** (1 / halfLife)``.
+        timeUnit : {"batches", "rows"}
+            "batches": ``a = decayFactor`` per call; "rows" (Spark's "points", also
+            accepted): ``a = decayFactor ** n`` with ``n`` the batch's weight (its valid
+            row count when unweighted).
+        reseedRatio : float
+            In [0, 1); 0 never re-seeds. Spark's fixed value is 1e-8.
         """
-        if isinstance(decayFactor, bool) or not isinstance(decayFactor, (int, float)) \
-                or not 0.0 <= decayFactor <= 1.0:
-            raise InvalidParamError(f"decayFactor={decayFactor!r} is invalid: expected a "
-                                    "number in [0, 1]")
+        discount_of = _discount(decayFactor, halfLife, timeUnit)
+        if isinstance(reseedRatio, bool) or not isinstance(reseedRatio, (int, float)) \
+                or not 0.0 <= reseedRatio < 1.0:
+            raise InvalidParamError(f"reseedRatio={reseedRatio!r} is invalid: expected a "
+                                    "number in [0, 1)")
         stats = self._batch_stats(dataset)
-        centers, weights = minibatch_update(self._centers, self._weight_sums * decayFactor,
+        batch_weight = float(stats.weights.sum())
+        discount = discount_of(batch_weight)
+        centers, weights = minibatch_update(self._centers, self._weight_sums * discount,
                                             stats.sums, stats.weights)
+        centers, weights, splits = split_dying(centers, weights, reseedRatio)
+        for small, big in splits:
+            logger.info("center %d is dying: re-seeded by splitting the heaviest, %d",
+                        small, big)
         if self._cosine:
             norms = np.linalg.norm(centers, axis=1, keepdims=True)
             centers = np.where(norms > 0, centers / np.where(norms > 0, norms, 1.0), centers)
@@ -656,7 +714,20 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         model._centers, model._weight_sums = centers, weights
         model._num_updates = self._num_updates + 1
         model._summary = None
+        model._last_update = {
+            "rows": stats.n_rows, "weight": batch_weight, "discount": discount,
+            "cost": cost_from_inertia(stats.inertia, self._cosine),
+            "counts": [int(c) for c in stats.counts], "reseeded": [list(p) for p in splits]}
         return model
+
+    @property
+    def lastUpdate(self) -> Optional[dict]:
+        """What the :meth:`partialFit` that made this model did (None otherwise): ``rows``
+        and ``weight`` of the batch, the ``discount`` applied to the old weights, the
+        batch's ``cost`` under the centers before the update (a prequential measure of
+        how well the model fitted the new rows), the rows per center (``counts``), and
+        the ``reseeded`` (dying, split) center pairs."""
+        return None if self._last_update is None else dict(self._last_update)
 
     @property
     def numUpdates(self) -> int:
@@ -686,8 +757,8 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
     def _extra_metadata(self) -> dict:
         extra = {"numFeatures": self.numFeatures, "featureSchema": self.featureSchema,
                  "inputSchema": self._input_schema, "numUpdates": self._num_updates}
-        if self._summary is not None:
-            extra["trainingSummary"] = self._summary.as_dict(include_history=False)
+        if self.trainingInfo is not None:  # kept through partialFit updates
+            extra["trainingSummary"] = self.trainingInfo
         return extra
 
     def _save_data(self, spark, path: str) -> None:
@@ -702,12 +773,32 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         table = spark.read.parquet(f"{path}/data").toArrow().to_pandas()
         table = table.sort_values("clusterIdx")
         centers = np.vstack([np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]])
+        return cls._from_arrays(meta, centers, table["weightSum"].to_numpy())
+
+    @classmethod
+    def _from_arrays(cls, meta: dict, centers, weight_sums) -> "MiniBatchKMeansModel":
+        """A model from its saved metadata and data (Params are set by the caller)."""
         fs = meta.get("featureSchema")
         spec = (feat.FeatureSpec(fs["kind"], tuple(fs["columns"]), int(fs["numFeatures"]))
                 if fs else None)
-        model = cls(centers, table["weightSum"].to_numpy(), spec, meta.get("inputSchema"))
+        model = cls(centers, weight_sums, spec, meta.get("inputSchema"))
         model._training_info = meta.get("trainingSummary")
         model._num_updates = int(meta.get("numUpdates", 0))
+        return model
+
+    def _to_dict(self, spark) -> dict:
+        """The whole model as plain JSON values (what ``save`` writes, in one document)."""
+        return {"metadata": json.loads(_metadata_json(self, spark, self._extra_metadata())),
+                "centers": self._centers.tolist(), "weightSums": self._weight_sums.tolist()}
+
+    @classmethod
+    def _from_dict(cls, state: dict) -> "MiniBatchKMeansModel":
+        """The model :meth:`_to_dict` described."""
+        meta = state["metadata"]
+        model = cls._from_arrays(meta, np.array(state["centers"], dtype=np.float64),
+                                 np.array(state["weightSums"], dtype=np.float64))
+        model._resetUid(meta["uid"])
+        _set_params_from_metadata(model, meta)
         return model
 
     @property
@@ -724,6 +815,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         that._weight_sums = self._weight_sums.copy()
         that._input_schema = self.inputSchema
         that._num_updates = self._num_updates
+        that._last_update = self._last_update
         return that
 
 

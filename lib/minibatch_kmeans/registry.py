@@ -593,6 +593,17 @@ class Registry:
             result[key] = text
         return result
 
+    def find_versions(self, name: str, tags: Mapping[str, str]) -> List[ModelVersion]:
+        """The versions of ``name`` carrying all these tag values (none when the model is
+        not registered yet), oldest first."""
+        def quoted(v):
+            return "'" + str(v).replace("'", "''") + "'"
+
+        where = " and ".join([f"name = {quoted(name)}"]
+                             + [f"tags.`{k}` = {quoted(v)}" for k, v in tags.items()])
+        found = self.client.search_model_versions(where)
+        return sorted(found, key=lambda mv: int(mv.version))
+
     # -- aliases -------------------------------------------------------------------------
     def version_for(self, name: str, alias: str = CHAMPION) -> Optional[ModelVersion]:
         """The version holding ``alias``, or None when no version holds it."""

@@ -60,6 +60,46 @@ def minibatch_update(centers, weight_sums, batch_sums, batch_weights):
     return new_c, new_W
 
 
+def split_dying(centers, weight_sums, ratio: float, spread: float = 1e-4):
+    """Re-seed dying clusters by splitting the heaviest (Spark ``StreamingKMeans``' rule).
+
+    While the lightest center's weight is below ``ratio`` times the heaviest's, the
+    heaviest is split in two: both centers get half the two weights' sum and sit at the
+    heaviest's place moved by ``+p`` and ``-p`` in every coordinate, with
+    ``p_j = spread * max(|c_j|, 1)``. Rows of the old heavy cluster then divide by the
+    hyperplane through its center, and the next updates pull the halves apart. Spark moves
+    by ``1e-14`` times the value, which float32 distances (this library's default) cannot
+    resolve; ``1e-4`` moves a center by far less than any cluster's spread and still
+    decides every row away from the hyperplane.
+
+    Parameters
+    ----------
+    centers : ndarray of shape (k, n_features)
+    weight_sums : ndarray of shape (k,)
+    ratio : float
+        A center is dying when its weight is below ``ratio * max(weight_sums)``;
+        0 never re-seeds.
+
+    Returns
+    -------
+    centers, weight_sums : new float64 arrays
+    splits : list of (dying, heaviest) index pairs, in the order applied
+    """
+    C = np.array(centers, dtype=np.float64)
+    W = np.array(weight_sums, dtype=np.float64)
+    splits = []
+    for _ in range(len(W) - 1):
+        big, small = int(np.argmax(W)), int(np.argmin(W))
+        if big == small or not W[small] < ratio * W[big]:
+            break
+        W[big] = W[small] = (W[big] + W[small]) / 2.0
+        p = spread * np.maximum(np.abs(C[big]), 1.0)
+        C[small] = C[big] - p
+        C[big] = C[big] + p
+        splits.append((small, big))
+    return C, W, splits
+
+
 def reassign_low_count(centers, weight_sums, ratio: float, cand_rows, batch_rows: int):
     """Re-seed centers whose weight is below ``ratio * max(weight)`` (scikit-learn's rule).
 

@@ -33,7 +33,7 @@ import os
 import re
 import tempfile
 import time
-from typing import List, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from ..core.checkpoint import Checkpoint, from_json, to_json
 from ..errors import InvalidParamError
@@ -46,11 +46,26 @@ _TMP_SUFFIX = ".tmp"
 SLOTS = ("slot-0", "slot-1")
 
 
+class Codec(NamedTuple):
+    """How a store turns what it keeps into text and back, and orders what it finds:
+    ``key(obj)`` is (step, tie-break); the higher key is the latest."""
+
+    dump: Callable[[Any], str]
+    load: Callable[[str, str], Any]
+    key: Callable[[Any], Tuple[int, int]]
+
+
+#: A fit's checkpoints (:mod:`minibatch_kmeans.core.checkpoint`): by step, a finished fit
+#: after an unfinished one of the same step.
+CHECKPOINTS = Codec(to_json, lambda text, source: from_json(text, source=source),
+                    lambda c: (c.step, int(c.stop_reason is not None)))
+
+
 def checkpoint_file_name(step: int) -> str:
     return f"checkpoint-{int(step):012d}.json"
 
 
-def open_store(path: str, spark=None):
+def open_store(path: str, spark=None, codec: Codec = CHECKPOINTS):
     """The store for ``path``: local file I/O when the driver can open it, else Spark's
     DataFrame reader and writer on ``spark``."""
     from ..config import driver_path, is_remote  # config imports this package
@@ -58,8 +73,8 @@ def open_store(path: str, spark=None):
     if is_remote(path):
         if spark is None:
             raise InvalidParamError(f"checkpointDir={path!r} needs a Spark session")
-        return SparkCheckpointStore(spark, path)
-    return LocalCheckpointStore(driver_path(path), shown=path)
+        return SparkCheckpointStore(spark, path, codec)
+    return LocalCheckpointStore(driver_path(path), shown=path, codec=codec)
 
 
 class LocalCheckpointStore:
@@ -73,12 +88,16 @@ class LocalCheckpointStore:
         Checkpoints kept (the latest by step); older ones are deleted after each save.
     shown : str, optional
         How to name the directory in messages (the path as the user gave it).
+    codec : Codec
+        What is kept (default: a fit's checkpoints).
     """
 
-    def __init__(self, directory: str, keep: int = 2, shown: Optional[str] = None):
+    def __init__(self, directory: str, keep: int = 2, shown: Optional[str] = None,
+                 codec: Codec = CHECKPOINTS):
         self.directory = directory
         self.keep = max(1, keep)
         self.shown = shown or directory
+        self.codec = codec
 
     def __repr__(self) -> str:
         return f"LocalCheckpointStore({self.shown!r})"
@@ -96,8 +115,8 @@ class LocalCheckpointStore:
         """Write ``ckpt`` atomically; delete all but the latest ``keep`` checkpoints (and
         temporary files a killed writer left). Returns the file's path."""
         os.makedirs(self.directory, exist_ok=True)
-        final = os.path.join(self.directory, checkpoint_file_name(ckpt.step))
-        text = to_json(ckpt)
+        final = os.path.join(self.directory, checkpoint_file_name(self.codec.key(ckpt)[0]))
+        text = self.codec.dump(ckpt)
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -130,7 +149,7 @@ class LocalCheckpointStore:
         path = os.path.join(self.directory, name)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        return from_json(text, source=f"checkpoint file {path!r}")
+        return self.codec.load(text, f"checkpoint file {path!r}")
 
 
 def _remove(path: str) -> None:
@@ -150,11 +169,14 @@ class SparkCheckpointStore:
     path : str
         The checkpoint directory; checkpoints go to ``<path>/slot-0`` and ``<path>/slot-1``
         in turn.
+    codec : Codec
+        What is kept (default: a fit's checkpoints).
     """
 
-    def __init__(self, spark, path: str):
+    def __init__(self, spark, path: str, codec: Codec = CHECKPOINTS):
         self.spark = spark
         self.path = path.rstrip("/")
+        self.codec = codec
         self._next = 0
 
     def __repr__(self) -> str:
@@ -177,23 +199,23 @@ class SparkCheckpointStore:
         if len(texts) > 1:
             raise InvalidParamError(f"checkpoint directory {path!r} holds {len(texts)} files: "
                                     "expected one checkpoint")
-        return from_json(texts[0], source=f"checkpoint {path!r}")
+        return self.codec.load(texts[0], f"checkpoint {path!r}")
 
     def load_latest(self) -> Optional[Checkpoint]:
         """The checkpoint of the higher step of the two slots, or None; the next save goes
         to the other slot."""
-        found = [(c.step, slot, c) for slot in range(len(SLOTS))
+        found = [(self.codec.key(c), slot, c) for slot in range(len(SLOTS))
                  for c in [self._read(slot)] if c is not None]
         if not found:
             return None
-        step, slot, ckpt = max(found, key=lambda t: (t[0], t[2].stop_reason is not None))
+        _, slot, ckpt = max(found, key=lambda t: t[0])
         self._next = 1 - slot
         return ckpt
 
     def save(self, ckpt: Checkpoint) -> str:
         """Overwrite the slot not holding the latest checkpoint. Returns its path."""
         path = self.slot_path(self._next)
-        (self.spark.createDataFrame([(to_json(ckpt),)], "value string").coalesce(1)
+        (self.spark.createDataFrame([(self.codec.dump(ckpt),)], "value string").coalesce(1)
          .write.mode("overwrite").text(path))
         self._next = 1 - self._next
         return path

@@ -1,0 +1,436 @@
+"""Keep a model current from a Structured Streaming source (``jobs/stream.py``).
+
+:func:`run_stream` reads new rows of a Parquet directory or a Delta table with
+``readStream`` and, in ``foreachBatch``, applies one
+:meth:`~minibatch_kmeans.MiniBatchKMeansModel.partialFit` per micro-batch
+(:class:`BatchUpdater`): the data quality gate first (invalid rows to the quarantine
+table with their reason; ``handle_invalid: error`` stops the stream), then the update
+with the configured forgetting (decay factor or half-life, per batch or per row) and
+re-seeding of dying centers, then the predictions and a metrics row for the micro-batch.
+
+Exactly once
+    Spark replays a micro-batch whose commit it had not recorded when the query stopped
+    (a crash, a kill). The model state (centers, weights, Params) is saved after every
+    micro-batch together with its batch id, as one JSON document written atomically
+    (:mod:`minibatch_kmeans.spark.checkpoint`'s stores: a temporary file renamed over on
+    driver-local paths, two alternating slots elsewhere). A micro-batch whose id is not
+    above the saved one was applied already and is skipped, so no batch updates the
+    model twice. The predictions, quarantine and metrics tables are partitioned by
+    ``batch_id`` and a batch replaces its own partition, so a replay never duplicates
+    rows either. The state remembers the query's id (from Spark's checkpoint): a state
+    paired with a new or another checkpoint, whose batch ids start again at 0, is refused.
+The current model
+    After every micro-batch the model is also saved at ``output.model`` (a directory any
+    job loads with ``MiniBatchKMeansModel.load``), and every ``register_every`` applied
+    micro-batches registered in MLflow with the tags ``stream_state`` and
+    ``stream_batch_id`` (a replayed batch finds its version and does not register twice).
+
+Micro-batches with too many invalid rows (above ``quality.max_invalid_fraction``) or none
+valid leave the model as it is (the metrics row says why) and the stream goes on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .config import StreamConfig, driver_path, is_remote
+from .errors import ConfigError, InvalidInputError, MiniBatchKMeansError
+from .estimator import MiniBatchKMeans, MiniBatchKMeansModel
+from .io import write_table
+from .quality import check_feature_schema, check_quality, report_top
+from .spark.checkpoint import Codec, open_store
+from .spark.features import resolve
+
+logger = logging.getLogger(__name__)
+
+BATCH_ID = "batch_id"
+PREDICTION, DISTANCE = "prediction", "distance"
+
+#: The metrics table: one row per micro-batch.
+METRICS_SCHEMA = ("batch_id long, applied boolean, reason string, rows long, valid_rows long, "
+                  "invalid_rows long, weight double, discount double, cost_per_row double, "
+                  "reseeded int, max_center_shift double, num_updates int, "
+                  "registered_version string, seconds double, processed_at timestamp")
+
+
+def _load_state(text: str, source: str) -> dict:
+    try:
+        state = json.loads(text)
+        int(state["batchId"])
+    except (ValueError, TypeError, KeyError):
+        raise InvalidInputError(f"{source} is not a stream state (expected JSON with a "
+                                "batchId)") from None
+    return state
+
+
+#: The stream's state documents, ordered by batch id.
+STATE = Codec(lambda state: json.dumps(state, separators=(",", ":")), _load_state,
+              lambda state: (int(state["batchId"]), 0))
+
+
+def _checkpoint_query_id(spark: SparkSession, location: str) -> Optional[str]:
+    """The id of the query whose Spark checkpoint is at ``location`` (None: none yet)."""
+    if not is_remote(location):
+        try:
+            with open(os.path.join(driver_path(location), "metadata"), encoding="utf-8") as f:
+                return json.loads(f.readline()).get("id")
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+    from pyspark.errors import AnalysisException
+
+    try:
+        rows = spark.read.text(location.rstrip("/") + "/metadata").collect()
+    except AnalysisException:
+        return None
+    return json.loads(rows[0][0]).get("id") if rows else None
+
+
+def read_stream(spark: SparkSession, cfg: StreamConfig) -> DataFrame:
+    """The streaming DataFrame the input section names: a Parquet directory (or catalog
+    table), or a Delta table through Spark's Delta source when the session has it, else
+    through the delta-rs source of :mod:`minibatch_kmeans.delta_stream`."""
+    from . import delta
+    from .io import _is_delta_dir
+
+    inp, st = cfg.input, cfg.stream
+    where = inp.describe()
+    if inp.format == "delta":
+        if delta.native_delta_available(spark):
+            reader = spark.readStream.format("delta")
+            for key, value in (("maxFilesPerTrigger", st.max_files_per_trigger),
+                               ("startingVersion", st.starting_version),
+                               ("skipChangeCommits", st.skip_change_commits or None)):
+                if value is not None:
+                    reader = reader.option(key, str(value).lower())
+            return reader.table(inp.table) if inp.table else reader.load(inp.path)
+        if inp.table:
+            raise ConfigError(f"input.table={inp.table!r} with format delta needs Spark's "
+                              "Delta source (delta-spark or Databricks); without it set "
+                              "input.path to the table's location")
+        from .delta_stream import read_delta_stream
+
+        return read_delta_stream(spark, inp.path, starting_version=st.starting_version,
+                                 max_files_per_trigger=st.max_files_per_trigger or 1000,
+                                 skip_change_commits=st.skip_change_commits)
+    reader = spark.readStream
+    if st.max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", st.max_files_per_trigger)
+    if inp.table:
+        return reader.table(inp.table)
+    if _is_delta_dir(inp.path):
+        raise ConfigError(f"input.path {inp.path!r} is a Delta table (it has a _delta_log): "
+                          "set input.format to delta (as Parquet files it would include "
+                          "the files of removed versions)")
+    schema = st.schema
+    if schema is None:
+        from pyspark.errors import AnalysisException
+
+        try:
+            schema = spark.read.parquet(inp.path).schema
+        except AnalysisException:
+            raise InvalidInputError(
+                f"input {where!r} has no Parquet files yet to take the stream's schema from: "
+                "set stream.schema (DDL, e.g. 'id long, x0 double, x1 double')") from None
+    return reader.schema(schema).parquet(inp.path)
+
+
+@dataclass
+class BatchUpdater:
+    """The ``foreachBatch`` function: one model update per micro-batch, exactly once.
+
+    It keeps nothing that a new process could not rebuild: the model comes from the
+    state store when its cache does not hold the previous batch (so it also works where
+    Spark Connect runs ``foreachBatch`` in a process of its own).
+
+    Attributes
+    ----------
+    cfg : StreamConfig
+    initial : MiniBatchKMeansModel or None
+        The model a new stream starts from (None: fitted on the first micro-batch).
+    source : str
+        The input as the state records it (a state of another source is refused).
+    error : MiniBatchKMeansError or None
+        What stopped the stream, when it was bad input (for the job's exit code).
+    """
+
+    cfg: StreamConfig
+    initial: Optional[MiniBatchKMeansModel]
+    source: str
+    error: Optional[MiniBatchKMeansError] = None
+    applied: List[int] = field(default_factory=list)
+    skipped: List[int] = field(default_factory=list)
+    replayed: List[int] = field(default_factory=list)
+    _state: Optional[dict] = field(default=None, repr=False)
+    _model: Optional[MiniBatchKMeansModel] = field(default=None, repr=False)
+    _query_id: Optional[str] = field(default=None, repr=False)
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        try:
+            self.update(df, int(batch_id))
+        except MiniBatchKMeansError as e:
+            self.error = e
+            raise
+
+    # -- state -------------------------------------------------------------------------
+    def _store(self, spark):
+        return open_store(self.cfg.output.state, spark, STATE)
+
+    def current(self, spark: SparkSession):
+        """(state, model) after the last applied micro-batch; (None, initial) before any."""
+        if self._state is None:
+            self._state = self._store(spark).load_latest()
+            self._model = (MiniBatchKMeansModel._from_dict(self._state["model"])
+                           if self._state and self._state.get("model") else None)
+        return self._state, (self._model if self._state else self.initial)
+
+    # -- one micro-batch ---------------------------------------------------------------
+    def update(self, df: DataFrame, batch_id: int) -> None:
+        spark = df.sparkSession
+        state, model = self.current(spark)
+        if state is not None and batch_id <= int(state["batchId"]):
+            logger.info("micro-batch %d was applied already (state at micro-batch %s): "
+                        "skipped", batch_id, state["batchId"])
+            self.replayed.append(batch_id)
+            return
+        t0 = time.perf_counter()
+        df = df.persist()
+        try:
+            row, model = self._apply(spark, df, batch_id, model)
+        finally:
+            df.unpersist()
+        applied = row["applied"]
+        registered = None
+        if applied and self.cfg.stream.register_every:
+            count = int((state or {}).get("applied", 0)) + 1
+            if count % self.cfg.stream.register_every == 0:
+                registered = self._register(model, batch_id)
+        row.update(registered_version=registered, seconds=time.perf_counter() - t0)
+        out = self.cfg.output
+        if out.metrics:
+            self._write(spark.createDataFrame([row], METRICS_SCHEMA).drop(BATCH_ID),
+                        out.metrics, batch_id)
+        new_state = {
+            "batchId": batch_id, "queryId": self._query(spark), "source": self.source,
+            "applied": int((state or {}).get("applied", 0)) + int(applied),
+            "model": None if model is None else model._to_dict(spark),
+            "lastBatch": {k: v for k, v in row.items() if k != "processed_at"}}
+        self._store(spark).save(new_state)
+        self._state, self._model = new_state, model
+        if applied and out.model:
+            model.write().overwrite().save(out.model)
+        (self.applied if applied else self.skipped).append(batch_id)
+        logger.info("micro-batch %d: %s rows, %s invalid; %s (%.2f s)", batch_id, row["rows"],
+                    row["invalid_rows"], f"applied, update {model.numUpdates}" if applied
+                    else f"not applied: {row['reason']}", row["seconds"])
+
+    def _apply(self, spark, df: DataFrame, batch_id: int, model):
+        """Quality gate, quarantine, update and predictions of one micro-batch: the
+        metrics row and the model after it."""
+        cfg, out, st = self.cfg, self.cfg.output, self.cfg.stream
+        what = f"micro-batch {batch_id} of {self.source}"
+        if model is None:
+            estimator = MiniBatchKMeans(**cfg.estimator_params())
+            spec = resolve(df, estimator.getFeaturesCol(), estimator._input_cols(),
+                           estimator._weight_col())
+            cosine = estimator.getDistanceMeasure() == "cosine"
+        else:
+            spec = resolve(df, model.getFeaturesCol(), model._input_cols(),
+                           model._weight_col(), n_features=model.numFeatures)
+            cosine = model.getDistanceMeasure() == "cosine"
+        quality = check_quality(df, spec, cfg.quality, cosine, what=what)
+        row: Dict[str, Any] = dict(
+            batch_id=batch_id, applied=False, reason=None, rows=quality.rows,
+            valid_rows=quality.valid_rows, invalid_rows=quality.invalid_rows, weight=None,
+            discount=None, cost_per_row=None, reseeded=0, max_center_shift=None,
+            num_updates=None if model is None else model.numUpdates,
+            processed_at=_now())
+        if quality.invalid_rows and out.quarantine:
+            self._write(quality.quarantine(), out.quarantine, batch_id)
+        if quality.invalid_rows and st.handle_invalid == "error":
+            raise InvalidInputError(
+                f"{what} has {quality.invalid_rows} invalid rows "
+                f"({report_top(quality.report())}); expected none with "
+                "stream.handle_invalid=error" + (f" (they are in {out.quarantine})"
+                                                 if out.quarantine else ""))
+        if quality.rows == 0:
+            row["reason"] = "no rows"
+            return row, model
+        if not quality.passed:
+            logger.warning("%s: not applied to the model: %s", what, quality.failure)
+            row["reason"] = quality.failure
+            return row, model
+        valid = quality.valid()
+        if model is None:
+            new = estimator.fit(valid)
+            logger.info("%s: first model fitted on %d rows (k=%d)", what, quality.valid_rows,
+                        new.getK())
+            new._training_info, new._summary = new.summary.as_dict(False), None
+            row.update(weight=float(new.weightSums.sum()), num_updates=0)
+        else:
+            new = _with_handle_invalid(model, "skip").partialFit(valid, **st.update_options())
+            new = _with_handle_invalid(new, model)
+            info = new.lastUpdate
+            shift = np.sqrt(((np.array(new.clusterCenters())
+                              - np.array(model.clusterCenters())) ** 2).sum(axis=1)).max()
+            row.update(weight=info["weight"], discount=info["discount"],
+                       cost_per_row=info["cost"] / info["weight"] if info["weight"] else None,
+                       reseeded=len(info["reseeded"]), max_center_shift=float(shift),
+                       num_updates=new.numUpdates)
+        row["applied"] = True
+        if out.predictions:
+            scorer = new.copy().setPredictionCol(PREDICTION).setDistanceCol(DISTANCE)
+            self._write(scorer.transform(valid).select(*st.id_columns, PREDICTION, DISTANCE),
+                        out.predictions, batch_id)
+        return row, new
+
+    def _write(self, df: DataFrame, path: str, batch_id: int) -> None:
+        """Replace this micro-batch's partition of the table at ``path``."""
+        write_table(df.withColumn(BATCH_ID, F.lit(batch_id).cast("long")), path,
+                    self.cfg.output.format, mode="overwrite", partition_by=[BATCH_ID],
+                    replace_partitions=True)
+
+    def _query(self, spark) -> Optional[str]:
+        if self._query_id is None:
+            self._query_id = _checkpoint_query_id(spark, self.cfg.output.checkpoint)
+        return self._query_id
+
+    def _register(self, model: MiniBatchKMeansModel, batch_id: int) -> str:
+        from .outputs import registry_module
+
+        ml = self.cfg.mlflow
+        reg = registry_module().tracking(ml.tracking_uri, ml.experiment,
+                                         registry_uri=ml.registry_uri, root=ml.root)
+        tags = {"stream_state": self.cfg.output.state, "stream_batch_id": str(batch_id)}
+        found = reg.find_versions(ml.model_name, tags)
+        if found:  # a replay of a batch registered before the state was saved
+            return str(found[0].version)
+        mv = reg.log_model(model, ml.model_name, training_table=self.source,
+                           tags=dict(tags, stream_updates=str(model.numUpdates)))
+        logger.info("registered %s version %s after micro-batch %d", ml.model_name,
+                    mv.version, batch_id)
+        return str(mv.version)
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _with_handle_invalid(model: MiniBatchKMeansModel, like) -> MiniBatchKMeansModel:
+    """``model`` with handleInvalid set to a value, or as ``like`` (a model) has it (set
+    or default), so that the state and saved model keep the user's Param."""
+    if isinstance(like, str):
+        return model.copy().setHandleInvalid(like)
+    if like.isSet(like.handleInvalid):
+        return model.setHandleInvalid(like.getHandleInvalid())
+    model.clear(model.handleInvalid)
+    return model
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What one run of the stream did."""
+
+    applied: List[int]
+    skipped: List[int]
+    replayed: List[int]
+    batch_id: Optional[int]
+    num_updates: Optional[int]
+    model_path: Optional[str]
+
+
+def _trigger(trigger: str) -> Dict[str, Any]:
+    if trigger == "available_now":
+        return {"availableNow": True}
+    if trigger == "once":
+        return {"once": True}
+    return {"processingTime": trigger}
+
+
+def start_stream(spark: SparkSession, cfg: StreamConfig):
+    """Check the state against the checkpoint and input, and start the query: (query,
+    updater)."""
+    out, st = cfg.output, cfg.stream
+    source = f"{cfg.input.format} {cfg.input.describe()}"
+    state = open_store(out.state, spark, STATE).load_latest()
+    query_id = _checkpoint_query_id(spark, out.checkpoint)
+    if state is not None:
+        if state.get("source") != source:
+            raise ConfigError(f"the stream state at {out.state} belongs to input "
+                              f"{state.get('source')!r}, not {source!r}: use another "
+                              "output.state and output.checkpoint for another input")
+        if state.get("queryId") and state["queryId"] != query_id:
+            raise ConfigError(
+                f"the stream state at {out.state} (micro-batch {state['batchId']}) belongs to "
+                f"query {state['queryId']}, but the checkpoint at {out.checkpoint} is "
+                + ("missing" if query_id is None else f"query {query_id}'s")
+                + ": its micro-batch ids would not match; restore that checkpoint, or "
+                  "delete both to start over")
+        logger.info("resuming from micro-batch %s (the state at %s; %s updates applied)",
+                    state["batchId"], out.state, state.get("applied"))
+    initial = None
+    if state is None and st.model:
+        initial = MiniBatchKMeansModel.load(st.model)
+        logger.info("starting from the model at %s (k=%d, %d features)", st.model,
+                    len(initial.clusterCenters()), initial.numFeatures)
+    stream_df = read_stream(spark, cfg)
+    updater = BatchUpdater(cfg, initial, source)
+    _, model = updater.current(spark)
+    if model is not None:  # columns checked before the first micro-batch
+        resolve(stream_df, model.getFeaturesCol(), model._input_cols(), model._weight_col(),
+                n_features=model.numFeatures)
+        if model.featureSchema is not None:
+            check_feature_schema(stream_df, model.featureSchema, None,
+                                 what=f"stream {source}")
+    missing = [c for c in st.id_columns if c not in stream_df.columns]
+    if missing:
+        raise InvalidInputError(f"stream {source} lacks the id column(s) {missing} named in "
+                                f"stream.id_columns; columns are {sorted(stream_df.columns)}")
+    query = (stream_df.writeStream.foreachBatch(updater)
+             .option("checkpointLocation", out.checkpoint).trigger(**_trigger(st.trigger))
+             .start())
+    logger.info("stream %s started (query %s, checkpoint %s, trigger %s)", source, query.id,
+                out.checkpoint, st.trigger)
+    return query, updater
+
+
+def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
+    """Run the stream until its trigger ends it (``available_now``, ``once``), or until
+    ``timeout_seconds`` (then stop it gracefully), and say what it did.
+
+    Raises
+    ------
+    MiniBatchKMeansError
+        Bad configuration, a state that does not match, or (``handle_invalid: error``)
+        a micro-batch with invalid rows.
+    """
+    query, updater = start_stream(spark, cfg)
+    try:
+        if cfg.stream.timeout_seconds is None:
+            query.awaitTermination()
+        elif not query.awaitTermination(cfg.stream.timeout_seconds):
+            logger.info("stopping the stream after %.0f s (stream.timeout_seconds)",
+                        cfg.stream.timeout_seconds)
+            query.stop()
+        if query.exception() is not None:
+            raise updater.error or RuntimeError(f"the stream failed: {query.exception()}")
+    except Exception:
+        if updater.error is not None:
+            raise updater.error from None
+        raise
+    finally:
+        if query.isActive:
+            query.stop()
+    state, model = updater.current(spark)
+    return StreamResult(updater.applied, updater.skipped, updater.replayed,
+                        None if state is None else int(state["batchId"]),
+                        None if model is None else model.numUpdates, cfg.output.model)

@@ -1,0 +1,174 @@
+"""The streaming job's library part (minibatch_kmeans.stream) on real Structured Streaming
+queries over Parquet files written in stages: the centers follow moving data, the streamed
+model equals partialFit on the same micro-batches, a replayed micro-batch is not applied
+twice, and bad rows are quarantined without stopping the stream."""
+import os
+
+import numpy as np
+import pytest
+
+from helpers import STREAM_CENTERS as CENTERS
+from helpers import moving_blobs as blobs
+from helpers import stream_file as write_file
+from minibatch_kmeans import MiniBatchKMeansModel
+from minibatch_kmeans.config import StreamConfig
+from minibatch_kmeans.errors import ConfigError, InvalidInputError
+from minibatch_kmeans.stream import STATE, run_stream
+from minibatch_kmeans.spark.checkpoint import open_store
+
+SCHEMA = "id long, a double, b double"
+
+
+@pytest.fixture(scope="module")
+def start_model(spark, tmp_path_factory):
+    """A model near the first stage's clusters, saved where stream.model points."""
+    path = str(tmp_path_factory.mktemp("model") / "m")
+    model = MiniBatchKMeansModel(CENTERS + 0.3, [50.0, 50.0, 50.0]).setInputCols(["a", "b"])
+    model._set(dtype="float64")
+    model.write().save(path)
+    return path
+
+
+def config(root, model=None, **stream):
+    raw = {"input": {"path": str(root / "in")},
+           "stream": dict({"model": model, "max_files_per_trigger": 1, "id_columns": ["id"],
+                           "schema": SCHEMA}, **stream),
+           "output": {"dir": str(root / "out")}}
+    if model is None:
+        raw["input"]["features"] = {"inputCols": ["a", "b"]}
+        raw["model"] = {"k": 3, "seed": 3, "batchSize": 100, "dtype": "float64"}
+    return StreamConfig.from_dict(raw)
+
+
+def saved_state(spark, cfg):
+    return open_store(cfg.output.state, spark, STATE).load_latest()
+
+
+def centers(model):
+    return np.array(model.clusterCenters())
+
+
+def test_centers_follow_data_whose_means_move(spark, tmp_path, start_model):
+    cfg = config(tmp_path, start_model, half_life=1)
+    for i in range(3):
+        write_file(tmp_path / "in", i, blobs(i))
+    first = run_stream(spark, cfg)
+    assert first.applied == [0, 1, 2] and first.num_updates == 3
+    np.testing.assert_allclose(centers(MiniBatchKMeansModel.load(cfg.output.model)), CENTERS,
+                               atol=0.15)
+    shift = np.array([3.0, -2.0])
+    for i in range(3, 7):  # the stage after: every cluster moved
+        write_file(tmp_path / "in", i, blobs(i, shift))
+    second = run_stream(spark, cfg)  # a re-run: only the new files
+    assert second.applied == [3, 4, 5, 6] and second.num_updates == 7
+    moved = centers(MiniBatchKMeansModel.load(cfg.output.model))
+    np.testing.assert_allclose(moved, CENTERS + shift, atol=0.2)
+    metrics = spark.read.parquet(cfg.output.metrics).toPandas().sort_values("batch_id")
+    assert metrics["batch_id"].tolist() == list(range(7)) and metrics["applied"].all()
+    assert metrics["discount"].tolist() == [0.5] * 7
+    # the prequential cost jumps when the data moves, then falls as the centers follow
+    cost = metrics["cost_per_row"].to_numpy()
+    assert cost[3] > 5 * cost[2] and cost[6] < cost[3] / 5
+    preds = spark.read.parquet(cfg.output.predictions)
+    assert preds.count() == 7 * 200 and preds.select("id").distinct().count() == 7 * 200
+    assert sorted(preds.columns) == ["batch_id", "distance", "id", "prediction"]
+
+
+def test_streamed_model_equals_partial_fit_on_the_same_batches(spark, tmp_path, start_model):
+    cfg = config(tmp_path, start_model)  # decay factor 1
+    files = [write_file(tmp_path / "in", i, blobs(10 + i, 0.5 * i)) for i in range(4)]
+    result = run_stream(spark, cfg)
+    assert result.applied == [0, 1, 2, 3]
+    expected = MiniBatchKMeansModel.load(start_model)
+    for path in files:
+        expected = expected.partialFit(spark.read.parquet(path))
+    streamed = MiniBatchKMeansModel.load(cfg.output.model)
+    np.testing.assert_allclose(centers(streamed), centers(expected), rtol=1e-12)
+    np.testing.assert_allclose(streamed.weightSums, expected.weightSums, rtol=1e-12)
+    assert streamed.numUpdates == expected.numUpdates == 4
+    assert streamed.getDtype() == "float64"  # the start model's Params carry over
+
+    # Spark replays a micro-batch it had not committed (a crash after foreachBatch ran):
+    # the state says it was applied, so it is skipped, and nothing is written twice.
+    commits = tmp_path / "out" / "checkpoint" / "commits"
+    for name in ("3", ".3.crc"):
+        os.remove(commits / name)
+    replay = run_stream(spark, cfg)
+    assert replay.replayed == [3] and replay.applied == [] and replay.num_updates == 4
+    again = MiniBatchKMeansModel.load(cfg.output.model)
+    np.testing.assert_array_equal(centers(again), centers(streamed))
+    assert spark.read.parquet(cfg.output.metrics).count() == 4
+    assert spark.read.parquet(cfg.output.predictions).count() == 4 * 200
+
+    # a state paired with a new checkpoint would see batch ids from 0 again: refused
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "checkpoint")
+    with pytest.raises(ConfigError, match="checkpoint .* is missing"):
+        run_stream(spark, cfg)
+
+
+def test_bad_rows_are_quarantined_and_do_not_stop_the_stream(spark, tmp_path, start_model):
+    cfg = config(tmp_path, start_model)
+    good = blobs(20)
+    dirty = good.copy()
+    dirty[:5, 0] = np.nan  # 5 of 200 rows (2.5%, under max_invalid_fraction): null in Parquet
+    write_file(tmp_path / "in", 0, dirty)
+    write_file(tmp_path / "in", 1, np.full((50, 2), np.inf))  # all invalid: not applied
+    write_file(tmp_path / "in", 2, blobs(21))
+    result = run_stream(spark, cfg)
+    assert result.applied == [0, 2] and result.skipped == [1]
+    expected = (MiniBatchKMeansModel.load(start_model)
+                .partialFit(spark.createDataFrame(
+                    [(float(a), float(b)) for a, b in good[5:]], "a double, b double"))
+                .partialFit(spark.read.parquet(str(tmp_path / "in" / "part-002.parquet"))))
+    np.testing.assert_allclose(centers(MiniBatchKMeansModel.load(cfg.output.model)),
+                               centers(expected), rtol=1e-12)
+    q = spark.read.parquet(cfg.output.quarantine).toPandas()
+    assert sorted(q.groupby("batch_id").size().items()) == [(0, 5), (1, 50)]
+    assert set(q[q.batch_id == 0]["id"]) == set(range(5))
+    assert q[q.batch_id == 0]["reason"].str.contains("a: null").all()
+    m = spark.read.parquet(cfg.output.metrics).toPandas().set_index("batch_id")
+    assert m.loc[0, "invalid_rows"] == 5 and m.loc[0, "valid_rows"] == 195
+    assert not m.loc[1, "applied"] and "no valid rows" in m.loc[1, "reason"]
+    assert spark.read.parquet(cfg.output.predictions).count() == 195 + 200
+
+
+def test_handle_invalid_error_stops_the_stream_naming_the_batch(spark, tmp_path, start_model):
+    cfg = config(tmp_path, start_model, handle_invalid="error")
+    write_file(tmp_path / "in", 0, blobs(30))
+    bad = blobs(31)
+    bad[7, 1] = np.nan
+    write_file(tmp_path / "in", 1, bad)
+    with pytest.raises(InvalidInputError, match=r"micro-batch 1 of .* 1 invalid rows"):
+        run_stream(spark, cfg)
+    assert saved_state(spark, cfg)["batchId"] == 0  # batch 0 applied, 1 not
+    q = spark.read.parquet(cfg.output.quarantine).toPandas()
+    assert q["id"].tolist() == [1007] and q["batch_id"].tolist() == [1]
+
+
+def test_without_a_model_the_first_micro_batch_is_fitted(spark, tmp_path):
+    cfg = config(tmp_path, None, decay_factor=0.9)
+    for i in range(2):
+        write_file(tmp_path / "in", i, blobs(40 + i))
+    result = run_stream(spark, cfg)
+    assert result.applied == [0, 1] and result.num_updates == 1  # a fit, then one update
+    model = MiniBatchKMeansModel.load(cfg.output.model)
+    got = sorted(map(tuple, np.round(centers(model))))
+    assert got == sorted(map(tuple, CENTERS))
+    assert model.getK() == 3 and model.trainingInfo["numRows"] == 200
+    state = saved_state(spark, cfg)
+    assert state["applied"] == 2 and state["lastBatch"]["discount"] == 0.9
+
+
+def test_config_errors(tmp_path, start_model):
+    with pytest.raises(ConfigError, match="input.features is missing"):
+        StreamConfig.from_dict({"input": {"path": "x"}, "output": {"dir": "o"}})
+    with pytest.raises(ConfigError, match="both set"):
+        config(tmp_path, start_model, half_life=2, decay_factor=0.5)
+    with pytest.raises(ConfigError, match="stream.trigger"):
+        config(tmp_path, start_model, trigger="soon")
+    with pytest.raises(ConfigError, match="register_every=2 needs an mlflow"):
+        config(tmp_path, start_model, register_every=2)
+    with pytest.raises(ConfigError, match="starting_version .* delta input only"):
+        config(tmp_path, start_model, starting_version=3)
