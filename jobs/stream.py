@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
         logger.info("config %s", line)
     with job_session(cfg.spark.app_name, cfg.spark.master, cfg.spark.conf) as spark:
         result = run_stream(spark, cfg)
-    done = len(result.applied) + len(result.skipped)
-    print(f"stream {cfg.input.format} {cfg.input.describe()}: {done} micro-batches "
-          f"processed ({len(result.applied)} applied, {len(result.skipped)} not applied"
+    print(f"stream {cfg.input.format} {cfg.input.describe()}: {result.batches} micro-batches "
+          f"processed ({result.applied_batches} applied, "
+          f"{result.batches - result.applied_batches} not applied"
           + (f", {len(result.replayed)} replayed and skipped" if result.replayed else "")
           + ")" + ("" if result.batch_id is None else
                    f"; state at micro-batch {result.batch_id}")

@@ -34,3 +34,18 @@ def test_fit_transform_save_load_on_spark_connect(tmp_path):
     assert compared["data"]["rows"] == 900 and compared["data"]["sample_rows"] == 300
     assert compared["agreement"]["ari"] > 0.99  # three well-separated blobs: the same clusters
     assert (tmp_path / "compare" / "compare.json").exists()
+
+
+def test_stream_on_spark_connect(tmp_path):
+    """run_stream through Spark Connect, where foreachBatch runs in a server-side Python
+    process: the model after three micro-batches is partialFit's on the same files."""
+    script = Path(__file__).parent / "scripts" / "connect_stream.py"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path),
+                           str(Path(__file__).parent)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["streamed"], result["expected"], rtol=1e-12)
+    assert result["updates"] == 3 and result["predictions"] == 600
+    assert result["batches"] == result["applied_batches"] == 3

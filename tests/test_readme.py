@@ -12,13 +12,15 @@ def _blocks(lang):
 
 
 def test_python_examples_run(spark, tmp_path):
-    fit, compare = _blocks("python")
+    fit, partial, compare = _blocks("python")
     namespace = {"spark": spark}
     exec(compile(fit.replace("/tmp/mbkm-model", str(tmp_path / "model")), "README.md", "exec"),
          namespace)
     model = namespace["model"]
     assert sorted(model.summary.clusterSizes) == [300, 300, 300]
     assert "distance" in namespace["scored"].columns
+    exec(compile(partial, "README.md", "exec"), namespace)  # partialFit on the same rows
+    assert namespace["newer"].numUpdates == 1 and namespace["newer"].lastUpdate["rows"] == 900
     # the comparison runs on the first example's DataFrame
     exec(compile(compare.replace("/tmp/mbkm-compare", str(tmp_path / "compare")), "README.md",
                  "exec"), namespace)
@@ -56,6 +58,9 @@ def _config_of(job):
 def test_job_commands_in_readme_parse():
     assert _config_of("train").estimator_params()["k"] == 30
     assert _config_of("compare").compare.mllib["solver"] == "row"
+    from minibatch_kmeans.config import load_stream_config
+
+    assert load_stream_config(str(ROOT / "conf" / "stream.yaml")).stream.half_life == 5
 
 
 def test_relative_links_in_readme_exist():

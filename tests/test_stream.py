@@ -3,6 +3,7 @@ queries over Parquet files written in stages: the centers follow moving data, th
 model equals partialFit on the same micro-batches, a replayed micro-batch is not applied
 twice, and bad rows are quarantined without stopping the stream."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -172,3 +173,76 @@ def test_config_errors(tmp_path, start_model):
         config(tmp_path, start_model, register_every=2)
     with pytest.raises(ConfigError, match="starting_version .* delta input only"):
         config(tmp_path, start_model, starting_version=3)
+
+
+def test_registers_a_version_every_n_micro_batches_once(spark, tmp_path, start_model):
+    from minibatch_kmeans.registry import tracking
+
+    name = "stream-test-model"
+    cfg = StreamConfig.from_dict({
+        "input": {"path": str(tmp_path / "in")},
+        "stream": {"model": start_model, "max_files_per_trigger": 1, "register_every": 2},
+        "mlflow": {"model_name": name, "experiment": "stream-test"},
+        "output": {"dir": str(tmp_path / "out"), "predictions": None}})
+    for i in range(5):
+        write_file(tmp_path / "in", i, blobs(60 + i))
+    assert run_stream(spark, cfg).applied == [0, 1, 2, 3, 4]
+    registry = tracking(experiment="stream-test")
+    versions = registry.find_versions(name, {"stream_state": cfg.output.state})
+    assert [v.tags["stream_batch_id"] for v in versions] == ["1", "3"]
+    assert [v.tags["stream_updates"] for v in versions] == ["2", "4"]
+    m = spark.read.parquet(cfg.output.metrics).toPandas().sort_values("batch_id")
+    assert m["registered_version"].tolist() == [None, str(versions[0].version), None,
+                                                str(versions[1].version), None]
+    assert not os.path.exists(tmp_path / "out" / "predictions")  # predictions: null
+    # a micro-batch replayed after its version was registered but before its state was
+    # saved finds that version instead of registering another
+    from minibatch_kmeans.stream import BatchUpdater
+
+    updater = BatchUpdater(cfg, None, "replay")
+    model = MiniBatchKMeansModel.load(cfg.output.model)
+    assert updater._register(model, 3) == str(versions[1].version)
+    assert len(registry.find_versions(name, {"stream_state": cfg.output.state})) == 2
+
+
+def test_stream_from_a_delta_table_into_delta_tables(spark, tmp_path, start_model):
+    """Delta in (the delta-rs streaming source here; Spark's own where the session has
+    Delta) and Delta out: appends after a run are the next run's micro-batches."""
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    from minibatch_kmeans.io import read_table
+
+    table = str(tmp_path / "in")
+
+    def append(i, shift=0.0):
+        X = blobs(80 + i, shift)
+        write_deltalake(table, pd.DataFrame({"id": np.arange(i * 1000, i * 1000 + len(X)),
+                                             "a": X[:, 0], "b": X[:, 1]}), mode="append")
+
+    cfg = StreamConfig.from_dict({
+        "input": {"path": table, "format": "delta"},
+        "stream": {"model": start_model, "max_files_per_trigger": 1, "half_life": 1,
+                   "id_columns": ["id"]},
+        "output": {"dir": str(tmp_path / "out"), "format": "delta"}})
+    for i in range(2):
+        append(i)
+    assert run_stream(spark, cfg).applied == [0, 1]
+    for i in range(2, 5):
+        append(i, shift=np.array([-2.0, 3.0]))
+    assert run_stream(spark, cfg).applied == [2, 3, 4]
+    np.testing.assert_allclose(centers(MiniBatchKMeansModel.load(cfg.output.model)),
+                               CENTERS + [-2.0, 3.0], atol=0.6)  # moved 3.6, 3 batches
+    preds = read_table(spark, cfg.output.predictions, "delta")
+    assert preds.count() == preds.select("id").distinct().count() == 5 * 200
+    assert read_table(spark, cfg.output.metrics, "delta").count() == 5
+
+
+def test_an_interval_trigger_runs_until_the_timeout(spark, tmp_path, start_model):
+    cfg = config(tmp_path, start_model, trigger="1 second", timeout_seconds=8)
+    for i in range(2):
+        write_file(tmp_path / "in", i, blobs(90 + i))
+    t0 = time.perf_counter()
+    result = run_stream(spark, cfg)
+    assert result.applied == [0, 1] and result.batches == 2
+    assert time.perf_counter() - t0 >= 8

@@ -245,7 +245,7 @@ def _write_text(spark, text: str, path: str, overwrite: bool) -> None:
 
     writer = spark.createDataFrame([(text,)], "value string").coalesce(1).write
     try:
-        writer.mode("overwrite" if overwrite else "errorifexists").text(path)
+        writer.mode("overwrite" if overwrite else "error").text(path)  # Connect knows "error" only
     except AnalysisException as e:
         if "PATH_ALREADY_EXISTS" in str(e) or "already exists" in str(e):
             raise ModelPersistenceError(

@@ -338,14 +338,21 @@ def _with_handle_invalid(model: MiniBatchKMeansModel, like) -> MiniBatchKMeansMo
 
 @dataclass(frozen=True)
 class StreamResult:
-    """What one run of the stream did."""
+    """What one run of the stream did.
 
-    applied: List[int]
-    skipped: List[int]
-    replayed: List[int]
+    ``batches`` and ``applied_batches`` count the micro-batches this run processed and
+    applied (from the state, so also on Spark Connect); ``applied``, ``skipped`` and
+    ``replayed`` list their ids where ``foreachBatch`` runs in this process (classic
+    sessions; empty on Spark Connect)."""
+
+    batches: int
+    applied_batches: int
     batch_id: Optional[int]
     num_updates: Optional[int]
     model_path: Optional[str]
+    applied: List[int] = field(default_factory=list)
+    skipped: List[int] = field(default_factory=list)
+    replayed: List[int] = field(default_factory=list)
 
 
 def _trigger(trigger: str) -> Dict[str, Any]:
@@ -358,7 +365,7 @@ def _trigger(trigger: str) -> Dict[str, Any]:
 
 def start_stream(spark: SparkSession, cfg: StreamConfig):
     """Check the state against the checkpoint and input, and start the query: (query,
-    updater)."""
+    updater, the state it started from)."""
     out, st = cfg.output, cfg.stream
     source = f"{cfg.input.format} {cfg.input.describe()}"
     state = open_store(out.state, spark, STATE).load_latest()
@@ -400,7 +407,7 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
              .start())
     logger.info("stream %s started (query %s, checkpoint %s, trigger %s)", source, query.id,
                 out.checkpoint, st.trigger)
-    return query, updater
+    return query, updater, state
 
 
 def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
@@ -413,7 +420,7 @@ def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
         Bad configuration, a state that does not match, or (``handle_invalid: error``)
         a micro-batch with invalid rows.
     """
-    query, updater = start_stream(spark, cfg)
+    query, updater, before = start_stream(spark, cfg)
     try:
         if cfg.stream.timeout_seconds is None:
             query.awaitTermination()
@@ -430,7 +437,12 @@ def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
     finally:
         if query.isActive:
             query.stop()
-    state, model = updater.current(spark)
-    return StreamResult(updater.applied, updater.skipped, updater.replayed,
-                        None if state is None else int(state["batchId"]),
-                        None if model is None else model.numUpdates, cfg.output.model)
+    after = open_store(cfg.output.state, spark, STATE).load_latest() or {}
+    model = after.get("model")
+    before = before or {"batchId": -1, "applied": 0}
+    return StreamResult(
+        int(after.get("batchId", -1)) - int(before["batchId"]),
+        int(after.get("applied", 0)) - int(before["applied"]),
+        int(after["batchId"]) if after else None,
+        None if model is None else int(model["metadata"].get("numUpdates", 0)),
+        cfg.output.model, updater.applied, updater.skipped, updater.replayed)
