@@ -11,7 +11,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.p
 
 def test_there_are_notebooks():
     assert [p.name for p in NOTEBOOKS] == ["01_train_and_compare_with_mllib.py",
-                                           "02_monitor_and_retrain.py", "03_choose_k.py"]
+                                           "02_monitor_and_retrain.py", "03_choose_k.py",
+                                           "04_keep_clusters_current.py"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -57,3 +58,13 @@ def test_03_choose_k_runs(spark, tmp_path, monkeypatch):
     ns = runpy.run_path(str(NOTEBOOKS[2]), init_globals={"spark": spark}, run_name="__main__")
     assert ns["result"]["recommended"]["k"] == 4
     assert (out / "k_curves.png").stat().st_size > 1000
+
+
+def test_04_keep_clusters_current_runs(spark, tmp_path, monkeypatch):
+    out = tmp_path / "nb04"
+    for name, value in {"OUTPUT_DIR": str(out), "ROWS": "1000", "K": "3"}.items():
+        monkeypatch.setenv(f"MBKM_{name}", value)
+    ns = runpy.run_path(str(NOTEBOOKS[3]), init_globals={"spark": spark}, run_name="__main__")
+    assert ns["first"].applied_batches == 3 and ns["second"].applied_batches == 5
+    assert ns["current"].numUpdates == 8
+    assert ns["distance_to_moved"].max() < 1.0  # moved by 5.2; five micro-batches later

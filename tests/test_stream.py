@@ -3,6 +3,7 @@ queries over Parquet files written in stages: the centers follow moving data, th
 model equals partialFit on the same micro-batches, a replayed micro-batch is not applied
 twice, and bad rows are quarantined without stopping the stream."""
 import os
+import shutil
 import time
 
 import numpy as np
@@ -94,6 +95,7 @@ def test_streamed_model_equals_partial_fit_on_the_same_batches(spark, tmp_path, 
     commits = tmp_path / "out" / "checkpoint" / "commits"
     for name in ("3", ".3.crc"):
         os.remove(commits / name)
+    shutil.rmtree(cfg.output.model)  # and it died before saving the current model
     replay = run_stream(spark, cfg)
     assert replay.replayed == [3] and replay.applied == [] and replay.num_updates == 4
     again = MiniBatchKMeansModel.load(cfg.output.model)
@@ -102,8 +104,6 @@ def test_streamed_model_equals_partial_fit_on_the_same_batches(spark, tmp_path, 
     assert spark.read.parquet(cfg.output.predictions).count() == 4 * 200
 
     # a state paired with a new checkpoint would see batch ids from 0 again: refused
-    import shutil
-
     shutil.rmtree(tmp_path / "out" / "checkpoint")
     with pytest.raises(ConfigError, match="checkpoint .* is missing"):
         run_stream(spark, cfg)
@@ -162,6 +162,20 @@ def test_without_a_model_the_first_micro_batch_is_fitted(spark, tmp_path):
     assert state["applied"] == 2 and state["lastBatch"]["discount"] == 0.9
 
 
+def test_initial_weight_sets_how_much_the_start_model_weighs(spark, tmp_path, start_model):
+    cfg = config(tmp_path, start_model, initial_weight=7)
+    path = write_file(tmp_path / "in", 0, blobs(95))
+    run_stream(spark, cfg)
+    start = MiniBatchKMeansModel.load(start_model)
+    start._weight_sums = np.full(3, 7.0)
+    expected = start.partialFit(spark.read.parquet(path))
+    streamed = MiniBatchKMeansModel.load(cfg.output.model)
+    np.testing.assert_allclose(streamed.weightSums, expected.weightSums, rtol=1e-12)
+    np.testing.assert_allclose(centers(streamed), centers(expected), rtol=1e-12)
+    with pytest.raises(ConfigError, match="initial_weight=sizes but the model"):
+        run_stream(spark, config(tmp_path / "other", start_model, initial_weight="sizes"))
+
+
 def test_config_errors(tmp_path, start_model):
     with pytest.raises(ConfigError, match="input.features is missing"):
         StreamConfig.from_dict({"input": {"path": "x"}, "output": {"dir": "o"}})
@@ -171,6 +185,8 @@ def test_config_errors(tmp_path, start_model):
         config(tmp_path, start_model, trigger="soon")
     with pytest.raises(ConfigError, match="register_every=2 needs an mlflow"):
         config(tmp_path, start_model, register_every=2)
+    with pytest.raises(ConfigError, match="stream.initial_weight"):
+        config(tmp_path, start_model, initial_weight="heavy")
     with pytest.raises(ConfigError, match="starting_version .* delta input only"):
         config(tmp_path, start_model, starting_version=3)
 

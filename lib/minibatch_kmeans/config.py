@@ -1305,6 +1305,11 @@ class StreamSettings:
         Columns kept in the predictions table.
     register_every : int
         Register the model in MLflow every this many applied micro-batches (0: never).
+    initial_weight : "model", "sizes" or float
+        How much the start model weighs against new rows: "model", its ``weightSums``
+        (rows visited over all training steps: epochs count again); "sizes", its
+        training rows per cluster (``trainingInfo.clusterSizes``); a number, every
+        center's weight.
     """
 
     model: Optional[str] = None
@@ -1321,6 +1326,7 @@ class StreamSettings:
     handle_invalid: str = "skip"
     id_columns: Tuple[str, ...] = ()
     register_every: int = 0
+    initial_weight: Any = "model"
 
     def update_options(self) -> Dict[str, Any]:
         """partialFit's keyword arguments."""
@@ -1420,7 +1426,15 @@ def _parse_stream_settings(raw, fmt: str) -> StreamSettings:
         _choice("stream.handle_invalid", s.get("handle_invalid", d.handle_invalid),
                 ("skip", "error"), fold=str.lower),
         _names("stream.id_columns", ids) if ids else (),
-        _int("stream.register_every", s.get("register_every", 0), 0))
+        _int("stream.register_every", s.get("register_every", 0), 0),
+        _initial_weight(s.get("initial_weight", d.initial_weight)))
+
+
+def _initial_weight(value):
+    if isinstance(value, str) and value.lower() in ("model", "sizes"):
+        return value.lower()
+    return _number("stream.initial_weight", value, 0.0,
+                   expected="model, sizes, or a weight >= 0 for every center")
 
 
 def _parse_stream_config(raw) -> StreamConfig:

@@ -363,6 +363,39 @@ def _trigger(trigger: str) -> Dict[str, Any]:
     return {"processingTime": trigger}
 
 
+def _weighted(model: MiniBatchKMeansModel, how, path: str) -> MiniBatchKMeansModel:
+    """The start model with the weights ``stream.initial_weight`` asks for."""
+    if how == "model":
+        return model
+    if how == "sizes":
+        sizes = (model.trainingInfo or {}).get("clusterSizes")
+        if not sizes:
+            raise ConfigError(f"stream.initial_weight=sizes but the model at {path} has no "
+                              "training cluster sizes (trained with computeTrainingCost=false "
+                              "or built by hand): set a number, or model")
+        weights = np.array(sizes, dtype=np.float64)
+    else:
+        weights = np.full(len(model.clusterCenters()), float(how))
+    model = model.copy()
+    model._weight_sums = weights
+    return model
+
+
+def _sync_saved_model(model: MiniBatchKMeansModel, path: str) -> None:
+    """Save the state's model at ``path`` when what is there is not it (a crash between
+    saving the state and saving the model)."""
+    try:
+        saved = MiniBatchKMeansModel.load(path)
+        same = (saved.numUpdates == model.numUpdates
+                and np.array_equal(np.array(saved.clusterCenters()),
+                                   np.array(model.clusterCenters())))
+    except MiniBatchKMeansError:
+        same = False
+    if not same:
+        logger.info("the model at %s is behind the stream state: saved again", path)
+        model.write().overwrite().save(path)
+
+
 def start_stream(spark: SparkSession, cfg: StreamConfig):
     """Check the state against the checkpoint and input, and start the query: (query,
     updater, the state it started from)."""
@@ -386,12 +419,15 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
                     state["batchId"], out.state, state.get("applied"))
     initial = None
     if state is None and st.model:
-        initial = MiniBatchKMeansModel.load(st.model)
-        logger.info("starting from the model at %s (k=%d, %d features)", st.model,
-                    len(initial.clusterCenters()), initial.numFeatures)
+        initial = _weighted(MiniBatchKMeansModel.load(st.model), st.initial_weight, st.model)
+        logger.info("starting from the model at %s (k=%d, %d features, weights %s)", st.model,
+                    len(initial.clusterCenters()), initial.numFeatures,
+                    np.round(initial.weightSums, 3).tolist())
     stream_df = read_stream(spark, cfg)
     updater = BatchUpdater(cfg, initial, source)
     _, model = updater.current(spark)
+    if state is not None and model is not None and out.model:
+        _sync_saved_model(model, out.model)
     if model is not None:  # columns checked before the first micro-batch
         resolve(stream_df, model.getFeaturesCol(), model._input_cols(), model._weight_col(),
                 n_features=model.numFeatures)
