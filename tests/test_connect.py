@@ -49,3 +49,7 @@ def test_stream_on_spark_connect(tmp_path):
     np.testing.assert_allclose(result["streamed"], result["expected"], rtol=1e-12)
     assert result["updates"] == 3 and result["predictions"] == 600
     assert result["batches"] == result["applied_batches"] == 3
+    # bad input inside the server's foreachBatch process still reaches the job as ours
+    name, message = result["error"]
+    assert name == "InvalidInputError" and message.startswith("micro-batch 0 of parquet")
+    assert "1 invalid rows" in message and "\n" not in message

@@ -446,6 +446,20 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
     return query, updater, state
 
 
+def _remote_error(e: Exception) -> Optional[MiniBatchKMeansError]:
+    """Our error raised in a foreachBatch process of its own (Spark Connect), rebuilt from
+    the traceback text the query's exception carries; None for anything else."""
+    import re
+
+    from . import errors
+
+    m = re.search(r"^minibatch_kmeans\.errors\.(\w+): (.+)$", str(e), flags=re.M)
+    cls = getattr(errors, m.group(1), None) if m else None
+    if isinstance(cls, type) and issubclass(cls, MiniBatchKMeansError):
+        return cls(m.group(2).strip())
+    return None
+
+
 def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
     """Run the stream until its trigger ends it (``available_now``, ``once``), or until
     ``timeout_seconds`` (then stop it gracefully), and say what it did.
@@ -466,9 +480,10 @@ def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
             query.stop()
         if query.exception() is not None:
             raise updater.error or RuntimeError(f"the stream failed: {query.exception()}")
-    except Exception:
-        if updater.error is not None:
-            raise updater.error from None
+    except Exception as e:
+        error = updater.error or _remote_error(e)
+        if error is not None:
+            raise error from None
         raise
     finally:
         if query.isActive:

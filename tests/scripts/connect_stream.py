@@ -29,7 +29,19 @@ def main(out_dir: str) -> int:
     for path in files:
         expected = expected.partialFit(spark.read.parquet(path))
     streamed = MiniBatchKMeansModel.load(cfg.output.model)
+    bad = moving_blobs(80)
+    bad[3, 0] = np.nan
+    stream_file(f"{out_dir}/bad", 0, bad)
+    try:
+        run_stream(spark, StreamConfig.from_dict({
+            "input": {"path": f"{out_dir}/bad"},
+            "stream": {"model": f"{out_dir}/start", "handle_invalid": "error"},
+            "output": {"dir": f"{out_dir}/bad-out"}}))
+        error = None
+    except Exception as e:  # noqa: BLE001 - what the job would map to an exit code
+        error = [type(e).__name__, str(e)]
     print(json.dumps({
+        "error": error,
         "streamed": np.array(streamed.clusterCenters()).tolist(),
         "expected": np.array(expected.clusterCenters()).tolist(),
         "updates": streamed.numUpdates, "batches": result.batches,

@@ -1,6 +1,8 @@
 """Where a fit's checkpoints live (their JSON format is :mod:`minibatch_kmeans.core.checkpoint`).
 
-Two stores with the same two methods, ``save(checkpoint)`` and ``load_latest()``:
+Two stores with the same two methods, ``save(checkpoint)`` and ``load_latest()``. They
+keep a fit's checkpoints, or any document a :class:`Codec` turns into text and orders
+(the streaming job's state, :mod:`minibatch_kmeans.stream`):
 
 - :class:`LocalCheckpointStore` for paths the driver can open (plain, ``file:``, and
   ``dbfs:`` through the ``/dbfs`` mount): one file ``checkpoint-<step>.json`` per
