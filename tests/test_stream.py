@@ -220,6 +220,18 @@ def test_registers_a_version_every_n_micro_batches_once(spark, tmp_path, start_m
     assert updater._register(model, 3) == str(versions[1].version)
     assert len(registry.find_versions(name, {"stream_state": cfg.output.state})) == 2
 
+    # another stream starts from a registered version: models:/<name>@<alias>
+    registry.promote(name, versions[0].version)
+    other = StreamConfig.from_dict({
+        "input": {"path": str(tmp_path / "in")},
+        "stream": {"model": f"models:/{name}@champion", "max_files_per_trigger": 1},
+        "mlflow": {"model_name": name, "experiment": "stream-test"},
+        "output": {"dir": str(tmp_path / "out2")}})
+    assert run_stream(spark, other).num_updates == 2 + 5  # version 1 had 2 updates
+    with pytest.raises(ConfigError, match="needs an mlflow section"):
+        StreamConfig.from_dict({"input": {"path": "x"}, "stream": {"model": "models:/m@a"},
+                                "output": {"dir": "o"}})
+
 
 def test_stream_from_a_delta_table_into_delta_tables(spark, tmp_path, start_model):
     """Delta in (the delta-rs streaming source here; Spark's own where the session has

@@ -1278,8 +1278,10 @@ class StreamSettings:
     Attributes
     ----------
     model : str or None
-        The saved model the stream starts from (e.g. ``out/train/model``). None: the first
-        micro-batch with valid rows is fitted with the ``model:`` section's Params.
+        The saved model the stream starts from (e.g. ``out/train/model``), or a registered
+        version, ``models:/<name>@<alias>`` (``models:/blobs@champion``; needs the
+        ``mlflow`` section). None: the first micro-batch with valid rows is fitted with
+        the ``model:`` section's Params.
     trigger : str
         ``available_now`` (every row there now, in micro-batches, then stop: a scheduled
         job), ``once`` (one micro-batch), or an interval such as ``"30 seconds"`` (run
@@ -1461,6 +1463,9 @@ def _parse_stream_config(raw) -> StreamConfig:
     if "handleInvalid" in model:
         raise ConfigError("model.handleInvalid is set: the stream's is stream.handle_invalid")
     ml = _parse_mlflow(s.get("mlflow", None))
+    if settings.model and settings.model.startswith("models:/") and ml is None:
+        raise ConfigError(f"stream.model={settings.model!r} names a registered model: it "
+                          "needs an mlflow section (mlflow: {tracking_uri: ...})")
     if settings.register_every and ml is None:
         raise ConfigError(f"stream.register_every={settings.register_every} needs an mlflow "
                           "section (mlflow: {model_name: ...})")

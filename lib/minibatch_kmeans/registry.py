@@ -289,18 +289,11 @@ class SavedModel:
     def to_spark_model(self):
         """The :class:`~minibatch_kmeans.MiniBatchKMeansModel` (as ``load`` would return;
         reads nothing through Spark, so it works for a driver-local path on a cluster)."""
-        from .estimator import MiniBatchKMeansModel, _set_params_from_metadata
-        from .spark.features import FeatureSpec
+        from .estimator import MiniBatchKMeansModel
 
-        fs = self.feature_schema
-        spec = (FeatureSpec(fs["kind"], tuple(fs["columns"]), int(fs["numFeatures"]))
-                if fs else None)
-        model = MiniBatchKMeansModel(self.centers, self.weight_sums, spec,
-                                     self.metadata.get("inputSchema"))
-        model._training_info = self.metadata.get("trainingSummary")
-        model._resetUid(self.metadata["uid"])
-        _set_params_from_metadata(model, self.metadata)
-        return model
+        return MiniBatchKMeansModel._from_dict({"metadata": self.metadata,
+                                                "centers": self.centers,
+                                                "weightSums": self.weight_sums})
 
     def feature_matrix(self, frame: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
         """The features of a pandas frame as float64 ``(n, d)`` and a mask of invalid rows

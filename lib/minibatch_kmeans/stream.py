@@ -363,6 +363,24 @@ def _trigger(trigger: str) -> Dict[str, Any]:
     return {"processingTime": trigger}
 
 
+def _load_start_model(cfg: StreamConfig) -> MiniBatchKMeansModel:
+    """``stream.model``: a saved model's path, or ``models:/<name>@<alias>`` in the
+    registry of the ``mlflow`` section."""
+    import re
+
+    m = re.fullmatch(r"models:/([^@]+)@([\w-]+)", cfg.stream.model)
+    if m is None:
+        return MiniBatchKMeansModel.load(cfg.stream.model)
+    from .outputs import registry_module
+
+    ml = cfg.mlflow
+    reg = registry_module().tracking(ml.tracking_uri, ml.experiment,
+                                     registry_uri=ml.registry_uri, root=ml.root)
+    mv, model = reg.load_spark_model(m.group(1), m.group(2))
+    logger.info("stream.model %s is version %s", cfg.stream.model, mv.version)
+    return model
+
+
 def _weighted(model: MiniBatchKMeansModel, how, path: str) -> MiniBatchKMeansModel:
     """The start model with the weights ``stream.initial_weight`` asks for."""
     if how == "model":
@@ -419,7 +437,7 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
                     state["batchId"], out.state, state.get("applied"))
     initial = None
     if state is None and st.model:
-        initial = _weighted(MiniBatchKMeansModel.load(st.model), st.initial_weight, st.model)
+        initial = _weighted(_load_start_model(cfg), st.initial_weight, st.model)
         logger.info("starting from the model at %s (k=%d, %d features, weights %s)", st.model,
                     len(initial.clusterCenters()), initial.numFeatures,
                     np.round(initial.weightSums, 3).tolist())
