@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -303,11 +304,8 @@ class BatchUpdater:
         return self._query_id
 
     def _register(self, model: MiniBatchKMeansModel, batch_id: int) -> str:
-        from .outputs import registry_module
-
         ml = self.cfg.mlflow
-        reg = registry_module().tracking(ml.tracking_uri, ml.experiment,
-                                         registry_uri=ml.registry_uri, root=ml.root)
+        reg = _registry(ml)
         tags = {"stream_state": self.cfg.output.state, "stream_batch_id": str(batch_id)}
         found = reg.find_versions(ml.model_name, tags)
         if found:  # a replay of a batch registered before the state was saved
@@ -317,6 +315,14 @@ class BatchUpdater:
         logger.info("registered %s version %s after micro-batch %d", ml.model_name,
                     mv.version, batch_id)
         return str(mv.version)
+
+
+def _registry(ml):
+    """The MLflow registry of an ``mlflow`` section."""
+    from .outputs import registry_module
+
+    return registry_module().tracking(ml.tracking_uri, ml.experiment,
+                                      registry_uri=ml.registry_uri, root=ml.root)
 
 
 def _now():
@@ -366,17 +372,10 @@ def _trigger(trigger: str) -> Dict[str, Any]:
 def _load_start_model(cfg: StreamConfig) -> MiniBatchKMeansModel:
     """``stream.model``: a saved model's path, or ``models:/<name>@<alias>`` in the
     registry of the ``mlflow`` section."""
-    import re
-
     m = re.fullmatch(r"models:/([^@]+)@([\w-]+)", cfg.stream.model)
     if m is None:
         return MiniBatchKMeansModel.load(cfg.stream.model)
-    from .outputs import registry_module
-
-    ml = cfg.mlflow
-    reg = registry_module().tracking(ml.tracking_uri, ml.experiment,
-                                     registry_uri=ml.registry_uri, root=ml.root)
-    mv, model = reg.load_spark_model(m.group(1), m.group(2))
+    mv, model = _registry(cfg.mlflow).load_spark_model(m.group(1), m.group(2))
     logger.info("stream.model %s is version %s", cfg.stream.model, mv.version)
     return model
 
@@ -467,8 +466,6 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
 def _remote_error(e: Exception) -> Optional[MiniBatchKMeansError]:
     """Our error raised in a foreachBatch process of its own (Spark Connect), rebuilt from
     the traceback text the query's exception carries; None for anything else."""
-    import re
-
     from . import errors
 
     m = re.search(r"^minibatch_kmeans\.errors\.(\w+): (.+)$", str(e), flags=re.M)
