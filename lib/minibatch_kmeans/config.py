@@ -85,6 +85,11 @@ class SparkConfig:
         conf = ", ".join(f"{k!r}: {redact(k, v)!r}" for k, v in self.conf.items())
         return f"SparkConfig(app_name={self.app_name!r}, master={self.master!r}, conf={{{conf}}})"
 
+    def describe(self) -> str:
+        """The jobs' log line for this section, secrets redacted."""
+        return (f"spark: app_name={self.app_name}, master={self.master or '(session)'}"
+                + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.conf.items())))
+
 
 @dataclass(frozen=True)
 class InputConfig:
@@ -264,8 +269,7 @@ class Config:
                  else f"featuresCol {self.input.features_col!r}")
         model = ", ".join(f"{k}={_short(v)}" for k, v in self.model.items()) or "defaults"
         return [
-            f"spark: app_name={self.spark.app_name}, master={self.spark.master or '(session)'}"
-            + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.spark.conf.items())),
+            self.spark.describe(),
             f"input: {self.input.format} {self.input.describe()}, {feats}"
             + (f", weightCol {self.input.weight_col!r}" if self.input.weight_col else ""),
             f"model: {model}",
@@ -996,8 +1000,7 @@ class ScoreConfig:
 
     def describe(self) -> List[str]:
         return [
-            f"spark: app_name={self.spark.app_name}, master={self.spark.master or '(session)'}"
-            + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.spark.conf.items())),
+            self.spark.describe(),
             f"input: {self.input.format} {self.input.describe()}",
             f"model: {self.scoring.model}; ids {list(self.scoring.id_columns)}",
             f"output: {self.output.format} predictions {self.output.predictions}, "
@@ -1146,8 +1149,7 @@ class MonitorConfig:
         m = self.monitor
         model = ", ".join(f"{k}={_short(v)}" for k, v in self.model.items()) or "defaults"
         return [
-            f"spark: app_name={self.spark.app_name}, master={self.spark.master or '(session)'}"
-            + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.spark.conf.items())),
+            self.spark.describe(),
             f"input: {self.input.format} {self.input.describe()}"
             + (f" where {m.where}" if m.where else ""),
             f"mlflow: {self.mlflow.tracking_uri or '(local sqlite)'}, model "
@@ -1365,8 +1367,7 @@ class StreamConfig:
                   else f"decayFactor {1.0 if st.decay_factor is None else st.decay_factor}"
                   + (" per row" if st.time_unit == "rows" else ""))
         return [
-            f"spark: app_name={self.spark.app_name}, master={self.spark.master or '(session)'}"
-            + "".join(f", {k}={redact(k, v)}" for k, v in sorted(self.spark.conf.items())),
+            self.spark.describe(),
             f"input: {self.input.format} stream {self.input.describe()}",
             f"model: {start}",
             f"stream: trigger {st.trigger}, {forget}, reseedRatio {st.reseed_ratio}, "

@@ -184,12 +184,16 @@ class BatchUpdater:
     def _store(self, spark):
         return open_store(self.cfg.output.state, spark, STATE)
 
+    def use(self, state: Optional[dict]) -> None:
+        """Take ``state`` (a saved state document, or None) as the current one."""
+        self._state = state
+        self._model = (MiniBatchKMeansModel._from_dict(state["model"])
+                       if state and state.get("model") else None)
+
     def current(self, spark: SparkSession):
         """(state, model) after the last applied micro-batch; (None, initial) before any."""
         if self._state is None:
-            self._state = self._store(spark).load_latest()
-            self._model = (MiniBatchKMeansModel._from_dict(self._state["model"])
-                           if self._state and self._state.get("model") else None)
+            self.use(self._store(spark).load_latest())
         return self._state, (self._model if self._state else self.initial)
 
     # -- one micro-batch ---------------------------------------------------------------
@@ -209,10 +213,10 @@ class BatchUpdater:
             df.unpersist()
         applied = row["applied"]
         registered = None
-        if applied and self.cfg.stream.register_every:
-            count = int((state or {}).get("applied", 0)) + 1
-            if count % self.cfg.stream.register_every == 0:
-                registered = self._register(model, batch_id)
+        count = int((state or {}).get("applied", 0)) + int(applied)
+        every = self.cfg.stream.register_every
+        if applied and every and count % every == 0:
+            registered = self._register(model, batch_id)
         row.update(registered_version=registered, seconds=time.perf_counter() - t0)
         out = self.cfg.output
         if out.metrics:
@@ -220,7 +224,7 @@ class BatchUpdater:
                         out.metrics, batch_id)
         new_state = {
             "batchId": batch_id, "queryId": self._query(spark), "source": self.source,
-            "applied": int((state or {}).get("applied", 0)) + int(applied),
+            "applied": count,
             "model": None if model is None else model._to_dict(spark),
             "lastBatch": {k: v for k, v in row.items() if k != "processed_at"}}
         self._store(spark).save(new_state)
@@ -237,15 +241,9 @@ class BatchUpdater:
         metrics row and the model after it."""
         cfg, out, st = self.cfg, self.cfg.output, self.cfg.stream
         what = f"micro-batch {batch_id} of {self.source}"
-        if model is None:
-            estimator = MiniBatchKMeans(**cfg.estimator_params())
-            spec = resolve(df, estimator.getFeaturesCol(), estimator._input_cols(),
-                           estimator._weight_col())
-            cosine = estimator.getDistanceMeasure() == "cosine"
-        else:
-            spec = resolve(df, model.getFeaturesCol(), model._input_cols(),
-                           model._weight_col(), n_features=model.numFeatures)
-            cosine = model.getDistanceMeasure() == "cosine"
+        estimator = MiniBatchKMeans(**cfg.estimator_params()) if model is None else None
+        spec = _spec(df, model or estimator)
+        cosine = (model or estimator).getDistanceMeasure() == "cosine"
         quality = check_quality(df, spec, cfg.quality, cosine, what=what)
         row: Dict[str, Any] = dict(
             batch_id=batch_id, applied=False, reason=None, rows=quality.rows,
@@ -315,6 +313,14 @@ class BatchUpdater:
         logger.info("registered %s version %s after micro-batch %d", ml.model_name,
                     mv.version, batch_id)
         return str(mv.version)
+
+
+def _spec(df: DataFrame, params):
+    """Where ``df``'s features are for a model (its feature count checked) or, before the
+    first model, for the estimator that will fit it."""
+    n = params.numFeatures if isinstance(params, MiniBatchKMeansModel) else None
+    return resolve(df, params.getFeaturesCol(), params._input_cols(), params._weight_col(),
+                   n_features=n)
 
 
 def _registry(ml):
@@ -442,12 +448,12 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
                     np.round(initial.weightSums, 3).tolist())
     stream_df = read_stream(spark, cfg)
     updater = BatchUpdater(cfg, initial, source)
+    updater.use(state)  # not read again from the store
     _, model = updater.current(spark)
     if state is not None and model is not None and out.model:
         _sync_saved_model(model, out.model)
     if model is not None:  # columns checked before the first micro-batch
-        resolve(stream_df, model.getFeaturesCol(), model._input_cols(), model._weight_col(),
-                n_features=model.numFeatures)
+        _spec(stream_df, model)
         if model.featureSchema is not None:
             check_feature_schema(stream_df, model.featureSchema, None,
                                  what=f"stream {source}")
