@@ -43,6 +43,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -207,6 +208,27 @@ def _finite_metrics(metrics: Mapping[str, Any]) -> Dict[str, float]:
         if math.isfinite(number):
             out[key] = number
     return out
+
+
+#: Words of a unique-key conflict in the SQLite, PostgreSQL and MySQL stores' errors.
+_CONFLICT = ("unique constraint", "duplicate key", "duplicate entry", "integrityerror")
+
+
+def _set_alias(client: MlflowClient, name: str, alias: str, version: str,
+               attempts: int = 5) -> None:
+    """``set_registered_model_alias``, retried on a unique-key conflict: MLflow's SQL
+    store upserts the alias as a read then an insert, so two processes moving an alias
+    that no version holds yet both insert, and the loser fails. On retry the row exists
+    and the store updates it."""
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as e:
+            if attempt == attempts - 1 or not any(w in str(e).lower() for w in _CONFLICT):
+                raise
+            logger.info("%s: setting %r met a concurrent write; retrying", name, alias)
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _version_str(version: Any) -> str:
@@ -649,7 +671,7 @@ class Registry:
         self.client.set_model_version_tag(name, version, f"{alias}_since", _now())
         if reason:
             self.client.set_model_version_tag(name, version, f"{alias}_reason", reason)
-        self.client.set_registered_model_alias(name, alias, version)
+        _set_alias(self.client, name, alias, version)
         now = self.version_for(name, alias)
         if now is None or str(now.version) != version:
             logger.warning("%s: %r moved to version %s right after this promotion of "
@@ -673,7 +695,7 @@ class Registry:
                 f"cannot roll back {name} {alias!r}: version {current.version} holds it and "
                 "replaced no version (tag previous_" + alias + " is empty or missing)")
         now = _now()
-        self.client.set_registered_model_alias(name, alias, previous)
+        _set_alias(self.client, name, alias, previous)
         self.client.set_model_version_tag(name, current.version, f"rolled_back_from_{alias}",
                                           now + (f": {reason}" if reason else ""))
         self.client.set_model_version_tag(name, previous, f"restored_as_{alias}",
