@@ -34,13 +34,18 @@ def _labels_in_order(model, df, X):
     return labels
 
 
+# Random init can start in a local minimum that no later step leaves (two centers in one
+# blob, one across two): with the best of 10 runs it does on 2 of 8 seeds here, in the
+# step fit as in the pass fit. Seed 1 is one where it does not.
 @pytest.mark.parametrize("init", [
-    dict(initMode="k-means||"), dict(initMode="k-means++"), dict(initMode="random", initRuns=10),
+    dict(initMode="k-means||"), dict(initMode="k-means++"),
+    dict(initMode="random", initRuns=10, seed=1),
     dict(initMode="k-means||", initScope="table"), "given"])
 def test_well_separated_blobs_recovered(blob_data, init):
     X, y, C, df = blob_data
     kw = dict(initialCenters=(C + 0.5).tolist()) if init == "given" else init
-    model = MiniBatchKMeans(k=4, inputCols=cols(3), batchSize=300, seed=0, **kw).fit(df)
+    kw = {"seed": 0, **kw}
+    model = MiniBatchKMeans(k=4, inputCols=cols(3), batchSize=300, **kw).fit(df)
     labels = _labels_in_order(model, df, X)
     assert v_measure_score(y, labels) == pytest.approx(1.0)
     assert model.summary.k == 4 and sorted(model.summary.clusterSizes) == sorted(
@@ -166,7 +171,7 @@ def test_many_reassignments_do_not_crash(spark):
 
 def test_declared_convergence_reasons(blob_data):
     _, _, _, df = blob_data
-    kw = dict(k=4, inputCols=cols(3), batchSize=300, seed=4)
+    kw = dict(k=4, inputCols=cols(3), batchSize=300, seed=4, fitMode="step")
     by_tol = MiniBatchKMeans(tol=1e-2, maxNoImprovement=0, **kw).fit(df)
     assert by_tol.summary.stopReason == "tol"
     no_imp = MiniBatchKMeans(tol=0.0, maxNoImprovement=2, maxIter=50, **kw).fit(df)
@@ -180,6 +185,26 @@ def test_declared_convergence_reasons(blob_data):
     assert len(h) == full.summary.numSteps
     assert {"batch_inertia", "ewa", "center_shift", "seconds", "rows"} <= set(h[0])
     assert sum(r["rows"] for r in h) == full.summary.rowsSeen == 2 * 3000
+
+
+@pytest.mark.parametrize("mode", ["local", "pass"])
+def test_pass_fit_reports_its_passes(blob_data, mode):
+    X, _, _, df = blob_data
+    kw = dict(k=4, inputCols=cols(3), batchSize=300, seed=4, fitMode=mode)
+    m = MiniBatchKMeans(**kw).fit(df)
+    s = m.summary
+    assert s.fitMode == mode and s.stopReason in ("tol", "maxIter")
+    kinds = [r["kind"] for r in s.history]
+    assert kinds[0] == "epochs" and set(kinds[1:]) == {"exact"} and s.numPasses == len(kinds)
+    assert s.epochRows == 3000 and s.passesOverData == pytest.approx(len(kinds))
+    assert s.numTasks == (1 if mode == "local" else 2) and s.partitionDependent == (mode == "pass")
+    assert s.trainingCostExact and sum(s.clusterSizes) == 3000
+    np.testing.assert_allclose(s.trainingCost, sq_cost(X, np.array(m.clusterCenters())),
+                               rtol=1e-6)
+    # no exact pass asked for: one pass, and the cost is the last epoch's estimate
+    quick = MiniBatchKMeans(computeTrainingCost=False, **kw).fit(df)
+    assert quick.summary.numPasses == 1 and not quick.summary.trainingCostExact
+    assert quick.summary.clusterSizes is None
 
 
 def test_more_steps_never_score_worse(spark):
@@ -207,7 +232,8 @@ def test_init_size_rules(blob_data, spark):
 def test_batch_size_larger_than_table_is_clamped(blob_data):
     _, _, _, df = blob_data
     with pytest.warns(RuntimeWarning, match="batchSize=100000 is larger than the 3000"):
-        m = MiniBatchKMeans(k=4, inputCols=cols(3), batchSize=100000, maxIter=2).fit(df)
+        m = MiniBatchKMeans(k=4, inputCols=cols(3), batchSize=100000, maxIter=2,
+                            fitMode="step").fit(df)
     assert m.summary.batchSize == 3000 and m.summary.numBuckets == 1
 
 
@@ -263,14 +289,18 @@ def test_params_defaults_match_spark_kmeans():
     assert copy.getK() == 9 and est.getK() == 7
 
 
-def test_reproducible_with_seed(blob_data):
+@pytest.mark.parametrize("mode", ["step", "pass"])
+def test_reproducible_with_seed(blob_data, mode):
     _, _, _, df = blob_data
-    kw = dict(k=4, inputCols=cols(3), batchSize=300, seed=21)
+    kw = dict(k=4, inputCols=cols(3), batchSize=300, seed=21, fitMode=mode)
     a = MiniBatchKMeans(**kw).fit(df)
     b = MiniBatchKMeans(**kw).fit(df)
     np.testing.assert_array_equal(np.array(a.clusterCenters()), np.array(b.clusterCenters()))
     c = MiniBatchKMeans(**{**kw, "seed": 22}).fit(df)
-    assert [h["bucket"] for h in a.summary.history] != [h["bucket"] for h in c.summary.history]
+    if mode == "step":  # another seed visits the buckets in another order
+        assert [h["bucket"] for h in a.summary.history] != [h["bucket"] for h in c.summary.history]
+    else:  # ... or starts from other centers (and so ends at others, bit for bit)
+        assert not np.array_equal(np.array(a.clusterCenters()), np.array(c.clusterCenters()))
 
 
 def test_model_save_load_round_trip(tmp_path, blob_data):

@@ -635,7 +635,8 @@ def _parse_input(raw, features: bool = True) -> InputConfig:
 
 
 def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], Any]]:
-    from .spark.fit import DISTANCES, DTYPES, HANDLE_INVALID, INIT_MODES, INIT_SCOPES
+    from .spark.params import (DISTANCES, DTYPES, FIT_MODES, HANDLE_INVALID, INIT_MODES,
+                               INIT_SCOPES)
     from .spark.prepare import STORAGES
 
     n_cols = len(input_cols) if input_cols else None
@@ -650,7 +651,8 @@ def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], A
         "initRuns": lambda p, v, m: _int(
             p, v, 0, expected="an integer >= 0 (0: 3 runs for random init, else 1)"),
         "distanceMeasure": lambda p, v, m: _choice(p, v, DISTANCES),
-        "batchSize": lambda p, v, m: _int(p, v, 1),
+        "batchSize": lambda p, v, m: _int(p, v, 1, allow_none=True),
+        "fitMode": lambda p, v, m: _choice(p, v, FIT_MODES),
         "localSteps": lambda p, v, m: _int(p, v, 1),
         "initSize": lambda p, v, m: _int(p, v, 1, allow_none=True),
         "maxNoImprovement": lambda p, v, m: _int(

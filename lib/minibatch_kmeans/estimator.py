@@ -64,8 +64,18 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
                      "inertia (scikit-learn's n_init); 0 (default) means 3 for random and 1 "
                      "otherwise.", typeConverter=TypeConverters.toInt)
     batchSize = Param(Params._dummy(), "batchSize",
-                      "Approximate number of rows per mini-batch. Must be > 0.",
+                      "Approximate number of rows per mini-batch. Must be > 0. Unset "
+                      "(default): automatic, 4096 rows per step in each task (4 k when "
+                      "larger) for fitMode auto/local/pass, 10000 for fitMode step.",
                       typeConverter=TypeConverters.toInt)
+    fitMode = Param(Params._dummy(), "fitMode",
+                    'How the fit spends Spark jobs: "auto" (default: "local" for a small '
+                    'table, else "pass"), "local" (collect the valid rows and fit on the '
+                    'driver), "pass" (a few passes over the input: every task runs '
+                    "mini-batch epochs over its own rows and the driver merges them, then "
+                    'exact passes; depends on the partitioning) or "step" (a prepared copy '
+                    "and one Spark job per mini-batch; partition-independent).",
+                    typeConverter=TypeConverters.toString)
     localSteps = Param(Params._dummy(), "localSteps",
                        "Mini-batch steps per Spark job (default 1). With m > 1 each job reads "
                        "m batches and every task updates its own copy of the centers after "
@@ -132,7 +142,7 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
         super().__init__(*args)
         self._setDefault(k=2, maxIter=20, tol=1e-4, seed=DEFAULT_SEED, initMode="k-means||",
                          initSteps=2, initScope="sample", initRuns=0, distanceMeasure="euclidean",
-                         batchSize=10000, maxNoImprovement=10, reassignmentRatio=0.01,
+                         fitMode="auto", maxNoImprovement=10, reassignmentRatio=0.01,
                          handleInvalid="error", dtype="float32", computeTrainingCost=True,
                          prepareStorage="auto", localSteps=1, checkpointInterval=10)
 
@@ -151,8 +161,12 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
     def getInitRuns(self) -> int:
         return self.getOrDefault(self.initRuns)
 
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batchSize)
+    def getBatchSize(self) -> Optional[int]:
+        """The batch size set, or None (automatic)."""
+        return self.getOrDefault(self.batchSize) if self.isDefined(self.batchSize) else None
+
+    def getFitMode(self) -> str:
+        return self.getOrDefault(self.fitMode)
 
     def getLocalSteps(self) -> int:
         return self.getOrDefault(self.localSteps)
@@ -394,7 +408,7 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
                  initMode: str = "k-means||", initSteps: int = 2, initScope: str = "sample",
                  initRuns: int = 0, distanceMeasure: str = "euclidean",
                  weightCol: Optional[str] = None, inputCols: Optional[List[str]] = None,
-                 batchSize: int = 10000,
+                 batchSize: Optional[int] = None, fitMode: str = "auto",
                  initSize: Optional[int] = None, maxNoImprovement: int = 10,
                  reassignmentRatio: float = 0.01, handleInvalid: str = "error",
                  initialCenters: Optional[List[List[float]]] = None,
@@ -412,7 +426,7 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
                   initMode: str = "k-means||", initSteps: int = 2, initScope: str = "sample",
                   initRuns: int = 0, distanceMeasure: str = "euclidean",
                   weightCol: Optional[str] = None, inputCols: Optional[List[str]] = None,
-                 batchSize: int = 10000,
+                  batchSize: Optional[int] = None, fitMode: str = "auto",
                   initSize: Optional[int] = None, maxNoImprovement: int = 10,
                   reassignmentRatio: float = 0.01, handleInvalid: str = "error",
                   initialCenters: Optional[List[List[float]]] = None,
@@ -460,6 +474,9 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
     def setBatchSize(self, value: int) -> "MiniBatchKMeans":
         return self._set(batchSize=value)
 
+    def setFitMode(self, value: str) -> "MiniBatchKMeans":
+        return self._set(fitMode=value)
+
     def setLocalSteps(self, value: int) -> "MiniBatchKMeans":
         return self._set(localSteps=value)
 
@@ -504,7 +521,7 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
             init_mode=self.getInitMode(), init_steps=self.getInitSteps(),
             init_scope=self.getInitScope(), init_runs=self.getInitRuns(),
             distance=self.getDistanceMeasure(),
-            batch_size=self.getBatchSize(), local_steps=self.getLocalSteps(),
+            batch_size=self.getBatchSize(), fit_mode=self.getFitMode(), local_steps=self.getLocalSteps(),
             init_size=self.getInitSize(),
             max_no_improvement=no_imp or None, reassignment_ratio=self.getReassignmentRatio(),
             handle_invalid=self.getHandleInvalid(), initial_centers=self.getInitialCenters(),

@@ -130,7 +130,7 @@ def params(**kw):
     """6 buckets of about 100 rows, 2 epochs: 12 steps, and reassignments (a poor start
     and a high ratio), so the reassignment counter must resume too."""
     base = dict(k=3, batch_size=100, max_iter=2, seed=5, tol=0.0, max_no_improvement=None,
-                reassignment_ratio=0.3, checkpoint_interval=3)
+                reassignment_ratio=0.3, checkpoint_interval=3, fit_mode="step")
     base.update(kw)
     return FitParams(**base)
 
@@ -253,7 +253,7 @@ def test_another_fit_does_not_resume(data, tmp_path):
 def test_estimator_params(data, tmp_path):
     df, _, _ = data
     est = MiniBatchKMeans(k=3, inputCols=cols(2), batchSize=50, maxIter=1, seed=5,
-                          checkpointDir=str(tmp_path / "ck"), checkpointInterval=3)
+                          fitMode="step", checkpointDir=str(tmp_path / "ck"), checkpointInterval=3)
     assert (est.getCheckpointDir(), est.getCheckpointInterval()) == (str(tmp_path / "ck"), 3)
     model = est.fit(df)
     assert model.summary.checkpointDir == str(tmp_path / "ck")
@@ -265,7 +265,8 @@ def test_estimator_params(data, tmp_path):
         MiniBatchKMeans(checkpointInterval=0)._fit_params()
     with pytest.raises(InvalidParamError, match="checkpointDir=' '"):
         MiniBatchKMeans(checkpointDir=" ")._fit_params()
-    plain = MiniBatchKMeans(k=3, inputCols=cols(2), batchSize=50, maxIter=1, seed=5).fit(df)
+    plain = MiniBatchKMeans(k=3, inputCols=cols(2), batchSize=50, maxIter=1, seed=5,
+                            fitMode="step").fit(df)
     assert plain.summary.checkpointDir is None and plain.summary.resumedFromStep == 0
     np.testing.assert_array_equal(np.array(model.clusterCenters()),
                                   np.array(plain.clusterCenters()))

@@ -70,7 +70,8 @@ def test_same_seed_same_centers_on_1_and_4_partitions(spark, data):
         df = columns_df(spark, X, partitions=parts)
         assert df.rdd.getNumPartitions() == parts
         spec = resolve(df, "features", spec_cols)
-        params = FitParams(k=4, batch_size=200, max_iter=3, seed=7, init_mode="k-means++")
+        params = FitParams(k=4, batch_size=200, max_iter=3, seed=7, init_mode="k-means++",
+                           fit_mode="step")
         results.append(fit(df, spec, params))
     a, b = results
     assert a.summary["numSteps"] == b.summary["numSteps"]
@@ -180,7 +181,7 @@ def test_disk_layout_fits_the_same_centers_as_the_cache(spark, tmp_path):
     df = columns_df(spark, X, weights=w, partitions=3)
     spec = resolve(df, "features", cols(3), "w")
     params = dict(k=4, batch_size=100, max_iter=2, seed=5, handle_invalid="skip",
-                  reassignment_ratio=0.3)
+                  reassignment_ratio=0.3, fit_mode="step")
     memory = fit(df, spec, FitParams(prepare_storage="memory", **params))
     disk = fit(df, spec, FitParams(prepare_storage="disk", scratch_dir=str(tmp_path),
                                    **params))
@@ -297,7 +298,8 @@ def test_local_steps_across_partitions_keep_the_quality_of_plain_steps(spark):
     spec = resolve(df, "features", cols(4))
     costs = {}
     for m in (1, 5):
-        params = FitParams(k=6, batch_size=100, local_steps=m, max_iter=3, seed=2)
+        params = FitParams(k=6, batch_size=100, local_steps=m, max_iter=3, seed=2,
+                           fit_mode="step")
         r = fit(df, spec, params)
         assert r.summary["localSteps"] == m
         costs[m] = r.summary["trainingCost"]

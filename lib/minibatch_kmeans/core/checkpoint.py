@@ -161,7 +161,9 @@ def from_json(text: str, source: str = "the checkpoint") -> Checkpoint:
 
 def _fields(cls, values: dict, where: str) -> dict:
     names = {f.name for f in dataclasses.fields(cls)}
-    if not isinstance(values, dict) or set(values) != names:
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not isinstance(values, dict) or not required <= set(values) <= names:
         got = sorted(values) if isinstance(values, dict) else type(values).__name__
         raise ValueError(f"{where} has fields {got}, expected {sorted(names)}")
     return values

@@ -195,6 +195,9 @@ class StepRecord:
     center_shift: float  # sum over centers of squared shift in this step
     reassigned: int
     seconds: float
+    #: "step" (one mini-batch step), or in the pass fit "epochs" (a pass of mini-batch
+    #: epochs in every task) and "exact" (a pass assigning every row to fixed centers)
+    kind: str = "step"
 
     def as_dict(self):
         return dict(self.__dict__)

@@ -174,19 +174,7 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
     block_rows : int
         Rows per block on disk, about: the batch size, so a step reads one to three files.
     """
-    names = feature_names(spec.n_features)
-    # Two projections: validity and the key are computed once per row, not per column.
-    staged = df.select(spec.valid_expr(cosine).alias("_valid"),
-                       *[x.alias(n) for x, n in zip(spec.feature_exprs(), names)],
-                       *([spec.weight_expr().alias("weight")] if spec.weight_col else []))
-    key = F.xxhash64(F.lit(int(seed)), *[F.col(n) for n in names])  # weights never move batches
-    valid = F.col("_valid")
-    cols = [F.when(valid, F.pmod(key, F.lit(N_SLOTS)).cast("int")).otherwise(-1).alias("slot"),
-            key.alias("key")]
-    cols += [F.when(valid, F.col(n).cast(dtype_name(dtype))).alias(n) for n in names]
-    if spec.weight_col is not None:
-        cols.append(F.when(valid, F.col("weight")).alias("weight"))
-    rows = staged.select(*cols)
+    rows = prepared_rows(df, spec, seed, dtype, cosine)
     if storage not in STORAGES:
         raise InvalidParamError(f"prepareStorage={storage!r} is invalid: expected one of "
                                 f"{list(STORAGES)}")
@@ -215,17 +203,40 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
                     **layout)
 
 
-def _counts(weighted: bool):
-    """Valid rows, invalid rows, the valid rows' weight and the XOR of their keys, as
-    aggregate columns."""
+def prepared_rows(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
+                  cosine: bool = False) -> DataFrame:
+    """``df`` projected to the prepared columns, lazily (nothing is cached): ``slot``
+    (-1 for an invalid row), ``key``, ``f0`` ... ``f{d-1}`` in the compute dtype (null
+    for an invalid row) and, with a weight column, ``weight``."""
+    names = feature_names(spec.n_features)
+    # Two projections: validity and the key are computed once per row, not per column.
+    staged = df.select(spec.valid_expr(cosine).alias("_valid"),
+                       *[x.alias(n) for x, n in zip(spec.feature_exprs(), names)],
+                       *([spec.weight_expr().alias("weight")] if spec.weight_col else []))
+    key = F.xxhash64(F.lit(int(seed)), *[F.col(n) for n in names])  # weights never move batches
+    valid = F.col("_valid")
+    cols = [F.when(valid, F.pmod(key, F.lit(N_SLOTS)).cast("int")).otherwise(-1).alias("slot"),
+            key.alias("key")]
+    cols += [F.when(valid, F.col(n).cast(dtype_name(dtype))).alias(n) for n in names]
+    if spec.weight_col is not None:
+        cols.append(F.when(valid, F.col("weight")).alias("weight"))
+    return staged.select(*cols)
+
+
+def count_columns(weighted: bool, content_hash: bool = True):
+    """Valid rows, invalid rows, the valid rows' weight and (``content_hash``) the XOR of
+    their keys, as aggregate columns."""
     ok = F.col("slot") >= 0
     weight = F.col("weight") if weighted else F.lit(1.0)
-    return [F.count(F.when(ok, 1)).alias("n"), F.count(F.when(~ok, 1)).alias("bad"),
-            F.sum(F.when(ok, weight)).alias("w"), F.bit_xor(F.when(ok, F.col("key"))).alias("h")]
+    cols = [F.count(F.when(ok, 1)).alias("n"), F.count(F.when(~ok, 1)).alias("bad"),
+            F.sum(F.when(ok, weight)).alias("w")]
+    if content_hash:
+        cols.append(F.bit_xor(F.when(ok, F.col("key"))).alias("h"))
+    return cols
 
 
 def _cache(rows: DataFrame, storage_level: StorageLevel):
-    """Cache in memory: (cached DataFrame, its counts as :func:`_counts` names them)."""
+    """Cache in memory: (cached DataFrame, its counts as :func:`count_columns` names them)."""
     # One cached partition per task slot, however many the input has: a step runs one
     # task per cached partition, so the step time must not grow with the input's size.
     # coalesce merges partitions without a shuffle.
@@ -240,7 +251,7 @@ def _cache(rows: DataFrame, storage_level: StorageLevel):
     with temporary_conf(spark, {"spark.sql.inMemoryColumnarStorage.compressed": "false"}):
         cached = (rows.coalesce(default_parallelism(spark))
                   .sortWithinPartitions("slot").persist(storage_level))
-        counts = cached.agg(*_counts("weight" in rows.columns)).first()
+        counts = cached.agg(*count_columns("weight" in rows.columns)).first()
     return cached, counts
 
 
@@ -248,7 +259,7 @@ def _write_blocks(rows: DataFrame, path: str, n_input: int, bytes_per_row: int,
                   block_rows: int):
     """Write ``rows`` to ``path`` partitioned by block (``slot >> shift``), one file per
     block sorted by slot, counting them on the way: (the table, its counts as
-    :func:`_counts` names them, the block shift). Invalid rows go to block -1."""
+    :func:`count_columns` names them, the block shift). Invalid rows go to block -1."""
     spark = rows.sparkSession
     blocks_log2 = min(12, max(0, round(math.log2(max(n_input, 1) / max(block_rows, 1)))))
     shift = SLOT_BITS - blocks_log2
@@ -261,7 +272,7 @@ def _write_blocks(rows: DataFrame, path: str, n_input: int, bytes_per_row: int,
     blocks = rows.withColumn("block", F.when(slot >= 0, F.shiftright(slot, shift))
                              .otherwise(F.lit(-1)))
     obs = Observation("prepare")
-    (blocks.observe(obs, *_counts("weight" in rows.columns))
+    (blocks.observe(obs, *count_columns("weight" in rows.columns))
      .repartitionById(1 << tasks_log2, F.shiftright(F.col("block"), blocks_log2 - tasks_log2))
      .sortWithinPartitions("block", "slot")
      .write.partitionBy("block").option("compression", "none").parquet(path))
@@ -307,6 +318,22 @@ def plan_bytes(df: DataFrame) -> Optional[int]:
         value = df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
         return int(value if isinstance(value, int) else value.toString())  # a Scala BigInt
     except Exception:  # noqa: BLE001 - only an estimate: without it, count
+        return None
+
+
+def plan_rows(df: DataFrame) -> Optional[int]:
+    """Spark's row count estimate of ``df``'s optimized plan without running a job (exact
+    for a materialised cache or a table with statistics); None on Spark Connect or when
+    Spark has none."""
+    if is_connect(df.sparkSession):
+        return None
+    try:
+        rows = df._jdf.queryExecution().optimizedPlan().stats().rowCount()
+        if rows.isEmpty():
+            return None
+        value = rows.get()
+        return int(value if isinstance(value, int) else value.toString())
+    except Exception:  # noqa: BLE001 - only an estimate
         return None
 
 

@@ -1,0 +1,296 @@
+"""The pass fit's core (NumPy only): mini-batch epochs over the rows one task holds, and
+the driver loop that turns passes over the data into centers.
+
+A fit of this kind costs a few passes over the table, however large it is:
+
+1. an *epochs* pass: every task runs mini-batch epochs over its own rows
+   (:func:`minibatch_epochs`), the driver merges the tasks by weight, then re-seeds
+   centers left (nearly) empty;
+2. *exact* passes: every row is assigned to the current centers, which gives the exact
+   cost and cluster sizes of those centers, and the Lloyd step they would take. When that
+   step would lower the cost by less than ``tol`` (relative), the fit stops and returns
+   these centers with their exact cost; otherwise it takes the step and passes again, up
+   to a limit (:func:`run_passes`).
+
+A pass (:mod:`minibatch_kmeans.spark.passes`) hands each Spark task its partition's rows;
+the task runs scikit-learn's ``MiniBatchKMeans`` loop over them, Sculley's per-center
+learning rate from the weights the fit has accumulated so far, batches drawn in a random
+order per epoch, stopping early on the smoothed batch inertia or the center shift
+(:class:`~minibatch_kmeans.core.minibatch.Convergence`), and returns what it added: the
+weighted sums of every row it assigned, and their weights.
+
+The update is a running mean per center, so ``C W + S_1 + ... + S_t = C_t W_t`` for the
+task's own moves, and the driver merges the tasks exactly as if their rows had been
+visited one task after the other, each starting from the pass's centers:
+``C = (C_in W_in + sum_t S_t) / (W_in + sum_t w_t)``. On one partition this *is*
+scikit-learn's loop (Euclidean distance), random reassignment of low-count centers
+included; a reassignment makes the merge a weighted mean of the tasks' centers rather
+than an exact replay.
+
+Where it departs from scikit-learn: under cosine distance the running mean is kept
+unnormalised and the centers are normalised only to assign rows (spherical k-means);
+batches are contiguous runs of a per-epoch random permutation (as scikit-learn draws
+``batch_size`` random indices per step, but without replacement within an epoch).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+from . import rng as rng_mod
+from .kernels import BatchStats, _assign_stats, row_norms_sq
+from .minibatch import (STOP_MAX_ITER, STOP_TOL, Convergence, MiniBatchState, StepRecord,
+                        minibatch_update, reassign_low_count)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochsResult:
+    """What one task's epochs add to the fit.
+
+    Attributes
+    ----------
+    stats : BatchStats
+        What the task adds to the running means, ``sums = W' C' - W C`` and
+        ``weights = W' - W`` (without reassignment: the sums and weights of every
+        assignment made, a row counting once per epoch); ``inertia``, ``n_rows`` and
+        ``counts`` of the last epoch run.
+    epochs : int
+        Epochs run (the last one possibly cut short by early stopping).
+    steps : int
+        Mini-batch steps run.
+    stop_reason : str
+        ``"maxIter"``, ``"tol"`` or ``"maxNoImprovement"``.
+    ewa : float or None
+        The smoothed batch inertia (per unit weight) when the task stopped.
+    rows : int
+        Rows the task held.
+    """
+
+    stats: BatchStats
+    epochs: int
+    steps: int
+    stop_reason: str
+    ewa: Optional[float]
+    rows: int = 0
+
+
+def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray,
+                     batch_size: int, max_epochs: int, order_salt, *,
+                     keys: Optional[np.ndarray] = None, sample_weight=None, tol: float = 0.0,
+                     max_no_improvement: Optional[int] = 10, spherical: bool = False,
+                     reassignment_ratio: float = 0.0) -> EpochsResult:
+    """Run up to ``max_epochs`` epochs of mini-batch steps over X; nothing is mutated.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        The rows, in the compute dtype (unit rows under cosine distance).
+    centers : ndarray of shape (k, n_features)
+        Centers at the start (unnormalised running means under cosine distance).
+    weight_sums : ndarray of shape (k,)
+        Weight the fit has accumulated per center so far (the learning rates).
+    batch_size : int
+    max_epochs : int
+        At least 1.
+    order_salt : int
+        Salt of the visiting order; with ``keys`` each row's place depends only on its key,
+        so the order does not depend on how the rows arrived.
+    keys : ndarray of shape (n_rows,), optional
+        Per-row 64-bit keys; without them the order is a permutation seeded by the salt.
+    sample_weight : ndarray of shape (n_rows,), optional
+    tol : float
+        Absolute tolerance on one step's squared center shift (0 disables).
+    max_no_improvement : int or None
+        Steps without a new minimum of the smoothed batch inertia before stopping.
+    spherical : bool
+        Normalise the centers for assignment (cosine distance).
+    reassignment_ratio : float
+        scikit-learn's random reassignment (0 disables): every ``10 k`` rows, centers
+        lighter than this fraction of the heaviest move to rows of the current batch.
+
+    Returns
+    -------
+    EpochsResult
+    """
+    n, d = X.shape
+    k = centers.shape[0]
+    dtype = X.dtype
+    C0 = np.asarray(centers, dtype=np.float64)
+    W0 = np.asarray(weight_sums, dtype=np.float64)
+    C, W = C0, W0
+    last = BatchStats.empty(k, d)
+    conv = Convergence(n_samples=float(n), batch_size=batch_size, tol=tol,
+                       max_no_improvement=max_no_improvement)
+    steps = epochs = since_reassign = 0
+    reason = "maxIter"
+    if n == 0:
+        return EpochsResult(last, 0, 0, reason, None, 0)
+    batch_size = max(1, min(int(batch_size), n))
+    for epoch in range(max_epochs):
+        salt = rng_mod.salt(int(order_salt), epoch)
+        if keys is not None:
+            order = np.argsort(rng_mod.keyed_uint64(keys, salt), kind="stable")
+        else:
+            order = np.random.default_rng(int(salt)).permutation(n)
+        epochs += 1
+        last = BatchStats.empty(k, d)
+        stop = None
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            Cj = C
+            if spherical:
+                norms = np.sqrt(row_norms_sq(C))
+                Cj = C / np.where(norms > 0, norms, 1.0)[:, None]
+            Cj = np.ascontiguousarray(Cj, dtype=dtype)
+            w = None if sample_weight is None else sample_weight[idx]
+            part = _assign_stats(X[idx], Cj, row_norms_sq(Cj), w)
+            new_C, W = minibatch_update(C, W, part.sums, part.weights)
+            # scikit-learn's _random_reassign: every 10 k rows, or when a center is empty,
+            # centers below reassignment_ratio x the heaviest move to random batch rows.
+            since_reassign += len(idx)
+            if reassignment_ratio > 0 and ((W == 0).any() or since_reassign >= 10 * k):
+                since_reassign = 0
+                new_C, W, _ = reassign_low_count(new_C, W, reassignment_ratio,
+                                                 X[idx].astype(np.float64), len(idx))
+            shift = float(((new_C - C) ** 2).sum())
+            C = new_C
+            steps += 1
+            last = last.merge(part)
+            bw = part.weight_total
+            stop = conv.update(part.inertia / bw if bw > 0 else 0.0, shift)
+            if stop is not None:
+                break
+        if stop is not None:
+            reason = stop
+            break
+    # What the task adds, as a running mean: W' C' = W C + sums, W' = W + weights. Without
+    # a reassignment these are the sums and weights of every assignment it made.
+    last.sums, last.weights = W[:, None] * C - W0[:, None] * C0, W - W0
+    return EpochsResult(last, epochs, steps, reason, conv.ewa, n)
+
+
+def merge_epochs(results: List[EpochsResult], max_candidates: Optional[int] = None
+                 ) -> Tuple[BatchStats, dict]:
+    """The tasks' results of one epochs pass: their statistics added (canonical order, so
+    the same results in any order give the same bits) and a summary of what they ran."""
+    if not results:
+        raise ValueError("no task results to merge")
+    k, d = results[0].stats.sums.shape
+    order = sorted(range(len(results)),
+                   key=lambda i: (results[i].stats.n_rows, results[i].stats.inertia))
+    total = BatchStats.empty(k, d)
+    for i in order:
+        total = total.merge(results[i].stats, max_candidates)
+    reasons = {}
+    for r in results:
+        reasons[r.stop_reason] = reasons.get(r.stop_reason, 0) + 1
+    info = {"tasks": len(results), "rows": sum(r.rows for r in results),
+            "epochs": max(r.epochs for r in results),
+            "steps": sum(r.steps for r in results), "taskStopReasons": reasons}
+    return total, info
+
+
+def lloyd_step(centers: np.ndarray, exact: BatchStats, spherical: bool = False):
+    """The centers one Lloyd step moves to (every center with rows to the mean of its rows;
+    unit length under cosine distance) and the cost decrease it guarantees, ``sum_c w_c
+    |mean_c - c|^2`` (for the same assignment: the next assignment can only lower it more;
+    under cosine distance a bound of the same kind in half squared Euclidean units)."""
+    C = np.asarray(centers, dtype=np.float64)
+    w = exact.weights
+    hit = w > 0
+    new = C.copy()
+    new[hit] = exact.sums[hit] / w[hit, None]
+    if spherical:
+        norms = np.linalg.norm(new, axis=1, keepdims=True)
+        new = np.where(norms > 0, new / np.where(norms > 0, norms, 1.0), C)
+    gain = float(np.sum(w[hit] * np.sum((new[hit] - C[hit]) ** 2, axis=1)))
+    return new, gain
+
+
+EpochsPass = Callable[[np.ndarray, np.ndarray, int], Tuple[BatchStats, dict]]
+"""epochs_pass(centers, weight_sums, n_candidates) -> (merged stats, info of merge_epochs)."""
+ExactPass = Callable[[np.ndarray], BatchStats]
+"""exact_pass(centers) -> BatchStats of every row under these centers."""
+
+
+@dataclass
+class PassesOutcome:
+    """How :func:`run_passes` ended: the stop reason, the exact statistics of the final
+    centers (None when the fit ran no exact pass), and the epochs pass's summary."""
+
+    reason: str
+    exact: Optional[BatchStats]
+    epochs_info: dict
+
+
+def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: ExactPass, *,
+               max_passes: int, tol: float, n_candidates: int, exact_passes: bool = True,
+               on_pass: Optional[Callable[[StepRecord], None]] = None,
+               should_stop: Optional[Callable[[], bool]] = None,
+               epochs_info: Optional[dict] = None) -> PassesOutcome:
+    """Run passes from ``state.step`` (passes already done) on; mutates ``state``.
+
+    Pass 1 is the epochs pass, passes 2 to ``max_passes`` are exact passes (none when
+    ``exact_passes`` is false). After an exact pass whose Lloyd step would lower the cost
+    by at most ``tol`` times the cost, or after the last pass allowed, the fit stops with
+    the centers that pass measured (reason ``"tol"`` or ``"maxIter"``); otherwise the
+    centers take the Lloyd step. ``should_stop()`` is asked before every pass.
+    """
+    info = dict(epochs_info or {})
+    exact = None
+    while True:
+        if should_stop is not None and should_stop():
+            return PassesOutcome("interrupted", None, info)
+        t0 = time.perf_counter()
+        old = state.centers
+        if state.step == 0:
+            stats, info = epochs_pass(state.centers, state.weight_sums, n_candidates)
+            new, W = minibatch_update(old, state.weight_sums, stats.sums, stats.weights)
+            n_re = 0
+            if state.reassignment_ratio > 0 and stats.n_rows:
+                new, W, n_re = reassign_low_count(
+                    new, W, state.reassignment_ratio,
+                    stats.cand_rows if stats.cand_rows is not None
+                    else np.empty((0, new.shape[1])), stats.n_rows)
+            if state.spherical:
+                norms = np.linalg.norm(new, axis=1, keepdims=True)
+                new = np.where(norms > 0, new / np.where(norms > 0, norms, 1.0), new)
+            state.centers, state.weight_sums = new, W
+            state.rows_seen += int(round(stats.weight_total)) if stats.n_rows else 0
+            rows, per_w, kind = stats.n_rows, _per_weight(stats), "epochs"
+            gain = None
+        else:
+            exact = exact_pass(state.centers)
+            new, gain = lloyd_step(old, exact, state.spherical)
+            rows, per_w, kind, n_re = exact.n_rows, _per_weight(exact), "exact", 0
+        state.step += 1
+        rec = StepRecord(state.step, int(info.get("epochs", 0)), -1, int(rows), per_w, None,
+                         float(((state.centers - old) ** 2).sum()), n_re,
+                         time.perf_counter() - t0, kind)
+        reason = None
+        if kind == "exact":
+            converged = gain <= tol * max(exact.inertia, 0.0)
+            if converged or state.step >= max_passes:
+                reason = STOP_TOL if converged else STOP_MAX_ITER
+            else:
+                rec.center_shift = float(((new - old) ** 2).sum())
+                state.centers = new
+                exact = None
+        elif not exact_passes or state.step >= max_passes:
+            reason = STOP_MAX_ITER
+        state.history.append(rec)
+        if on_pass is not None:
+            on_pass(rec)
+        if reason is not None:
+            return PassesOutcome(reason, exact, info)
+
+
+def _per_weight(stats: BatchStats) -> float:
+    w = stats.weight_total
+    return stats.inertia / w if w > 0 else 0.0

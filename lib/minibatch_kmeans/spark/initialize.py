@@ -1,0 +1,209 @@
+"""Initialisation on the driver: the init sample (a JVM-side filter on each row's hash,
+so only sampled rows leave the JVM), k-means++, random or k-means|| on it (or k-means||
+over the whole table, as MLlib), and the state a fit starts from."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import functions as F
+
+from ..core import init as init_mod
+from ..core import rng as rng_mod
+from ..core.kernels import BatchStats, batch_stats
+from ..core.minibatch import Convergence, MiniBatchState
+from ..errors import InvalidInputError
+from .params import FitParams, check_initial_centers
+from .prepare import N_SLOTS, Prepared, count_columns, feature_names
+from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, normalize_rows,
+                   sample_function, sample_table_to_numpy, stats_function, table_to_stats)
+
+logger = logging.getLogger(__name__)
+
+
+class Initializer:
+    """Spark jobs over a prepared (or projected) table and the initialisation built on
+    them; :class:`~minibatch_kmeans.spark.fit.SparkMiniBatch` adds the per-step loop."""
+
+    def __init__(self, prepared: Prepared, params: FitParams):
+        self.p = params
+        self.data = prepared
+        self.d = prepared.spec.n_features
+        self.timings = {}
+        self.local_steps = 1
+        self.state: Optional[MiniBatchState] = None
+
+    # -- one Spark job each ---------------------------------------------------------
+    def stats(self, df, centers, n_candidates=0, salt_value=0) -> BatchStats:
+        fn = stats_function(centers, self.p.np_dtype, n_candidates, salt_value,
+                            self.p.spherical)
+        return self.run_stats(df, fn, centers.shape[0], n_candidates)
+
+    def run_stats(self, df, fn, k, n_candidates=0) -> BatchStats:
+        """The merged partials of a stats function (``STATS_SCHEMA``) run over ``df``."""
+        table = df.mapInArrow(fn, STATS_SCHEMA).toArrow()
+        return table_to_stats(table, k, self.d, n_candidates or None)
+
+    def collect_rows(self, df):
+        """(keys, rows float64, weights or None) of a small DataFrame, sorted by key."""
+        return self.rows_from_table(df.toArrow())
+
+    def count_and_collect(self, rows, lo: int, hi: int, content_hash: bool):
+        """One JVM job over the prepared ``rows`` (:func:`prepare.prepared_rows`): their
+        counts (:func:`prepare.count_columns`) and the valid rows of slots [lo, hi) as
+        :meth:`collect_rows` returns them. The rows travel in one aggregate (a list of
+        structs), so the job works the same on Spark Connect."""
+        slot = F.col("slot")
+        weighted = "weight" in rows.columns
+        fields = ["key"] + feature_names(self.d) + (["weight"] if weighted else [])
+        picked = F.collect_list(F.when((slot >= lo) & (slot < hi), F.struct(*fields)))
+        table = rows.agg(*count_columns(weighted, content_hash), picked.alias("rows")).toArrow()
+        counts = {name: table.column(name)[0].as_py() for name in table.column_names
+                  if name != "rows"}
+        listed = table.column("rows").combine_chunks()
+        picked_rows = pa.Table.from_batches([pa.RecordBatch.from_struct_array(
+            listed.flatten())]) if len(listed.flatten()) else \
+            pa.table({f: pa.array([], pa.float64()) for f in fields})
+        return counts, self.rows_from_table(picked_rows)
+
+    def rows_from_table(self, table):
+        """:meth:`collect_rows` of an Arrow table with ``key``, ``f0`` ... and ``weight``."""
+        if table.num_rows == 0:
+            return np.empty(0, np.int64), np.empty((0, self.d)), None
+        keys = table.column("key").to_numpy()
+        order = np.argsort(keys, kind="stable")
+        X = feature_matrix(table, self.d, np.float64)[order]
+        if self.p.spherical:
+            X = normalize_rows(X)
+        w = None
+        if "weight" in table.column_names:
+            w = table.column("weight").to_numpy().astype(np.float64)[order]
+        return keys[order], X, w
+
+    # -- initialisation ---------------------------------------------------------------
+    def init_sample(self, size: int):
+        """``size`` rows drawn at random (by key) from the prepared table, on the driver."""
+        n = self.data.n_rows
+        hi = min(N_SLOTS, int(math.ceil(N_SLOTS * 1.2 * size / max(n, 1))) + 1)
+        while True:
+            keys, X, w = self.collect_rows(self.data.slots(0, hi))
+            if len(keys) >= size or hi >= N_SLOTS:
+                break
+            hi = min(N_SLOTS, hi * 2)
+        return self.draw(keys, X, w, size, hi >= N_SLOTS)
+
+    def draw(self, keys, X, w, size: int, whole: bool):
+        """The ``size`` rows of a collected slot range that the init takes (the smallest
+        per-row random keys): (keys, X, w, whole) as :meth:`init_sample`."""
+        order = np.argsort(rng_mod.keyed_uint64(keys, rng_mod.salt(self.p.seed, rng_mod.INIT)),
+                           kind="stable")[:size]
+        return keys[order], X[order], (None if w is None else w[order]), whole
+
+    def ensure_distinct(self, X, w, whole_table):
+        """Raise when the table has fewer than k distinct rows; enlarge the sample when
+        only the sample is short of them."""
+        k = self.p.k
+        wpos = np.ones(len(X), bool) if w is None else w > 0
+        distinct = np.unique(X[wpos], axis=0).shape[0]
+        if distinct >= k:
+            return X, w
+        if not whole_table:
+            valid = self.data.valid()
+            feats = self.data.feature_names
+            distinct_df = valid.dropDuplicates(feats)
+            if w is not None:
+                distinct_df = valid.where("weight > 0").dropDuplicates(feats)
+            n_distinct = distinct_df.count()
+            if n_distinct >= k:
+                _, X2, w2 = self.collect_rows(distinct_df.orderBy("key").limit(max(len(X), k)))
+                return X2, w2
+            distinct = n_distinct
+        raise InvalidInputError(
+            f"k={k} but the input has only {distinct} distinct rows"
+            + (" with positive weight" if w is not None else "")
+            + (" after skipping invalid rows" if self.data.n_invalid else "")
+            + f": expected at least k={k} distinct rows")
+
+    def init_centers(self, sample_X, sample_w) -> np.ndarray:
+        """Best of ``initRuns`` initialisations by inertia on the init sample (scikit-learn's
+        ``n_init``; by default 3 runs for random and 1 otherwise, as its "auto")."""
+        p = self.p
+        runs = p.init_runs or (3 if p.init_mode == "random" else 1)
+        best, best_inertia = None, np.inf
+        for run in range(runs):
+            C = self.init_once(sample_X, sample_w, rng_mod.generator(p.seed, rng_mod.INIT, run))
+            if runs == 1:
+                return C
+            inertia = batch_stats(sample_X, C, sample_w, p.dtype).inertia
+            logger.info("init run %d/%d: inertia %.6g on the init sample", run + 1, runs, inertia)
+            if inertia < best_inertia:
+                best, best_inertia = C, inertia
+        return best
+
+    def init_once(self, sample_X, sample_w, rng) -> np.ndarray:
+        p = self.p
+        if p.init_mode == "k-means++":
+            return init_mod.kmeans_plusplus(sample_X, p.k, rng, sample_w)
+        if p.init_mode == "random":
+            return init_mod.random_init(sample_X, p.k, rng, sample_w)
+        if p.init_scope == "table":
+            return self.kmeans_parallel_table(sample_X, sample_w, rng)
+        return init_mod.kmeans_parallel(sample_X, p.k, rng, sample_w, p.init_steps)
+
+    def kmeans_parallel_table(self, sample_X, sample_w, rng) -> np.ndarray:
+        """k-means|| over the whole prepared table, as Spark MLlib does (2 jobs a round)."""
+        p = self.p
+        positive = np.flatnonzero(np.ones(len(sample_X), bool) if sample_w is None
+                                  else sample_w > 0)
+        cands = sample_X[[int(rng.choice(positive))]]
+        valid = self.data.valid()
+        for step in range(p.init_steps):
+            phi = self.stats(valid, cands).inertia
+            if phi <= 0:
+                break
+            fn = sample_function(cands, p.np_dtype, phi, 2.0 * p.k,
+                                 rng_mod.salt(p.seed, rng_mod.KMEANS_PARALLEL, step),
+                                 p.spherical)
+            _, new = sample_table_to_numpy(valid.mapInArrow(fn, SAMPLE_SCHEMA).toArrow(),
+                                           self.d)
+            cands = np.vstack([cands, new])
+        cands = np.unique(cands, axis=0)
+        if cands.shape[0] < p.k:
+            w = np.ones(len(sample_X)) if sample_w is None else sample_w
+            return init_mod.complete_with_kmeans_plusplus(sample_X, w, cands, p.k, rng)
+        weights = self.stats(valid, cands).weights
+        return init_mod.reduce_candidates(cands, weights, p.k, rng)
+
+    def initial_state(self, initial_centers, init_size: int, step_rows: int) -> MiniBatchState:
+        """The state before the first step: initial centers (given, or initialised on a
+        sample of ``init_size`` rows) and the convergence test, whose ``tol`` is scaled by
+        the sample's mean feature variance."""
+        _, sample_X, sample_w, whole = self.init_sample(init_size)
+        return self.state_from_sample(sample_X, sample_w, whole, initial_centers, step_rows)
+
+    def state_from_sample(self, sample_X, sample_w, whole: bool, initial_centers,
+                          step_rows: int) -> MiniBatchState:
+        """:meth:`initial_state` from a sample already on the driver (``whole``: the sample
+        is every valid row)."""
+        p = self.p
+        if initial_centers is not None:
+            centers = check_initial_centers(initial_centers, p.k, self.d, p.spherical)
+        else:
+            sample_X, sample_w = self.ensure_distinct(sample_X, sample_w, whole)
+            centers = self.init_centers(sample_X, sample_w)
+        # tol is relative to the data's spread: mean feature variance of the sample.
+        tol = 0.0
+        if p.tol > 0 and len(sample_X) > 1:
+            tol = float(np.mean(np.average((sample_X - np.average(sample_X, axis=0,
+                                                                  weights=sample_w)) ** 2,
+                                           axis=0, weights=sample_w))) * p.tol
+        # maxNoImprovement counts batches, as scikit-learn's; a step here is localSteps.
+        no_improvement = p.max_no_improvement and -(-p.max_no_improvement // self.local_steps)
+        conv = Convergence(n_samples=self.data.n_rows, batch_size=step_rows, tol=tol,
+                           max_no_improvement=no_improvement)
+        return MiniBatchState(centers, conv, p.reassignment_ratio, p.spherical)
+
+    # -- the fit ------------------------------------------------------------------------

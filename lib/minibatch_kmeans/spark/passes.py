@@ -1,0 +1,264 @@
+"""The default fit: a few passes over the input where it lies, no prepared copy.
+
+On Spark a fit pays for every Spark job and every hand-over of the table to Python, not
+for arithmetic (a Python pass over 1M x 32 cached rows costs about 1.5 s; the mini-batch
+compute of one epoch over them about 0.1 s). So this fit spends its jobs like money:
+
+1. one JVM job counts the valid and invalid rows (``handleInvalid``);
+2. one JVM job draws the init sample (a filter on each row's hash: only sampled rows
+   leave the JVM) and the driver initialises on it, while the executors start their
+   Python workers in the background;
+3. one *epochs pass*: every task runs mini-batch epochs over its own rows, and the driver
+   merges the tasks by weight (:mod:`minibatch_kmeans.core.passes`);
+4. one *exact pass*: every row is assigned to the merged centers, which gives the exact
+   training cost and cluster sizes, and tells whether a Lloyd step would still lower the
+   cost by more than ``tol``; only then does the fit take it and pass again.
+
+A small table (``fitMode="auto"`` and at most :data:`LOCAL_MAX_VALUES` rows x features)
+is collected to the driver by the sample job and fitted there in NumPy by the very same
+passes: no Python worker starts at all.
+
+The epochs pass depends on how the input is partitioned (each task runs its own
+epochs), so the same seed on the same input *and partitioning* gives the same centers;
+``summary.numTasks`` says how many tasks there were. ``fitMode="step"`` is the
+partition-independent per-step fit of :mod:`minibatch_kmeans.spark.fit`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import numpy as np
+
+from ..core import rng as rng_mod
+from ..core.checkpoint import Checkpoint, check_resumable
+from ..core.kernels import _assign_stats, row_norms_sq
+from ..core.loop import candidate_salt, max_candidates, select_candidates
+from ..core.passes import merge_epochs, minibatch_epochs, run_passes
+from .checkpoint import open_store, timed_save
+from .features import FeatureSpec
+from .initialize import Initializer
+from .params import (FitParams, FitResult, check_prepared, cost_from_inertia,
+                     default_init_size, fit_fingerprint)
+from .prepare import N_SLOTS, Prepared, plan_rows, prepared_rows
+from .session import default_parallelism
+from .udfs import EPOCHS_SCHEMA, epochs_function, table_to_epochs, warmup_function
+
+logger = logging.getLogger(__name__)
+
+#: fitMode="auto" fits on the driver when rows x features is at most this (16 MB of
+#: float32): collecting that costs less than starting the executors' Python workers.
+LOCAL_MAX_VALUES = 1 << 22
+#: Rows per mini-batch step inside a task when batchSize is unset (at least 4 k).
+TASK_BATCH = 4096
+#: Passes over the data at most: the epochs pass, then exact passes (Lloyd steps).
+MAX_PASSES = 4
+#: The epochs pass reads at most about this many rows (or :data:`EPOCH_ROWS_PER_CENTER`
+#: per center, when more), a random subset chosen in the JVM: mini-batch epochs over
+#: more rows buy no better centers, and the exact passes see every row.
+EPOCH_ROWS = 2_000_000
+EPOCH_ROWS_PER_CENTER = 2_000
+
+
+def epoch_rows(k: int) -> int:
+    """How many rows the epochs pass reads at most (see :data:`EPOCH_ROWS`)."""
+    return max(EPOCH_ROWS, EPOCH_ROWS_PER_CENTER * int(k))
+
+
+def auto_batch_size(k: int) -> int:
+    """The per-task mini-batch size when ``batchSize`` is unset: 4,096 rows, or 4 k when
+    that is larger, so that a step still sees a few rows per center."""
+    return max(TASK_BATCH, 4 * int(k))
+
+
+def choose_mode(fit_mode: str, n_rows: int, n_features: int) -> str:
+    """"local" or "pass" for ``fitMode`` "auto" (and the given mode otherwise)."""
+    if fit_mode != "auto":
+        return fit_mode
+    return "local" if n_rows * n_features <= LOCAL_MAX_VALUES else "pass"
+
+
+def start_warmup(spark, dtype) -> threading.Thread:
+    """Start every task slot's Python worker (imports, the compiled kernel) in a background
+    job, so that the first pass does not wait for them. Failures are only logged."""
+    def run():
+        try:
+            slots = default_parallelism(spark)
+            (spark.range(0, slots, 1, slots).mapInArrow(warmup_function(dtype), "ok int")
+             .collect())
+        except Exception as e:  # noqa: BLE001 - an optimisation only
+            logger.info("warming the Python workers failed (%s); the first pass starts "
+                        "them", e)
+
+    thread = threading.Thread(target=run, name="mbkm-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
+               on_step=None) -> FitResult:
+    """Fit with ``params.fit_mode`` "auto", "local" or "pass" (see the module docstring);
+    returns a :class:`~minibatch_kmeans.spark.fit.FitResult`. Arguments as
+    :func:`minibatch_kmeans.spark.fit.fit`; checkpoints are saved after every pass."""
+    p = params
+    t_start = time.perf_counter()
+    d, k = spec.n_features, p.k
+    rows = prepared_rows(df, spec, p.seed, p.dtype, p.spherical)
+    batch = p.batch_size or auto_batch_size(k)
+    # One JVM job counts the rows and draws the init sample (or, for a table small enough
+    # to fit on the driver, collects it), sized by Spark's row estimate when it has one.
+    estimate = plan_rows(df)
+    estimate_from_plan = estimate is not None
+    if estimate is None:
+        estimate = df.count()
+    mode = choose_mode(p.fit_mode, estimate, d)
+    warm = start_warmup(df.sparkSession, p.np_dtype) if mode == "pass" else None
+    init_size = default_init_size(k, min(batch, max(estimate, 1)), max(estimate, 1),
+                                  p.init_size)
+    want = estimate if mode == "local" else init_size
+    hi = N_SLOTS if mode == "local" else min(
+        N_SLOTS, int(math.ceil(N_SLOTS * 1.2 * want / max(estimate, 1))) + 1)
+    logger.info("about %d rows (%s): %s fit, reading slots [0, %d) to the driver", estimate,
+                "Spark's estimate" if estimate_from_plan else "counted", mode, hi)
+    counts, (keys, X, w) = Initializer(Prepared(rows, spec, 0, 0.0), p).count_and_collect(
+        rows, 0, hi, p.checkpoint_dir is not None)
+    n, n_bad = int(counts["n"]), int(counts["bad"])
+    data = Prepared(rows, spec, n, float(counts["w"] or 0.0),
+                    spec.invalid_counts(df, p.spherical) if n_bad else {}, n_bad,
+                    content_hash=int(counts.get("h") or 0))
+    mb = Initializer(data, p)
+    check_prepared(data, p)
+    mode = choose_mode(p.fit_mode, n, d)
+    batch = min(batch, n)
+    init_size = default_init_size(k, batch, n, p.init_size)
+    if mode == "local" and hi < N_SLOTS:  # the estimate was far off: collect them all
+        keys, X, w = mb.collect_rows(data.valid())
+        hi = N_SLOTS
+    sample = mb.draw(keys, X, w, n if mode == "local" else init_size, hi >= N_SLOTS)
+    if mode != "local" and len(sample[0]) < init_size and hi < N_SLOTS:
+        sample = mb.init_sample(init_size)  # the estimate was far off: sample again
+    count_seconds = time.perf_counter() - t_start
+    derived = {"fitMode": mode, "batchSizeUsed": batch, "initSizeUsed": init_size,
+               "maxPasses": MAX_PASSES}
+    store = fingerprint = saved = None
+    if p.checkpoint_dir is not None:
+        store = open_store(p.checkpoint_dir, df.sparkSession)
+        fingerprint = fit_fingerprint(p, data, p.initial_centers)
+        saved = store.load_latest()
+    local_rows = None
+    if mode == "local":  # every valid row on the driver, in the init sample's order
+        keys, X, w, _ = sample
+        local_rows = (keys, np.ascontiguousarray(X, dtype=p.np_dtype), w)
+    if saved is not None:
+        check_resumable(saved, fingerprint, derived,
+                        source=f"the checkpoint in checkpointDir={p.checkpoint_dir!r}")
+        state = saved.state
+        logger.info("resuming after pass %d (checkpoint in %s)", saved.step, p.checkpoint_dir)
+    else:
+        _, sample_X, sample_w, whole = sample
+        state = mb.state_from_sample(sample_X[:init_size], None if sample_w is None
+                                     else sample_w[:init_size], whole and init_size >= n,
+                                     p.initial_centers, batch)
+    resumed_from = state.step
+    init_seconds = time.perf_counter() - t_start - count_seconds
+    tol_abs, no_imp = state.convergence.tol, p.max_no_improvement
+
+    if local_rows is not None:
+        keys, X, w = local_rows
+
+        def epochs_pass(C, W, n_cand):
+            r = minibatch_epochs(X, C, W, batch, p.max_iter, _order_salt(p.seed, state.step),
+                                 keys=keys, sample_weight=w, tol=tol_abs,
+                                 max_no_improvement=no_imp, spherical=p.spherical,
+                                 reassignment_ratio=p.reassignment_ratio)
+            r.stats.cand_keys, r.stats.cand_rows = select_candidates(
+                keys, X, candidate_salt(p.seed, state.step), n_cand)
+            return merge_epochs([r], n_cand)
+
+        def exact_pass(C):
+            Cd = np.ascontiguousarray(C, dtype=p.np_dtype)
+            return _assign_stats(X, Cd, row_norms_sq(Cd), w)
+    else:
+        def epochs_pass(C, W, n_cand):
+            if warm is not None:
+                warm.join()
+            fn = epochs_function(C, W, p.np_dtype, batch, p.max_iter,
+                                 _order_salt(p.seed, state.step), tol_abs, no_imp, n_cand,
+                                 candidate_salt(p.seed, state.step), p.spherical,
+                                 p.reassignment_ratio)
+            table = epoch_input.mapInArrow(fn, EPOCHS_SCHEMA).toArrow()
+            return merge_epochs(table_to_epochs(table, k, d), n_cand)
+
+        def exact_pass(C):
+            return mb.stats(data.valid(with_key=False), C)
+
+        epoch_input = data.valid()
+        if n > epoch_rows(k):
+            epoch_input = data.slots(0, int(math.ceil(N_SLOTS * epoch_rows(k) / n)))
+
+    def before_pass() -> bool:
+        return should_stop is not None and bool(should_stop())
+
+    def after_pass(rec):
+        logger.info("pass %d (%s): %d rows, %.4g per unit weight, shift %.3g, %.2f s",
+                    rec.step, rec.kind, rec.rows, rec.batch_inertia, rec.center_shift,
+                    rec.seconds)
+        if store is not None:
+            timed_save(store, Checkpoint(state, fingerprint, derived))
+        if on_step is not None:
+            on_step(rec, state)
+
+    t_loop = time.perf_counter()
+    if saved is not None and saved.finished:
+        outcome_reason, exact, info = saved.stop_reason, None, {}
+    else:
+        outcome = run_passes(state, epochs_pass, exact_pass, max_passes=MAX_PASSES,
+                             tol=p.tol, n_candidates=max_candidates(k, batch),
+                             exact_passes=p.compute_training_cost, on_pass=after_pass,
+                             should_stop=before_pass)
+        outcome_reason, exact, info = outcome.reason, outcome.exact, outcome.epochs_info
+        if store is not None:
+            timed_save(store, Checkpoint(state, fingerprint, derived, outcome_reason))
+    loop_seconds = time.perf_counter() - t_loop
+    passes = sum(1 for r in state.history[resumed_from:])
+    t_final = time.perf_counter()
+    if exact is None and p.compute_training_cost and outcome_reason != "interrupted":
+        exact = exact_pass(state.centers)  # resumed from a finished checkpoint
+        passes += 1
+    summary = {
+        "k": k, "numFeatures": d, "numRows": n, "numSkipped": data.n_invalid,
+        "skippedByReason": {spec.reason_text(c): v for c, v in data.invalid.items()},
+        "fitMode": mode, "batchSize": batch, "initSize": init_size,
+        "numPasses": passes, "epochRows": info.get("rows"),
+        "passesOverData": (info.get("rows", 0) / max(n, 1)
+                           + sum(1 for r in state.history[resumed_from:] if r.kind == "exact")
+                           + (passes - len(state.history[resumed_from:]))),
+        "numJobs": 1 + passes + (warm is not None),
+        "numTasks": info.get("tasks"), "taskStopReasons": info.get("taskStopReasons"),
+        "numSteps": int(info.get("steps", 0)), "numIter": int(info.get("epochs", 0)),
+        "stopReason": outcome_reason, "rowsSeen": state.rows_seen,
+        "resumedFromStep": resumed_from, "checkpointDir": p.checkpoint_dir,
+        "localSteps": None, "numBuckets": None, "prepareStorage": None,
+        "prepareBlocks": None, "partitionDependent": mode == "pass",
+        "prepareSeconds": count_seconds, "initSeconds": init_seconds,
+        "loopSeconds": loop_seconds,
+    }
+    if exact is not None:
+        summary["trainingCost"] = cost_from_inertia(exact.inertia, p.spherical)
+        summary["clusterSizes"] = [int(c) for c in exact.counts]
+        summary["trainingCostExact"] = True
+    else:  # the epochs pass's last epoch, as scikit-learn without compute_labels
+        last = state.history[-1].batch_inertia if state.history else 0.0
+        summary["trainingCost"] = cost_from_inertia(last * data.weight_total, p.spherical)
+        summary["clusterSizes"] = None
+        summary["trainingCostExact"] = False
+    summary["finalPassSeconds"] = time.perf_counter() - t_final
+    summary["fitSeconds"] = time.perf_counter() - t_start
+    logger.info("%s fit: %d passes over the data (%s), %.2f s", mode, passes, outcome_reason,
+                summary["fitSeconds"])
+    return FitResult(state.centers, state.weight_sums, summary, state.history)
+
+
+def _order_salt(seed: int, pass_index: int) -> int:
+    return int(rng_mod.salt(seed, rng_mod.EPOCH, pass_index))

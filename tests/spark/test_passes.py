@@ -1,0 +1,181 @@
+"""The pass fit (fitMode auto/local/pass) against its NumPy reference: the same epochs on
+the same partitions' rows, the same merge, the same exact passes."""
+import numpy as np
+import pyarrow as pa
+import pytest
+from pyspark.sql import functions as F
+
+from helpers import blobs, cols, columns_df, sq_cost
+from minibatch_kmeans import MiniBatchKMeans
+from minibatch_kmeans.core.kernels import _assign_stats, row_norms_sq
+from minibatch_kmeans.core.loop import candidate_salt, max_candidates, select_candidates
+from minibatch_kmeans.core.minibatch import Convergence, MiniBatchState
+from minibatch_kmeans.core.passes import merge_epochs, minibatch_epochs, run_passes
+from minibatch_kmeans.errors import InvalidInputError
+from minibatch_kmeans.spark import passes as passes_mod
+from minibatch_kmeans.spark.features import resolve
+from minibatch_kmeans.spark.fit import FitParams, check_initial_centers, fit
+from minibatch_kmeans.spark.prepare import prepared_rows
+from minibatch_kmeans.spark.udfs import stats_to_batch, table_to_stats
+
+
+@pytest.fixture(scope="module")
+def data(spark):
+    X, y, C = blobs(n=2400, k=4, d=3, seed=1)
+    w = np.random.default_rng(3).uniform(0.5, 2.0, len(X))
+    return X, w, C, columns_df(spark, X, weights=w, partitions=3)
+
+
+def _partitions(df, spec, seed, spherical):
+    """Each input partition's valid rows as the pass's tasks see them: (keys, X float32,
+    weights or None), by partition id."""
+    rows = prepared_rows(df, spec, seed, "float32", spherical).where("slot >= 0")
+    t = rows.withColumn("pid", F.spark_partition_id()).toArrow()
+    pid = t.column("pid").to_numpy()
+    X = np.column_stack([t.column(f"f{j}").to_numpy() for j in range(spec.n_features)])
+    w = t.column("weight").to_numpy() if spec.weight_col else None
+    keys = t.column("key").to_numpy()
+    out = []
+    for p in np.unique(pid):
+        m = pid == p
+        out.append((keys[m], X[m], None if w is None else w[m]))
+    return out
+
+
+@pytest.mark.parametrize("weighted,spherical", [(False, False), (True, False), (False, True)])
+def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
+    """Spark's pass fit and a NumPy replay of it (every task's epochs over its partition,
+    the merge, re-seeding, the exact passes) give the same centers, cost and sizes."""
+    X, w, C, df = data
+    spec = resolve(df, "features", cols(3), "w" if weighted else None)
+    init = X[:4] + 0.5  # a poor start: re-seeding and real movement
+    params = FitParams(k=4, batch_size=128, max_iter=3, seed=11, tol=0.0,
+                       max_no_improvement=None, reassignment_ratio=0.3, initial_centers=init,
+                       distance="cosine" if spherical else "euclidean",
+                       fit_mode="pass").validate()
+    res = fit(df, spec, params)
+    assert res.summary["fitMode"] == "pass" and res.summary["numTasks"] == 3
+
+    parts = _partitions(df, spec, params.seed, spherical)
+    if spherical:
+        parts = [(k_, x / np.linalg.norm(x, axis=1, keepdims=True).astype(np.float32), w_)
+                 for k_, x, w_ in parts]
+    state = MiniBatchState(check_initial_centers(init, 4, 3, spherical),
+                           Convergence(len(X), 128, 0.0, None), 0.3, spherical)
+    n_cand = max_candidates(4, 128)
+
+    def epochs_pass(C0, W0, n_c):
+        results = []
+        for keys, Xp, wp in parts:
+            r = minibatch_epochs(Xp, C0, W0, 128, 3, passes_mod._order_salt(11, 0), keys=keys,
+                                 sample_weight=wp, tol=0.0, max_no_improvement=None,
+                                 spherical=spherical, reassignment_ratio=0.3)
+            r.stats.cand_keys, r.stats.cand_rows = select_candidates(
+                keys, Xp, candidate_salt(11, 0), n_c)
+            results.append(r)
+        return merge_epochs(results, n_c)
+
+    def exact_pass(C0):  # per partition, merged as the driver merges a stats job
+        Cd = np.ascontiguousarray(C0, dtype=np.float32)
+        batches = [stats_to_batch(_assign_stats(Xp, Cd, row_norms_sq(Cd), wp))
+                   for _, Xp, wp in parts]
+        return table_to_stats(pa.Table.from_batches(batches), 4, 3)
+
+    out = run_passes(state, epochs_pass, exact_pass, max_passes=passes_mod.MAX_PASSES,
+                     tol=0.0, n_candidates=n_cand)
+    assert out.reason == res.summary["stopReason"]
+    assert [r.kind for r in state.history] == [r.kind for r in res.history]
+    np.testing.assert_allclose(res.centers, state.centers, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.weight_sums, state.weight_sums, rtol=1e-9)
+    assert res.summary["clusterSizes"] == out.exact.counts.tolist()
+    expected = out.exact.inertia / 2 if spherical else out.exact.inertia
+    assert res.summary["trainingCost"] == pytest.approx(expected, rel=1e-9)
+    if not spherical:
+        assert res.summary["trainingCost"] == pytest.approx(
+            sq_cost(X, res.centers, w if weighted else None), rel=1e-5)
+
+
+def test_local_mode_equals_one_task_pass(spark, data):
+    """fitMode="local" runs the pass fit's code on the driver: the same centers as a pass
+    fit whose input is one partition."""
+    X, _, _, _ = data
+    df = columns_df(spark, X, partitions=1)
+    kw = dict(k=4, inputCols=cols(3), seed=3, batchSize=256)
+    local = MiniBatchKMeans(fitMode="local", **kw).fit(df)
+    one_task = MiniBatchKMeans(fitMode="pass", **kw).fit(df)
+    assert local.summary.fitMode == "local" and one_task.summary.numTasks == 1
+    np.testing.assert_allclose(np.array(local.clusterCenters()),
+                               np.array(one_task.clusterCenters()), rtol=1e-9, atol=1e-9)
+    assert local.summary.clusterSizes == one_task.summary.clusterSizes
+
+
+def test_auto_mode_picks_local_for_small_tables(spark, data, monkeypatch):
+    X, _, _, df = data
+    kw = dict(k=4, inputCols=cols(3), seed=3)
+    assert MiniBatchKMeans(**kw).fit(df).summary.fitMode == "local"
+    monkeypatch.setattr(passes_mod, "LOCAL_MAX_VALUES", 100)
+    big = MiniBatchKMeans(**kw).fit(df)
+    assert big.summary.fitMode == "pass" and big.summary.numJobs == 1 + big.summary.numPasses + 1
+    assert big.summary.trainingCost <= 1.01 * sq_cost(X, blobs(n=2400, k=4, d=3, seed=1)[2])
+
+
+def test_epochs_pass_reads_a_subset_of_a_large_table(spark, data, monkeypatch):
+    """Past epoch_rows(k) rows the epochs pass reads a random subset (filtered in the
+    JVM); the exact passes still see every row."""
+    X, _, C, df = data
+    monkeypatch.setattr(passes_mod, "EPOCH_ROWS", 600)
+    monkeypatch.setattr(passes_mod, "EPOCH_ROWS_PER_CENTER", 10)
+    m = MiniBatchKMeans(k=4, inputCols=cols(3), seed=3, fitMode="pass").fit(df)
+    s = m.summary
+    assert 400 < s.epochRows < 900 and sum(s.clusterSizes) == 2400
+    assert s.passesOverData == pytest.approx(s.epochRows / 2400 + s.numPasses - 1)
+    assert s.trainingCost <= 1.01 * sq_cost(X, C)
+
+
+def test_partitioning_changes_the_path_not_the_quality(spark, data):
+    X, _, C, _ = data
+    costs = []
+    for parts in (1, 4):
+        df = columns_df(spark, X, partitions=parts)
+        m = MiniBatchKMeans(k=4, inputCols=cols(3), seed=7, fitMode="pass").fit(df)
+        assert m.summary.numTasks == parts and m.summary.partitionDependent
+        costs.append(m.summary.trainingCost)
+    assert max(costs) <= 1.01 * sq_cost(X, C)
+
+
+def test_invalid_rows_in_a_pass_fit(spark):
+    X, _, C = blobs(n=1000, k=3, d=2, seed=5)
+    X[::50, 0] = np.nan
+    df = columns_df(spark, X)
+    kw = dict(k=3, inputCols=cols(2), seed=1, fitMode="pass")
+    with pytest.raises(InvalidInputError, match=r"20 invalid rows \(null value in column 'x0'"):
+        MiniBatchKMeans(**kw).fit(df)
+    m = MiniBatchKMeans(handleInvalid="skip", **kw).fit(df)
+    assert m.summary.numSkipped == 20 and m.summary.numRows == 980
+    assert sum(m.summary.clusterSizes) == 980
+
+
+def test_interrupted_pass_fit_resumes_to_the_same_centers(spark, data, tmp_path):
+    """Checkpoints after every pass: a fit stopped after its epochs pass resumes from
+    there (no new initialisation) and ends where an uninterrupted fit ends."""
+    X, _, _, df = data
+    spec = resolve(df, "features", cols(3))
+    base = dict(k=4, seed=9, fit_mode="pass", tol=0.0)
+    full = fit(df, spec, FitParams(**base))
+    ck = str(tmp_path / "ck")
+    asked = []
+
+    def stop_after_first():
+        asked.append(1)
+        return len(asked) > 1
+
+    first = fit(df, spec, FitParams(checkpoint_dir=ck, **base), should_stop=stop_after_first)
+    assert first.summary["stopReason"] == "interrupted"
+    assert [r.kind for r in first.history] == ["epochs"]
+    again = fit(df, spec, FitParams(checkpoint_dir=ck, **base))
+    assert again.summary["resumedFromStep"] == 1
+    np.testing.assert_array_equal(again.centers, full.centers)
+    assert again.summary["clusterSizes"] == full.summary["clusterSizes"]
+    done = fit(df, spec, FitParams(checkpoint_dir=ck, **base))  # finished: one exact pass
+    np.testing.assert_array_equal(done.centers, full.centers)
+    assert done.summary["trainingCost"] == pytest.approx(full.summary["trainingCost"])
