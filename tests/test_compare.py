@@ -59,7 +59,7 @@ def test_result_has_every_key_with_sane_values(result):
     traj = r["ours"]["trajectory"]
     assert 1 <= len(traj) <= 6
     assert [t["step"] for t in traj] == sorted({t["step"] for t in traj})
-    assert traj[-1]["step"] == r["ours"]["steps"]
+    assert traj[-1]["step"] == r["ours"]["passes"]  # one point per pass
     assert traj[-1]["cost"] == pytest.approx(r["ours"]["cost"], rel=1e-9)
     assert all(t["seconds"] <= r["ours"]["fit_seconds"] for t in traj)
 

@@ -33,7 +33,7 @@ def write_job(tmp_path):
                   "conf": {"spark.driver.memory": "512m", "spark.sql.shuffle.partitions": 2,
                            "spark.ui.enabled": False}},
         "input": {"path": str(tmp_path / "data"), "features": {"inputCols": ["x0", "x1", "x2"]}},
-        "model": {"k": 4, "seed": 3, "batchSize": 100, "maxIter": 1, "tol": 0,
+        "model": {"k": 4, "seed": 3, "fitMode": "step", "batchSize": 100, "maxIter": 1, "tol": 0,
                   "maxNoImprovement": 0, "checkpointDir": str(tmp_path / "ck"),
                   "checkpointInterval": 3},
         "output": {"dir": str(tmp_path / "out")},

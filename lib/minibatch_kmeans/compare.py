@@ -301,12 +301,14 @@ def _silhouette(frame: DataFrame, col: str) -> Optional[float]:
 
 
 def _fit_sklearn(X: np.ndarray, w: Optional[np.ndarray], k: int, seed: int, max_iter: int,
-                 batch_size: int, which: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+                 batch_size: Optional[int], which: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """scikit-learn's fits on the driver; ``batch_size`` None: its MiniBatchKMeans default."""
     cluster = _require("sklearn.cluster")
     out = {}
     rs = seed % (2 ** 32)
     models = {"sklearn_minibatch": lambda: cluster.MiniBatchKMeans(
-                  n_clusters=k, batch_size=batch_size, random_state=rs, max_iter=max_iter,
+                  n_clusters=k, batch_size=batch_size or 1024, random_state=rs,
+                  max_iter=max_iter,
                   compute_labels=False, n_init=1),
               "sklearn_kmeans": lambda: cluster.KMeans(n_clusters=k, random_state=rs,
                                                        n_init=1)}
@@ -442,6 +444,9 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
             "silhouette": sil["ours"], "steps": summ.numSteps, "epochs": summ.numIter,
             "rows_seen": summ.rowsSeen, "stop_reason": summ.stopReason,
             "batch_size": summ.batchSize, "prepare_seconds": summ.prepareSeconds,
+            "fit_mode": summ.fitMode, "passes": summ.numPasses,
+            "passes_over_data": summ.passesOverData,
+            "jobs": summ.numJobs,
             "init_seconds": summ.initSeconds, "loop_seconds": summ.loopSeconds,
             "final_pass_seconds": summ.finalPassSeconds,
             "seconds_per_step": summ.loopSeconds / max(1, summ.numSteps),
@@ -627,9 +632,11 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"- Input: {d['input']}, cached once before either clock started"
         + (f"; {d['skipped_rows']:,} invalid rows left out" if d["skipped_rows"] else "")
         + ".",
-        f"- Ours: batch {o['batch_size']:,}, {o['rows_seen']:,} rows seen, stopped by "
-        f"{o['stop_reason']}; fit time includes prepare {o['prepare_seconds']:.1f} s and "
-        f"init {o['init_seconds']:.1f} s; {o['seconds_per_step']:.3f} s per step.",
+        f"- Ours: fitMode {o.get('fit_mode')}, batch {o['batch_size']:,}, "
+        f"{fmt(o.get('passes_over_data'), '.2f')} passes over the data in "
+        f"{o.get('jobs')} Spark jobs, stopped by {o['stop_reason']}; the fit time includes "
+        f"counting and sampling (or prepare) {o['prepare_seconds']:.1f} s and init "
+        f"{o['init_seconds']:.1f} s.",
         (f"- Ours reached MLlib's final cost after {o['seconds_to_mllib_cost']:.1f} s."
          if o["seconds_to_mllib_cost"] is not None else
          "- Ours never reached MLlib's final cost (of the centers recorded during the fit)."),

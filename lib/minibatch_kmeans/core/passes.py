@@ -213,10 +213,24 @@ def lloyd_step(centers: np.ndarray, exact: BatchStats, spherical: bool = False):
     return new, gain
 
 
+def relocate_empty(centers: np.ndarray, exact: BatchStats, far_rows: np.ndarray):
+    """Centers that got no row in ``exact`` moved to the rows farthest from their centers
+    (``far_rows``, farthest first; scikit-learn KMeans' ``_relocate_empty_clusters``):
+    (new centers, how many moved)."""
+    empty = np.flatnonzero(exact.weights <= 0)
+    n = min(len(empty), len(far_rows))
+    C = np.array(centers, dtype=np.float64)
+    C[empty[:n]] = far_rows[:n]
+    return C, n
+
+
 EpochsPass = Callable[[np.ndarray, np.ndarray, int], Tuple[BatchStats, dict]]
 """epochs_pass(centers, weight_sums, n_candidates) -> (merged stats, info of merge_epochs)."""
 ExactPass = Callable[[np.ndarray], BatchStats]
 """exact_pass(centers) -> BatchStats of every row under these centers."""
+FarthestPass = Callable[[np.ndarray, int], np.ndarray]
+"""farthest_pass(centers, m) -> the m rows farthest from their nearest center, farthest
+first, shape (<= m, n_features)."""
 
 
 @dataclass
@@ -231,6 +245,7 @@ class PassesOutcome:
 
 def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: ExactPass, *,
                max_passes: int, tol: float, n_candidates: int, exact_passes: bool = True,
+               farthest_pass: Optional[FarthestPass] = None,
                on_pass: Optional[Callable[[StepRecord], None]] = None,
                should_stop: Optional[Callable[[], bool]] = None,
                epochs_info: Optional[dict] = None) -> PassesOutcome:
@@ -240,7 +255,10 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
     ``exact_passes`` is false). After an exact pass whose Lloyd step would lower the cost
     by at most ``tol`` times the cost, or after the last pass allowed, the fit stops with
     the centers that pass measured (reason ``"tol"`` or ``"maxIter"``); otherwise the
-    centers take the Lloyd step. ``should_stop()`` is asked before every pass.
+    centers take the Lloyd step. An exact pass that leaves centers without rows is never
+    the last when passes remain: those centers move to the farthest rows
+    (``farthest_pass``, one more pass) and the fit passes again. ``should_stop()`` is
+    asked before every pass.
     """
     info = dict(epochs_info or {})
     exact = None
@@ -276,6 +294,11 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
         reason = None
         if kind == "exact":
             converged = gain <= tol * max(exact.inertia, 0.0)
+            empty = int(np.sum(exact.weights <= 0))
+            if empty and farthest_pass is not None and state.step < max_passes:
+                far = farthest_pass(new, empty)
+                new, rec.reassigned = relocate_empty(new, exact, far)
+                converged = rec.reassigned == 0 and converged
             if converged or state.step >= max_passes:
                 reason = STOP_TOL if converged else STOP_MAX_ITER
             else:

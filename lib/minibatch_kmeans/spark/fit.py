@@ -123,6 +123,7 @@ class SparkMiniBatch(Initializer):
         logger.info("stopped after %d steps (%s), %.2f s", state.step, reason, loop_seconds)
         summary = {
             "k": p.k,
+            "fitMode": "step",
             "numFeatures": self.d,
             "numRows": n,
             "numSkipped": data.n_invalid,
@@ -156,6 +157,11 @@ class SparkMiniBatch(Initializer):
                                                         p.spherical)
             summary["clusterSizes"] = None
             summary["trainingCostExact"] = False
+        # Passes over the data: the prepare copy, the steps' rows, the final cost pass.
+        summary["passesOverData"] = (1 + state.rows_seen / max(n, 1)
+                                     + bool(p.compute_training_cost))
+        summary["numJobs"] = 1 + state.step + bool(p.compute_training_cost)
+        summary["numPasses"] = None  # steps, not passes: see passesOverData
         summary["finalPassSeconds"] = time.perf_counter() - t_final
         summary["fitSeconds"] = time.perf_counter() - t_start
         return FitResult(state.centers, state.weight_sums, summary, state.history)

@@ -41,9 +41,10 @@ from .features import FeatureSpec
 from .initialize import Initializer
 from .params import (FitParams, FitResult, check_prepared, cost_from_inertia,
                      default_init_size, fit_fingerprint)
-from .prepare import N_SLOTS, Prepared, plan_rows, prepared_rows
+from .prepare import N_SLOTS, Prepared, plan_rows, prepared_rows, valid_features
 from .session import default_parallelism
-from .udfs import EPOCHS_SCHEMA, epochs_function, table_to_epochs, warmup_function
+from .udfs import (EPOCHS_SCHEMA, FARTHEST_SCHEMA, epochs_function, farthest_function,
+                   farthest_rows, table_to_epochs, table_to_farthest, warmup_function)
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,10 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         def exact_pass(C):
             Cd = np.ascontiguousarray(C, dtype=p.np_dtype)
             return _assign_stats(X, Cd, row_norms_sq(Cd), w)
+
+        def farthest_pass(C, m):
+            Cd = np.ascontiguousarray(_unit(C) if p.spherical else C, dtype=p.np_dtype)
+            return farthest_rows(X, Cd, row_norms_sq(Cd), m)[1]
     else:
         def epochs_pass(C, W, n_cand):
             if warm is not None:
@@ -190,8 +195,15 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
             table = epoch_input.mapInArrow(fn, EPOCHS_SCHEMA).toArrow()
             return merge_epochs(table_to_epochs(table, k, d), n_cand)
 
+        exact_input = valid_features(df, spec, p.dtype, p.spherical)
+
         def exact_pass(C):
-            return mb.stats(data.valid(with_key=False), C)
+            return mb.stats(exact_input, C)
+
+        def farthest_pass(C, m):
+            fn = farthest_function(C, p.np_dtype, m, p.spherical)
+            return table_to_farthest(exact_input.mapInArrow(fn, FARTHEST_SCHEMA).toArrow(),
+                                     d, m)
 
         epoch_input = data.valid()
         if n > epoch_rows(k):
@@ -215,13 +227,17 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     else:
         outcome = run_passes(state, epochs_pass, exact_pass, max_passes=MAX_PASSES,
                              tol=p.tol, n_candidates=max_candidates(k, batch),
-                             exact_passes=p.compute_training_cost, on_pass=after_pass,
+                             exact_passes=p.compute_training_cost,
+                             farthest_pass=farthest_pass, on_pass=after_pass,
                              should_stop=before_pass)
         outcome_reason, exact, info = outcome.reason, outcome.exact, outcome.epochs_info
         if store is not None:
             timed_save(store, Checkpoint(state, fingerprint, derived, outcome_reason))
     loop_seconds = time.perf_counter() - t_loop
     passes = sum(1 for r in state.history[resumed_from:])
+    # an exact pass that moved empty centers ran one more job to find the farthest rows
+    relocations = sum(1 for r in state.history[resumed_from:]
+                      if r.kind == "exact" and r.reassigned)
     t_final = time.perf_counter()
     if exact is None and p.compute_training_cost and outcome_reason != "interrupted":
         exact = exact_pass(state.centers)  # resumed from a finished checkpoint
@@ -230,11 +246,11 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         "k": k, "numFeatures": d, "numRows": n, "numSkipped": data.n_invalid,
         "skippedByReason": {spec.reason_text(c): v for c, v in data.invalid.items()},
         "fitMode": mode, "batchSize": batch, "initSize": init_size,
-        "numPasses": passes, "epochRows": info.get("rows"),
+        "numPasses": passes + relocations, "epochRows": info.get("rows"),
         "passesOverData": (info.get("rows", 0) / max(n, 1)
                            + sum(1 for r in state.history[resumed_from:] if r.kind == "exact")
-                           + (passes - len(state.history[resumed_from:]))),
-        "numJobs": 1 + passes + (warm is not None),
+                           + (passes - len(state.history[resumed_from:])) + relocations),
+        "numJobs": 1 + passes + relocations + (warm is not None),
         "numTasks": info.get("tasks"), "taskStopReasons": info.get("taskStopReasons"),
         "numSteps": int(info.get("steps", 0)), "numIter": int(info.get("epochs", 0)),
         "stopReason": outcome_reason, "rowsSeen": state.rows_seen,
@@ -258,6 +274,11 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     logger.info("%s fit: %d passes over the data (%s), %.2f s", mode, passes, outcome_reason,
                 summary["fitSeconds"])
     return FitResult(state.centers, state.weight_sums, summary, state.history)
+
+
+def _unit(C):
+    norms = np.linalg.norm(C, axis=1, keepdims=True)
+    return C / np.where(norms > 0, norms, 1.0)
 
 
 def _order_salt(seed: int, pass_index: int) -> int:

@@ -282,3 +282,50 @@ def warmup_function(dtype):
         yield pa.RecordBatch.from_pydict({"ok": pa.array([1], pa.int32())})
 
     return fn
+
+
+FARTHEST_SCHEMA = "dist double, features array<double>"
+
+
+def farthest_function(centers: np.ndarray, dtype, m: int, spherical: bool = False):
+    """mapInArrow function: each partition's ``m`` rows farthest from their nearest center
+    (input columns ``f0`` ... ``f{d-1}``), as ``FARTHEST_SCHEMA`` rows."""
+    C = np.ascontiguousarray(centers, dtype=dtype)
+    d = C.shape[1]
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        c_sq = row_norms_sq(C)
+        dists, rows = [], []
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            X, _, _ = _rows(batch, d, dtype, spherical)
+            dist, far = farthest_rows(X, C, c_sq, m)
+            dists.append(dist)
+            rows.append(far)
+        if dists:
+            dist, far = np.concatenate(dists), np.concatenate(rows)
+            top = np.argsort(-dist, kind="stable")[:m]
+            yield pa.RecordBatch.from_pydict({
+                "dist": pa.array(dist[top], pa.float64()),
+                "features": pa.array(list(far[top]), pa.list_(pa.float64()))})
+
+    return fn
+
+
+def farthest_rows(X: np.ndarray, C: np.ndarray, c_sq: np.ndarray, m: int):
+    """(distances, rows float64) of the ``m`` rows of X farthest from their nearest
+    center, farthest first."""
+    _, dist = _assign(X, C, c_sq)
+    top = np.argsort(-dist, kind="stable")[:m]
+    return dist[top], X[top].astype(np.float64)
+
+
+def table_to_farthest(table: pa.Table, n_features: int, m: int) -> np.ndarray:
+    """The ``m`` farthest rows of a farthest job's partitions, farthest first."""
+    if table.num_rows == 0:
+        return np.empty((0, n_features))
+    dist = table.column("dist").to_numpy()
+    rows = arrow_matrix(table.column("features"), n_features, np.float64)
+    order = np.lexsort((np.arange(len(dist)), -dist))[:m]
+    return rows[order]

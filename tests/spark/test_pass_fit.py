@@ -16,7 +16,7 @@ from minibatch_kmeans.spark import passes as passes_mod
 from minibatch_kmeans.spark.features import resolve
 from minibatch_kmeans.spark.fit import FitParams, check_initial_centers, fit
 from minibatch_kmeans.spark.prepare import prepared_rows
-from minibatch_kmeans.spark.udfs import stats_to_batch, table_to_stats
+from minibatch_kmeans.spark.udfs import farthest_rows, stats_to_batch, table_to_stats
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,15 @@ def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
                    for _, Xp, wp in parts]
         return table_to_stats(pa.Table.from_batches(batches), 4, 3)
 
+    def farthest_pass(C0, m):  # each partition's farthest rows, then the farthest of all
+        Cd = np.ascontiguousarray(C0, dtype=np.float32)
+        found = [farthest_rows(Xp, Cd, row_norms_sq(Cd), m) for _, Xp, _ in parts]
+        dist = np.concatenate([f[0] for f in found])
+        rows = np.concatenate([f[1] for f in found])
+        return rows[np.lexsort((np.arange(len(dist)), -dist))[:m]]
+
     out = run_passes(state, epochs_pass, exact_pass, max_passes=passes_mod.MAX_PASSES,
-                     tol=0.0, n_candidates=n_cand)
+                     tol=0.0, n_candidates=n_cand, farthest_pass=farthest_pass)
     assert out.reason == res.summary["stopReason"]
     assert [r.kind for r in state.history] == [r.kind for r in res.history]
     np.testing.assert_allclose(res.centers, state.centers, rtol=1e-9, atol=1e-9)
