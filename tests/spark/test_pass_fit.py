@@ -120,7 +120,7 @@ def test_auto_mode_picks_local_for_small_tables(spark, data, monkeypatch):
     X, _, _, df = data
     kw = dict(k=4, inputCols=cols(3), seed=3)
     assert MiniBatchKMeans(**kw).fit(df).summary.fitMode == "local"
-    monkeypatch.setattr(passes_mod, "LOCAL_MAX_VALUES", 100)
+    monkeypatch.setattr(passes_mod, "LOCAL_MAX_BYTES", 100)
     big = MiniBatchKMeans(**kw).fit(df)
     assert big.summary.fitMode == "pass" and big.summary.numJobs == 1 + big.summary.numPasses + 1
     assert big.summary.trainingCost <= 1.01 * sq_cost(X, blobs(n=2400, k=4, d=3, seed=1)[2])

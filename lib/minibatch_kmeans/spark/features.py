@@ -107,6 +107,35 @@ class FeatureSpec:
             ok = ok & (w * F.lit(0.0) == F.lit(0.0)) & (w >= F.lit(0.0))
         return F.coalesce(ok, F.lit(False))
 
+    def staged_sql(self, cosine: bool) -> Optional[List[str]]:
+        """For numeric input columns, what :func:`prepare.prepared_rows` projects first,
+        as SQL text (``_valid``, ``f0`` ... as double, ``weight``): the same expressions as
+        :meth:`valid_expr` and :meth:`feature_exprs`, parsed by Spark in one call instead
+        of built by hundreds of Python-to-JVM calls (about 0.3 s at 32 columns). None for
+        vector and array columns."""
+        if self.kind != "columns":
+            return None
+        feats = [f"CAST({_q(c)} AS DOUBLE)" for c in self.columns]
+
+        def balanced(terms):
+            while len(terms) > 1:
+                terms = [f"({terms[i]} + {terms[i + 1]})" if i + 1 < len(terms) else terms[i]
+                         for i in range(0, len(terms), 2)]
+            return terms[0]
+
+        ok = f"({balanced([f'({x} * 0.0D)' for x in feats])} = 0.0D)"
+        if cosine:
+            ok += f" AND ({balanced([f'abs({x})' for x in feats])} > 0.0D)"
+        out = []
+        if self.weight_col is not None:
+            w = f"CAST({_q(self.weight_col)} AS DOUBLE)"
+            ok += f" AND (({w} * 0.0D) = 0.0D) AND ({w} >= 0.0D)"
+        out.append(f"coalesce({ok}, false) AS _valid")
+        out += [f"{x} AS f{i}" for i, x in enumerate(feats)]
+        if self.weight_col is not None:
+            out.append(f"{w} AS weight")
+        return out
+
     def invalid_counts(self, df: DataFrame, cosine: bool) -> Dict[int, int]:
         """Invalid values by reason and column, ``{kind * 65536 + column position: n}``,
         from one aggregation over the invalid rows only. A row with several bad values

@@ -69,6 +69,26 @@ class Initializer:
             pa.table({f: pa.array([], pa.float64()) for f in fields})
         return counts, self.rows_from_table(picked_rows)
 
+    def collect_all(self, rows):
+        """Every prepared row on the driver (:func:`prepare.prepared_rows`), counted there:
+        (counts as :meth:`count_and_collect`, keys, rows in the compute dtype (unit rows
+        under cosine distance), weights or None), the valid rows in arrival order."""
+        table = rows.toArrow()
+        valid = table.column("slot").to_numpy(zero_copy_only=False) >= 0
+        n = int(valid.sum())
+        if n < len(valid):
+            table = table.filter(pa.array(valid))
+        keys = table.column("key").to_numpy(zero_copy_only=False)
+        X = feature_matrix(table, self.d, self.p.np_dtype)
+        if self.p.spherical:
+            X = normalize_rows(X)
+        w = None
+        if "weight" in table.column_names:
+            w = table.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)
+        counts = {"n": n, "bad": int(len(valid) - n), "w": float(n if w is None else w.sum()),
+                  "h": int(np.bitwise_xor.reduce(keys)) if n else 0}
+        return counts, keys, X, w
+
     def rows_from_table(self, table):
         """:meth:`collect_rows` of an Arrow table with ``key``, ``f0`` ... and ``weight``."""
         if table.num_rows == 0:
@@ -95,11 +115,16 @@ class Initializer:
             hi = min(N_SLOTS, hi * 2)
         return self.draw(keys, X, w, size, hi >= N_SLOTS)
 
+    def draw_order(self, keys, w=None) -> np.ndarray:
+        """The init's order of rows: by a per-row random key (then weight: rows with one
+        key have the same features), whatever order they arrived in."""
+        hashed = rng_mod.keyed_uint64(keys, rng_mod.salt(self.p.seed, rng_mod.INIT))
+        return np.argsort(hashed, kind="stable") if w is None else np.lexsort((w, hashed))
+
     def draw(self, keys, X, w, size: int, whole: bool):
         """The ``size`` rows of a collected slot range that the init takes (the smallest
         per-row random keys): (keys, X, w, whole) as :meth:`init_sample`."""
-        order = np.argsort(rng_mod.keyed_uint64(keys, rng_mod.salt(self.p.seed, rng_mod.INIT)),
-                           kind="stable")[:size]
+        order = self.draw_order(keys, w)[:size]
         return keys[order], X[order], (None if w is None else w[order]), whole
 
     def ensure_distinct(self, X, w, whole_table):

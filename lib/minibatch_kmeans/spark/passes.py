@@ -4,19 +4,18 @@ On Spark a fit pays for every Spark job and every hand-over of the table to Pyth
 for arithmetic (a Python pass over 1M x 32 cached rows costs about 1.5 s; the mini-batch
 compute of one epoch over them about 0.1 s). So this fit spends its jobs like money:
 
-1. one JVM job counts the valid and invalid rows (``handleInvalid``);
-2. one JVM job draws the init sample (a filter on each row's hash: only sampled rows
-   leave the JVM) and the driver initialises on it, while the executors start their
-   Python workers in the background;
-3. one *epochs pass*: every task runs mini-batch epochs over its own rows, and the driver
+1. one JVM job counts the valid and invalid rows (``handleInvalid``) and draws the init
+   sample (a filter on each row's hash: only sampled rows leave the JVM); the driver
+   initialises on it, while the executors start their Python workers in the background;
+2. one *epochs pass*: every task runs mini-batch epochs over its own rows, and the driver
    merges the tasks by weight (:mod:`minibatch_kmeans.core.passes`);
-4. one *exact pass*: every row is assigned to the merged centers, which gives the exact
+3. one *exact pass*: every row is assigned to the merged centers, which gives the exact
    training cost and cluster sizes, and tells whether a Lloyd step would still lower the
    cost by more than ``tol``; only then does the fit take it and pass again.
 
-A small table (``fitMode="auto"`` and at most :data:`LOCAL_MAX_VALUES` rows x features)
-is collected to the driver by the sample job and fitted there in NumPy by the very same
-passes: no Python worker starts at all.
+A table whose features take at most :data:`LOCAL_MAX_BYTES` (``fitMode="auto"``; 1M x 32
+float32) is collected to the driver by one job instead and fitted there in NumPy by the
+very same passes: no Python worker starts at all.
 
 The epochs pass depends on how the input is partitioned (each task runs its own
 epochs), so the same seed on the same input *and partitioning* gives the same centers;
@@ -42,15 +41,16 @@ from .initialize import Initializer
 from .params import (FitParams, FitResult, check_prepared, cost_from_inertia,
                      default_init_size, fit_fingerprint)
 from .prepare import N_SLOTS, Prepared, plan_rows, prepared_rows, valid_features
-from .session import default_parallelism
+from .session import default_parallelism, is_cached
 from .udfs import (EPOCHS_SCHEMA, FARTHEST_SCHEMA, epochs_function, farthest_function,
                    farthest_rows, table_to_epochs, table_to_farthest, warmup_function)
 
 logger = logging.getLogger(__name__)
 
-#: fitMode="auto" fits on the driver when rows x features is at most this (16 MB of
-#: float32): collecting that costs less than starting the executors' Python workers.
-LOCAL_MAX_VALUES = 1 << 22
+#: fitMode="auto" fits on the driver when the rows' features take at most this many
+#: bytes in the compute dtype (1M x 32 float32): collecting them costs about one Python
+#: pass, and the driver's passes over them then cost a tenth of one each.
+LOCAL_MAX_BYTES = 128 << 20
 #: Rows per mini-batch step inside a task when batchSize is unset (at least 4 k).
 TASK_BATCH = 4096
 #: Passes over the data at most: the epochs pass, then exact passes (Lloyd steps).
@@ -73,11 +73,12 @@ def auto_batch_size(k: int) -> int:
     return max(TASK_BATCH, 4 * int(k))
 
 
-def choose_mode(fit_mode: str, n_rows: int, n_features: int) -> str:
+def choose_mode(fit_mode: str, n_rows: int, n_features: int, dtype=np.float32) -> str:
     """"local" or "pass" for ``fitMode`` "auto" (and the given mode otherwise)."""
     if fit_mode != "auto":
         return fit_mode
-    return "local" if n_rows * n_features <= LOCAL_MAX_VALUES else "pass"
+    size = n_rows * n_features * np.dtype(dtype).itemsize
+    return "local" if size <= LOCAL_MAX_BYTES else "pass"
 
 
 def start_warmup(spark, dtype) -> threading.Thread:
@@ -107,38 +108,43 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     d, k = spec.n_features, p.k
     rows = prepared_rows(df, spec, p.seed, p.dtype, p.spherical)
     batch = p.batch_size or auto_batch_size(k)
-    # One JVM job counts the rows and draws the init sample (or, for a table small enough
-    # to fit on the driver, collects it), sized by Spark's row estimate when it has one.
-    estimate = plan_rows(df)
-    estimate_from_plan = estimate is not None
+    # The row count: Spark's own for a materialised cache, else a count (metadata only
+    # on files). A small table is then collected whole, counted on the driver; a large
+    # one is counted and sampled in one JVM job.
+    estimate = plan_rows(df) if is_cached(df) else None
     if estimate is None:
         estimate = df.count()
-    mode = choose_mode(p.fit_mode, estimate, d)
+    mode = choose_mode(p.fit_mode, estimate, d, p.np_dtype)
     warm = start_warmup(df.sparkSession, p.np_dtype) if mode == "pass" else None
     init_size = default_init_size(k, min(batch, max(estimate, 1)), max(estimate, 1),
                                   p.init_size)
-    want = estimate if mode == "local" else init_size
     hi = N_SLOTS if mode == "local" else min(
-        N_SLOTS, int(math.ceil(N_SLOTS * 1.2 * want / max(estimate, 1))) + 1)
-    logger.info("about %d rows (%s): %s fit, reading slots [0, %d) to the driver", estimate,
-                "Spark's estimate" if estimate_from_plan else "counted", mode, hi)
-    counts, (keys, X, w) = Initializer(Prepared(rows, spec, 0, 0.0), p).count_and_collect(
-        rows, 0, hi, p.checkpoint_dir is not None)
+        N_SLOTS, int(math.ceil(N_SLOTS * 1.2 * init_size / max(estimate, 1))) + 1)
+    logger.info("%d rows: %s fit, reading slots [0, %d) to the driver", estimate, mode, hi)
+    reader = Initializer(Prepared(rows, spec, 0, 0.0), p)
+    local_rows = None
+    if mode == "local":  # every valid row on the driver
+        counts, *local_rows = reader.collect_all(rows)
+        keys, X, w = local_rows
+    else:
+        counts, (keys, X, w) = reader.count_and_collect(rows, 0, hi,
+                                                        p.checkpoint_dir is not None)
     n, n_bad = int(counts["n"]), int(counts["bad"])
     data = Prepared(rows, spec, n, float(counts["w"] or 0.0),
                     spec.invalid_counts(df, p.spherical) if n_bad else {}, n_bad,
                     content_hash=int(counts.get("h") or 0))
     mb = Initializer(data, p)
     check_prepared(data, p)
-    mode = choose_mode(p.fit_mode, n, d)
     batch = min(batch, n)
     init_size = default_init_size(k, batch, n, p.init_size)
-    if mode == "local" and hi < N_SLOTS:  # the estimate was far off: collect them all
-        keys, X, w = mb.collect_rows(data.valid())
-        hi = N_SLOTS
-    sample = mb.draw(keys, X, w, n if mode == "local" else init_size, hi >= N_SLOTS)
-    if mode != "local" and len(sample[0]) < init_size and hi < N_SLOTS:
-        sample = mb.init_sample(init_size)  # the estimate was far off: sample again
+    if local_rows is not None:
+        pick = mb.draw_order(keys, w)[:init_size]
+        sample = (keys[pick], X[pick].astype(np.float64), None if w is None else w[pick],
+                  True)
+    else:
+        sample = mb.draw(keys, X, w, init_size, hi >= N_SLOTS)
+        if len(sample[0]) < init_size and hi < N_SLOTS:
+            sample = mb.init_sample(init_size)  # the estimate was far off: sample again
     count_seconds = time.perf_counter() - t_start
     derived = {"fitMode": mode, "batchSizeUsed": batch, "initSizeUsed": init_size,
                "maxPasses": MAX_PASSES}
@@ -147,10 +153,6 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         store = open_store(p.checkpoint_dir, df.sparkSession)
         fingerprint = fit_fingerprint(p, data, p.initial_centers)
         saved = store.load_latest()
-    local_rows = None
-    if mode == "local":  # every valid row on the driver, in the init sample's order
-        keys, X, w, _ = sample
-        local_rows = (keys, np.ascontiguousarray(X, dtype=p.np_dtype), w)
     if saved is not None:
         check_resumable(saved, fingerprint, derived,
                         source=f"the checkpoint in checkpointDir={p.checkpoint_dir!r}")

@@ -209,20 +209,22 @@ def prepared_rows(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "flo
     (-1 for an invalid row), ``key``, ``f0`` ... ``f{d-1}`` in the compute dtype (null
     for an invalid row) and, with a weight column, ``weight``."""
     names = feature_names(spec.n_features)
-    staged = _staged(df, spec, cosine)
-    key = F.xxhash64(F.lit(int(seed)), *[F.col(n) for n in names])  # weights never move batches
-    valid = F.col("_valid")
-    cols = [F.when(valid, F.pmod(key, F.lit(N_SLOTS)).cast("int")).otherwise(-1).alias("slot"),
-            key.alias("key")]
-    cols += [F.when(valid, F.col(n).cast(dtype_name(dtype))).alias(n) for n in names]
+    key = f"xxhash64({', '.join([str(int(seed))] + names)})"  # weights never move batches
+    cols = [f"CASE WHEN _valid THEN CAST(pmod({key}, {N_SLOTS}) AS INT) ELSE -1 END AS slot",
+            f"{key} AS key"]
+    cols += [f"CASE WHEN _valid THEN CAST({n} AS {dtype_name(dtype)}) END AS {n}"
+             for n in names]
     if spec.weight_col is not None:
-        cols.append(F.when(valid, F.col("weight")).alias("weight"))
-    return staged.select(*cols)
-
+        cols.append("CASE WHEN _valid THEN weight END AS weight")
+    # SQL text: one call for the JVM to parse, not one per expression node
+    return _staged(df, spec, cosine).selectExpr(*cols)
 
 def _staged(df: DataFrame, spec: FeatureSpec, cosine: bool) -> DataFrame:
     """``_valid``, ``f0`` ... (double) and ``weight``: two projections, so that validity
     (and the key) are computed once per row, not per column."""
+    sql = spec.staged_sql(cosine)
+    if sql is not None:
+        return df.selectExpr(*sql)
     return df.select(spec.valid_expr(cosine).alias("_valid"),
                      *[x.alias(n) for x, n in zip(spec.feature_exprs(),
                                                   feature_names(spec.n_features))],
@@ -233,10 +235,9 @@ def valid_features(df: DataFrame, spec: FeatureSpec, dtype: str = "float32",
                    cosine: bool = False) -> DataFrame:
     """The valid rows' ``f0`` ... ``f{d-1}`` (compute dtype) and ``weight``, lazily: what
     :func:`prepared_rows` gives for them, without computing their keys."""
-    names = feature_names(spec.n_features)
-    cols = [F.col(n).cast(dtype_name(dtype)).alias(n) for n in names]
-    return (_staged(df, spec, cosine).where(F.col("_valid"))
-            .select(*cols, *(["weight"] if spec.weight_col else [])))
+    cols = [f"CAST({n} AS {dtype_name(dtype)}) AS {n}" for n in feature_names(spec.n_features)]
+    return (_staged(df, spec, cosine).where("_valid")
+            .selectExpr(*cols, *(["weight"] if spec.weight_col else [])))
 
 
 def count_columns(weighted: bool, content_hash: bool = True):

@@ -87,6 +87,15 @@ def job_session(app_name: str, master: Optional[str] = None,
             spark.stop()
 
 
+def is_cached(df) -> bool:
+    """Whether ``df`` is persisted (its plan then carries an exact row count)."""
+    try:
+        level = df.storageLevel
+    except Exception:  # noqa: BLE001 - a session that cannot tell
+        return False
+    return bool(level.useMemory or level.useDisk)
+
+
 _PARALLELISM = weakref.WeakKeyDictionary()
 
 
