@@ -26,6 +26,9 @@ def test_fit_transform_save_load_on_spark_connect(tmp_path):
         assert np.min(np.linalg.norm(centers - t, axis=1)) < 0.1
     np.testing.assert_array_equal(np.array(result["loaded_centers"]), centers)
     assert sorted(result["sizes"]) == [300, 300, 300]
+    for mode, r in result["modes"].items():
+        assert r["fit_mode"] == mode and r["sizes"] == [300, 300, 300]
+        assert r["cost"] <= 1.01 * result["cost"]
     assert result["same_predictions"]
     assert abs(result["compute_cost"] - result["cost"]) <= 1e-9 * result["cost"]
     assert 0 < result["max_distance"] < 2.0

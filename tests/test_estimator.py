@@ -196,7 +196,10 @@ def test_pass_fit_reports_its_passes(blob_data, mode):
     assert s.fitMode == mode and s.stopReason in ("tol", "maxIter")
     kinds = [r["kind"] for r in s.history]
     assert kinds[0] == "epochs" and set(kinds[1:]) == {"exact"} and s.numPasses == len(kinds)
-    assert s.epochRows == 3000 and s.passesOverData == pytest.approx(len(kinds))
+    assert s.epochRows == 3000
+    # local: one job hands the rows over once; pass: one job per pass (and count, warm-up)
+    assert s.passesOverData == pytest.approx(1 if mode == "local" else len(kinds))
+    assert s.numJobs == (1 if mode == "local" else len(kinds) + 2)
     assert s.numTasks == (1 if mode == "local" else 2) and s.partitionDependent == (mode == "pass")
     assert s.trainingCostExact and sum(s.clusterSizes) == 3000
     np.testing.assert_allclose(s.trainingCost, sq_cost(X, np.array(m.clusterCenters())),

@@ -899,14 +899,25 @@ class MiniBatchKMeansSummary:
     Attributes
     ----------
     trainingCost : float
-        Exact cost of the final centers over all valid training rows (one full pass), or
+        Exact cost of the final centers over all valid training rows (an exact pass), or
         an estimate when ``computeTrainingCost=False``.
     clusterSizes : list of int
     k, numIter, numSteps : int
-    stopReason : {"maxIter", "tol", "maxNoImprovement"}
+        numIter: epochs (the most any task ran, in the pass fit); numSteps: mini-batch
+        steps (summed over tasks, in the pass fit).
+    fitMode : {"local", "pass", "step"}
+    numPasses, numJobs : int
+        Passes over the data (the pass fit; None for the step fit) and Spark jobs.
+    passesOverData : float
+        Rows handed to Python over the row count (the epochs pass may read a subset; the
+        step fit counts its prepare copy as one).
+    numTasks, partitionDependent
+        Tasks of the epochs pass, and whether the result depends on the partitioning.
+    stopReason : {"maxIter", "tol", "maxNoImprovement", "interrupted"}
     history : list of dict
-        Per step: step, epoch, bucket, rows, batch_inertia (per unit weight), ewa,
-        center_shift, reassigned, seconds.
+        Per step (per pass in the pass fit): step, epoch, bucket, rows, batch_inertia (per
+        unit weight), ewa, center_shift, reassigned, seconds, kind ("step", "epochs" or
+        "exact").
     """
 
     def __init__(self, model: MiniBatchKMeansModel, dataset: DataFrame, info: Dict[str, Any],

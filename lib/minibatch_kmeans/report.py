@@ -118,6 +118,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     add("rows", "numRows", _fmt_int)
     if s.get("numSkipped"):
         add("rows skipped", "numSkipped", _fmt_int)
+    add("fit mode", "fitMode")
+    add("passes over the data", "passesOverData", lambda v: f"{v:.2f}")
+    add("Spark jobs", "numJobs", _fmt_int)
     add("batch size", "batchSize", _fmt_int)
     add("steps", "numSteps", _fmt_int)
     add("epochs", "numIter", _fmt_int)
@@ -132,8 +135,10 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     seconds = s.get("jobFitSeconds", s.get("fitSeconds"))
     if seconds is not None:
         parts = [f"{k} {float(s[key]):.1f}" for k, key in
-                 (("prepare", "prepareSeconds"), ("init", "initSeconds"),
-                  ("steps", "loopSeconds"), ("final pass", "finalPassSeconds"))
+                 (("prepare" if s.get("fitMode") == "step" else "count and sample",
+                   "prepareSeconds"), ("init", "initSeconds"),
+                  ("steps" if s.get("fitMode") == "step" else "passes", "loopSeconds"),
+                  ("final pass", "finalPassSeconds"))
                  if s.get(key) is not None]
         rows.append(("fit seconds", _fmt_seconds(seconds)
                      + (f" ({', '.join(parts)})" if parts else "")))

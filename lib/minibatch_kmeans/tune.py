@@ -285,7 +285,7 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
         centers: Dict[str, np.ndarray] = {}
         for b in grid_sizes:
             for k in ks:
-                fit_est = est.copy({est.k: k, est.batchSize: b})
+                fit_est = est.copy({est.k: k} if b is None else {est.k: k, est.batchSize: b})
                 t0 = time.perf_counter()
                 model = fit_est.fit(train)
                 seconds = time.perf_counter() - t0

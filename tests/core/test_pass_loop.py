@@ -106,3 +106,25 @@ def test_pass_loop_stops_on_tol_or_the_pass_limit():
     assert out.reason == "maxIter" and [r.kind for r in state.history] == ["epochs", "exact"]
     state, out = _loop(X, C + 0.5, max_passes=4, tol=0.0, exact_passes=False)
     assert out.reason == "maxIter" and out.exact is None and len(state.history) == 1
+
+
+def test_empty_centers_move_to_the_farthest_rows():
+    """A center no row is nearest to (here: a duplicate) moves to the farthest row, and
+    the fit passes again rather than stopping with it (scikit-learn KMeans' rule)."""
+    X = np.vstack([np.zeros((500, 2)), np.ones((500, 2)), [[9.0, 9.0], [9.5, 9.0]]])
+    C0 = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    state = MiniBatchState(C0, Convergence(len(X), 100), 0.0)
+
+    def exact_pass(C):
+        return batch_stats(X, C, dtype="float64")
+
+    def farthest_pass(C, m):
+        d = ((X[:, None] - C[None]) ** 2).sum(-1).min(1)
+        return X[np.argsort(-d, kind="stable")[:m]]
+
+    state.step = 1  # the epochs pass is done: exact passes only
+    out = run_passes(state, None, exact_pass, max_passes=4, tol=1e-4, n_candidates=0,
+                     farthest_pass=farthest_pass)
+    assert out.reason == "tol" and state.history[0].reassigned == 1
+    assert sorted(out.exact.counts.tolist()) == [2, 500, 500]
+    assert out.exact.inertia == pytest.approx(sq_cost(X, state.centers))

@@ -26,6 +26,14 @@ def main(out_dir: str) -> int:
     est.write().overwrite().save(f"{out_dir}/estimator")
     loaded = MiniBatchKMeansModel.load(f"{out_dir}/model")
     reloaded_preds = loaded.transform(df).select("prediction").toPandas()
+    # every fit mode runs over Connect: the pass fit (a warm-up job in a thread, the epochs
+    # and exact passes) and the per-step fit
+    modes = {}
+    for mode in ("pass", "step"):
+        m = MiniBatchKMeans(k=3, inputCols=["a", "b"], batchSize=150, seed=4,
+                            fitMode=mode).fit(df)
+        modes[mode] = {"sizes": sorted(m.summary.clusterSizes),
+                       "fit_mode": m.summary.fitMode, "cost": m.summary.trainingCost}
     from minibatch_kmeans.compare import compare_with_mllib
 
     compared = compare_with_mllib(df, 3, input_cols=["a", "b"], seed=4,
@@ -36,6 +44,7 @@ def main(out_dir: str) -> int:
         "centers": np.array(model.clusterCenters()).tolist(),
         "loaded_centers": np.array(loaded.clusterCenters()).tolist(),
         "sizes": model.summary.clusterSizes,
+        "modes": modes,
         "cost": model.summary.trainingCost,
         "compute_cost": loaded.computeCost(df),
         "same_predictions": bool((preds["prediction"] == reloaded_preds["prediction"]).all()),

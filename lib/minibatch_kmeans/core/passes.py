@@ -34,7 +34,6 @@ batches are contiguous runs of a per-epoch random permutation (as scikit-learn d
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -45,8 +44,6 @@ from . import rng as rng_mod
 from .kernels import BatchStats, _assign_stats, row_norms_sq
 from .minibatch import (STOP_MAX_ITER, STOP_TOL, Convergence, MiniBatchState, StepRecord,
                         minibatch_update, reassign_low_count)
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -247,8 +244,7 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
                max_passes: int, tol: float, n_candidates: int, exact_passes: bool = True,
                farthest_pass: Optional[FarthestPass] = None,
                on_pass: Optional[Callable[[StepRecord], None]] = None,
-               should_stop: Optional[Callable[[], bool]] = None,
-               epochs_info: Optional[dict] = None) -> PassesOutcome:
+               should_stop: Optional[Callable[[], bool]] = None) -> PassesOutcome:
     """Run passes from ``state.step`` (passes already done) on; mutates ``state``.
 
     Pass 1 is the epochs pass, passes 2 to ``max_passes`` are exact passes (none when
@@ -260,7 +256,7 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
     (``farthest_pass``, one more pass) and the fit passes again. ``should_stop()`` is
     asked before every pass.
     """
-    info = dict(epochs_info or {})
+    info: dict = {}
     exact = None
     while True:
         if should_stop is not None and should_stop():

@@ -249,10 +249,12 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         "skippedByReason": {spec.reason_text(c): v for c, v in data.invalid.items()},
         "fitMode": mode, "batchSize": batch, "initSize": init_size,
         "numPasses": passes + relocations, "epochRows": info.get("rows"),
-        "passesOverData": (info.get("rows", 0) / max(n, 1)
-                           + sum(1 for r in state.history[resumed_from:] if r.kind == "exact")
-                           + (passes - len(state.history[resumed_from:])) + relocations),
-        "numJobs": 1 + passes + relocations + (warm is not None),
+        # local: the rows crossed once, in one job; its passes run on the driver
+        "passesOverData": 1.0 if mode == "local" else (
+            info.get("rows", 0) / max(n, 1)
+            + sum(1 for r in state.history[resumed_from:] if r.kind == "exact")
+            + (passes - len(state.history[resumed_from:])) + relocations),
+        "numJobs": 1 if mode == "local" else 1 + passes + relocations + (warm is not None),
         "numTasks": info.get("tasks"), "taskStopReasons": info.get("taskStopReasons"),
         "numSteps": int(info.get("steps", 0)), "numIter": int(info.get("epochs", 0)),
         "stopReason": outcome_reason, "rowsSeen": state.rows_seen,
