@@ -67,7 +67,7 @@ def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
     def epochs_pass(C0, W0, n_c):
         results = []
         for keys, Xp, wp in parts:
-            r = minibatch_epochs(Xp, C0, W0, 128, 3, passes_mod._order_salt(11, 0), keys=keys,
+            r = minibatch_epochs(Xp, C0, W0, 128, 3, passes_mod.order_salt(11, 0), keys=keys,
                                  sample_weight=wp, tol=0.0, max_no_improvement=None,
                                  spherical=spherical, reassignment_ratio=0.3)
             r.stats.cand_keys, r.stats.cand_rows = select_candidates(

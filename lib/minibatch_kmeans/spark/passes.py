@@ -171,7 +171,7 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         keys, X, w = local_rows
 
         def epochs_pass(C, W, n_cand):
-            r = minibatch_epochs(X, C, W, batch, p.max_iter, _order_salt(p.seed, state.step),
+            r = minibatch_epochs(X, C, W, batch, p.max_iter, order_salt(p.seed, state.step),
                                  keys=keys, sample_weight=w, tol=tol_abs,
                                  max_no_improvement=no_imp, spherical=p.spherical,
                                  reassignment_ratio=p.reassignment_ratio)
@@ -191,7 +191,7 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
             if warm is not None:
                 warm.join()
             fn = epochs_function(C, W, p.np_dtype, batch, p.max_iter,
-                                 _order_salt(p.seed, state.step), tol_abs, no_imp, n_cand,
+                                 order_salt(p.seed, state.step), tol_abs, no_imp, n_cand,
                                  candidate_salt(p.seed, state.step), p.spherical,
                                  p.reassignment_ratio)
             table = epoch_input.mapInArrow(fn, EPOCHS_SCHEMA).toArrow()
@@ -285,5 +285,6 @@ def _unit(C):
     return C / np.where(norms > 0, norms, 1.0)
 
 
-def _order_salt(seed: int, pass_index: int) -> int:
+def order_salt(seed: int, pass_index: int) -> int:
+    """The salt of a pass's visiting order (its tasks' epochs)."""
     return int(rng_mod.salt(seed, rng_mod.EPOCH, pass_index))
