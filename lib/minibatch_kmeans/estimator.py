@@ -521,7 +521,8 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
             init_mode=self.getInitMode(), init_steps=self.getInitSteps(),
             init_scope=self.getInitScope(), init_runs=self.getInitRuns(),
             distance=self.getDistanceMeasure(),
-            batch_size=self.getBatchSize(), fit_mode=self.getFitMode(), local_steps=self.getLocalSteps(),
+            batch_size=self.getBatchSize(), fit_mode=self.getFitMode(),
+            local_steps=self.getLocalSteps(),
             init_size=self.getInitSize(),
             max_no_improvement=no_imp or None, reassignment_ratio=self.getReassignmentRatio(),
             handle_invalid=self.getHandleInvalid(), initial_centers=self.getInitialCenters(),
@@ -839,7 +840,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
 def _predict_matrix(X: np.ndarray, centers: np.ndarray, cosine: bool, dtype):
     """Labels and distances (Euclidean, or cosine distance) of rows of X."""
     from .core.kernels import _assign, row_norms_sq
-    from .spark.udfs import normalize_rows
+    from .core.kernels import normalize_rows
 
     Xc = np.ascontiguousarray(X, dtype=dtype)
     C = np.ascontiguousarray(centers, dtype=dtype)

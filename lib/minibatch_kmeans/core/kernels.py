@@ -92,6 +92,13 @@ def row_norms_sq(X: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", X, X)
 
 
+def normalize_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit Euclidean norm (spherical k-means); zero rows are left as is."""
+    norms = np.sqrt(row_norms_sq(X))
+    norms[norms == 0] = 1.0
+    return X / norms[:, None].astype(X.dtype)
+
+
 def _chunk_labels(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
     """Yield ``(start, stop, labels)`` for each chunk of up to :data:`CHUNK_ROWS` rows of X:
     the index of each row's nearest center, int64 (``np.argmin``: the first of equal

@@ -41,7 +41,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from . import rng as rng_mod
-from .kernels import BatchStats, _assign_stats, row_norms_sq
+from .kernels import BatchStats, _assign_stats, normalize_rows, row_norms_sq
 from .minibatch import (STOP_MAX_ITER, STOP_TOL, Convergence, MiniBatchState, StepRecord,
                         minibatch_update, reassign_low_count)
 
@@ -125,7 +125,7 @@ def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray
     conv = Convergence(n_samples=float(n), batch_size=batch_size, tol=tol,
                        max_no_improvement=max_no_improvement)
     steps = epochs = since_reassign = 0
-    reason = "maxIter"
+    reason = STOP_MAX_ITER
     if n == 0:
         return EpochsResult(last, 0, 0, reason, None, 0)
     batch_size = max(1, min(int(batch_size), n))
@@ -140,11 +140,7 @@ def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray
         stop = None
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            Cj = C
-            if spherical:
-                norms = np.sqrt(row_norms_sq(C))
-                Cj = C / np.where(norms > 0, norms, 1.0)[:, None]
-            Cj = np.ascontiguousarray(Cj, dtype=dtype)
+            Cj = np.ascontiguousarray(normalize_rows(C) if spherical else C, dtype=dtype)
             w = None if sample_weight is None else sample_weight[idx]
             part = _assign_stats(X[idx], Cj, row_norms_sq(Cj), w)
             new_C, W = minibatch_update(C, W, part.sums, part.weights)
@@ -273,8 +269,7 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
                     stats.cand_rows if stats.cand_rows is not None
                     else np.empty((0, new.shape[1])), stats.n_rows)
             if state.spherical:
-                norms = np.linalg.norm(new, axis=1, keepdims=True)
-                new = np.where(norms > 0, new / np.where(norms > 0, norms, 1.0), new)
+                new = normalize_rows(new)
             state.centers, state.weight_sums = new, W
             state.rows_seen += int(round(stats.weight_total)) if stats.n_rows else 0
             rows, per_w, kind = stats.n_rows, _per_weight(stats), "epochs"

@@ -13,13 +13,13 @@ from pyspark.sql import functions as F
 
 from ..core import init as init_mod
 from ..core import rng as rng_mod
-from ..core.kernels import BatchStats, batch_stats
+from ..core.kernels import BatchStats, batch_stats, normalize_rows
 from ..core.minibatch import Convergence, MiniBatchState
 from ..errors import InvalidInputError
 from .params import FitParams, check_initial_centers
 from .prepare import N_SLOTS, Prepared, count_columns, feature_names
-from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, normalize_rows,
-                   sample_function, sample_table_to_numpy, stats_function, table_to_stats)
+from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, sample_function,
+                   sample_table_to_numpy, stats_function, table_to_stats)
 
 logger = logging.getLogger(__name__)
 

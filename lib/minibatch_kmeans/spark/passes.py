@@ -184,7 +184,7 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
             return _assign_stats(X, Cd, row_norms_sq(Cd), w)
 
         def farthest_pass(C, m):
-            Cd = np.ascontiguousarray(_unit(C) if p.spherical else C, dtype=p.np_dtype)
+            Cd = np.ascontiguousarray(C, dtype=p.np_dtype)  # unit under cosine already
             return farthest_rows(X, Cd, row_norms_sq(Cd), m)[1]
     else:
         def epochs_pass(C, W, n_cand):
@@ -278,11 +278,6 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     logger.info("%s fit: %d passes over the data (%s), %.2f s", mode, passes, outcome_reason,
                 summary["fitSeconds"])
     return FitResult(state.centers, state.weight_sums, summary, state.history)
-
-
-def _unit(C):
-    norms = np.linalg.norm(C, axis=1, keepdims=True)
-    return C / np.where(norms > 0, norms, 1.0)
 
 
 def order_salt(seed: int, pass_index: int) -> int:

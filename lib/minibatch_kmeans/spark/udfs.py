@@ -11,7 +11,8 @@ from typing import Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
-from ..core.kernels import BatchStats, _assign, _assign_stats, row_norms_sq, smallest_keys
+from ..core.kernels import (BatchStats, _assign, _assign_stats, normalize_rows, row_norms_sq,
+                            smallest_keys)
 from ..core.loop import select_candidates
 from ..core.minibatch import minibatch_update
 from ..core.passes import EpochsResult, minibatch_epochs
@@ -48,13 +49,6 @@ def feature_matrix(batch, n_features: int, dtype) -> np.ndarray:
                 [part.column(n).to_numpy(zero_copy_only=False) for n in names])
         start = stop
     return X
-
-
-def normalize_rows(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit Euclidean norm (spherical k-means); zero rows are left as is."""
-    norms = np.sqrt(row_norms_sq(X))
-    norms[norms == 0] = 1.0
-    return X / norms[:, None].astype(X.dtype)
 
 
 def _rows(batch: pa.RecordBatch, n_features: int, dtype, spherical: bool):
