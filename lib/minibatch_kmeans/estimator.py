@@ -65,16 +65,16 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
                      "otherwise.", typeConverter=TypeConverters.toInt)
     batchSize = Param(Params._dummy(), "batchSize",
                       "Approximate number of rows per mini-batch. Must be > 0. Unset "
-                      "(default): automatic, 4096 rows per step in each task (4 k when "
-                      "larger) for fitMode auto/local/pass, 10000 for fitMode step.",
+                      "(default): automatic, 4096 rows per step (4 k when larger) for "
+                      "fitMode auto/local/pass, 10000 for fitMode step.",
                       typeConverter=TypeConverters.toInt)
     fitMode = Param(Params._dummy(), "fitMode",
                     'How the fit spends Spark jobs: "auto" (default: "local" for a small '
                     'table, else "pass"), "local" (collect the valid rows and fit on the '
-                    'driver), "pass" (a few passes over the input: every task runs '
-                    "mini-batch epochs over its own rows and the driver merges them, then "
-                    'exact passes; depends on the partitioning) or "step" (a prepared copy '
-                    "and one Spark job per mini-batch; partition-independent).",
+                    'driver), "pass" (mini-batch epochs on the driver over a random '
+                    "sample, then exact passes over the input; the sample depends on the "
+                    'partitioning) or "step" (a prepared copy and one Spark job per '
+                    "mini-batch; partition-independent).",
                     typeConverter=TypeConverters.toString)
     localSteps = Param(Params._dummy(), "localSteps",
                        "Mini-batch steps per Spark job (default 1). With m > 1 each job reads "
@@ -904,16 +904,17 @@ class MiniBatchKMeansSummary:
         an estimate when ``computeTrainingCost=False``.
     clusterSizes : list of int
     k, numIter, numSteps : int
-        numIter: epochs (the most any task ran, in the pass fit); numSteps: mini-batch
-        steps (summed over tasks, in the pass fit).
+        numIter: epochs (of the epochs pass, in the pass fit); numSteps: mini-batch steps.
     fitMode : {"local", "pass", "step"}
     numPasses, numJobs : int
         Passes over the data (the pass fit; None for the step fit) and Spark jobs.
     passesOverData : float
-        Rows handed to Python over the row count (the epochs pass may read a subset; the
-        step fit counts its prepare copy as one).
-    numTasks, partitionDependent
-        Tasks of the epochs pass, and whether the result depends on the partitioning.
+        Rows handed to Python or the driver over the row count (the epochs pass runs on a
+        sample of a large table; the step fit counts its prepare copy as one).
+    epochRows, epochsStopReason
+        Rows the epochs pass ran over, and why its epochs stopped (the pass fit).
+    partitionDependent : bool
+        Whether the result depends on the partitioning (the pass fit's sample does).
     stopReason : {"maxIter", "tol", "maxNoImprovement", "interrupted"}
     history : list of dict
         Per step (per pass in the pass fit): step, epoch, bucket, rows, batch_inertia (per

@@ -67,7 +67,7 @@ def test_merge_is_order_free():
     a, info = merge_epochs(parts)
     b, _ = merge_epochs(parts[::-1])
     np.testing.assert_array_equal(a.sums, b.sums)
-    assert info["tasks"] == 3 and info["rows"] == 900 and info["steps"] == sum(
+    assert info["sets"] == 3 and info["rows"] == 900 and info["steps"] == sum(
         p.steps for p in parts)
 
 

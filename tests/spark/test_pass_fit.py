@@ -1,5 +1,5 @@
-"""The pass fit (fitMode auto/local/pass) against its NumPy reference: the same epochs on
-the same partitions' rows, the same merge, the same exact passes."""
+"""The pass fit (fitMode auto/local/pass) against its NumPy reference: the same epochs over
+the same rows on the driver, the same exact passes over the partitions."""
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -44,8 +44,9 @@ def _partitions(df, spec, seed, spherical):
 
 @pytest.mark.parametrize("weighted,spherical", [(False, False), (True, False), (False, True)])
 def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
-    """Spark's pass fit and a NumPy replay of it (every task's epochs over its partition,
-    the merge, re-seeding, the exact passes) give the same centers, cost and sizes."""
+    """Spark's pass fit and a NumPy replay of it (the epochs over every row, sampled whole
+    on the driver, re-seeding, the exact passes merged over the partitions) give the same
+    centers, cost and sizes."""
     X, w, C, df = data
     spec = resolve(df, "features", cols(3), "w" if weighted else None)
     init = X[:4] + 0.5  # a poor start: re-seeding and real movement
@@ -54,7 +55,7 @@ def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
                        distance="cosine" if spherical else "euclidean",
                        fit_mode="pass").validate()
     res = fit(df, spec, params)
-    assert res.summary["fitMode"] == "pass" and res.summary["numTasks"] == 3
+    assert res.summary["fitMode"] == "pass" and not res.summary["partitionDependent"]
 
     parts = _partitions(df, spec, params.seed, spherical)
     if spherical:
@@ -64,16 +65,17 @@ def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
                            Convergence(len(X), 128, 0.0, None), 0.3, spherical)
     n_cand = max_candidates(4, 128)
 
+    keys = np.concatenate([p_[0] for p_ in parts])
+    Xall = np.concatenate([p_[1] for p_ in parts])
+    wall = None if not weighted else np.concatenate([p_[2] for p_ in parts])
+
     def epochs_pass(C0, W0, n_c):
-        results = []
-        for keys, Xp, wp in parts:
-            r = minibatch_epochs(Xp, C0, W0, 128, 3, passes_mod.order_salt(11, 0), keys=keys,
-                                 sample_weight=wp, tol=0.0, max_no_improvement=None,
-                                 spherical=spherical, reassignment_ratio=0.3)
-            r.stats.cand_keys, r.stats.cand_rows = select_candidates(
-                keys, Xp, candidate_salt(11, 0), n_c)
-            results.append(r)
-        return merge_epochs(results, n_c)
+        r = minibatch_epochs(Xall, C0, W0, 128, 3, passes_mod.order_salt(11, 0), keys=keys,
+                             sample_weight=wall, tol=0.0, max_no_improvement=None,
+                             spherical=spherical, reassignment_ratio=0.3)
+        r.stats.cand_keys, r.stats.cand_rows = select_candidates(
+            keys, Xall, candidate_salt(11, 0), n_c)
+        return merge_epochs([r], n_c)
 
     def exact_pass(C0):  # per partition, merged as the driver merges a stats job
         Cd = np.ascontiguousarray(C0, dtype=np.float32)
@@ -102,18 +104,19 @@ def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
             sq_cost(X, res.centers, w if weighted else None), rel=1e-5)
 
 
-def test_local_mode_equals_one_task_pass(spark, data):
-    """fitMode="local" runs the pass fit's code on the driver: the same centers as a pass
-    fit whose input is one partition."""
+def test_local_and_pass_modes_agree_on_a_table_sampled_whole(spark, data):
+    """A table small enough for the epochs sample to hold it whole gives the same centers in
+    either mode and on any partitioning: the epochs run on the driver over the rows in
+    their keys' order, the exact passes sum the same rows."""
     X, _, _, _ = data
-    df = columns_df(spark, X, partitions=1)
     kw = dict(k=4, inputCols=cols(3), seed=3, batchSize=256)
-    local = MiniBatchKMeans(fitMode="local", **kw).fit(df)
-    one_task = MiniBatchKMeans(fitMode="pass", **kw).fit(df)
-    assert local.summary.fitMode == "local" and one_task.summary.numTasks == 1
-    np.testing.assert_allclose(np.array(local.clusterCenters()),
-                               np.array(one_task.clusterCenters()), rtol=1e-9, atol=1e-9)
-    assert local.summary.clusterSizes == one_task.summary.clusterSizes
+    local = MiniBatchKMeans(fitMode="local", **kw).fit(columns_df(spark, X, partitions=1))
+    for parts in (1, 4):
+        m = MiniBatchKMeans(fitMode="pass", **kw).fit(columns_df(spark, X, partitions=parts))
+        assert m.summary.fitMode == "pass" and not m.summary.partitionDependent
+        np.testing.assert_allclose(np.array(local.clusterCenters()),
+                                   np.array(m.clusterCenters()), rtol=1e-6, atol=1e-6)
+        assert local.summary.clusterSizes == m.summary.clusterSizes
 
 
 def test_auto_mode_picks_local_for_small_tables(spark, data, monkeypatch):
@@ -122,32 +125,37 @@ def test_auto_mode_picks_local_for_small_tables(spark, data, monkeypatch):
     assert MiniBatchKMeans(**kw).fit(df).summary.fitMode == "local"
     monkeypatch.setattr(passes_mod, "LOCAL_MAX_BYTES", 100)
     big = MiniBatchKMeans(**kw).fit(df)
-    assert big.summary.fitMode == "pass" and big.summary.numJobs == 1 + big.summary.numPasses + 1
+    # the count, the sample, every exact pass, the workers' warm-up
+    assert big.summary.fitMode == "pass" and big.summary.numJobs == 2 + big.summary.numPasses
     assert big.summary.trainingCost <= 1.01 * sq_cost(X, blobs(n=2400, k=4, d=3, seed=1)[2])
 
 
-def test_epochs_pass_reads_a_subset_of_a_large_table(spark, data, monkeypatch):
-    """Past epoch_rows(k) rows the epochs pass reads a random subset (filtered in the
-    JVM); the exact passes still see every row."""
+def test_epochs_pass_runs_on_a_sample_of_a_large_table(spark, data, monkeypatch):
+    """Past epoch_sample_rows() rows the epochs pass runs on a random sample (drawn in the
+    JVM, partition-dependent); the exact passes still see every row."""
     X, _, C, df = data
     monkeypatch.setattr(passes_mod, "EPOCH_ROWS", 600)
     monkeypatch.setattr(passes_mod, "EPOCH_ROWS_PER_CENTER", 10)
     m = MiniBatchKMeans(k=4, inputCols=cols(3), seed=3, fitMode="pass").fit(df)
     s = m.summary
     assert 400 < s.epochRows < 900 and sum(s.clusterSizes) == 2400
+    assert s.partitionDependent
     assert s.passesOverData == pytest.approx(s.epochRows / 2400 + s.numPasses - 1)
     assert s.trainingCost <= 1.01 * sq_cost(X, C)
+    assert passes_mod.epoch_sample_rows(4, 3) == 600
+    monkeypatch.setattr(passes_mod, "EPOCH_SAMPLE_MAX_BYTES", 3 * 4 * 100)
+    assert passes_mod.epoch_sample_rows(4, 3) == 100  # at most so many bytes of features
 
 
-def test_partitioning_changes_the_path_not_the_quality(spark, data):
+def test_sampled_pass_fits_keep_their_quality_on_any_partitioning(spark, data, monkeypatch):
     X, _, C, _ = data
-    costs = []
+    monkeypatch.setattr(passes_mod, "EPOCH_ROWS", 800)
+    monkeypatch.setattr(passes_mod, "EPOCH_ROWS_PER_CENTER", 10)
     for parts in (1, 4):
         df = columns_df(spark, X, partitions=parts)
         m = MiniBatchKMeans(k=4, inputCols=cols(3), seed=7, fitMode="pass").fit(df)
-        assert m.summary.numTasks == parts and m.summary.partitionDependent
-        costs.append(m.summary.trainingCost)
-    assert max(costs) <= 1.01 * sq_cost(X, C)
+        assert m.summary.partitionDependent
+        assert m.summary.trainingCost <= 1.01 * sq_cost(X, C)
 
 
 def test_invalid_rows_in_a_pass_fit(spark):

@@ -1,31 +1,26 @@
-"""The pass fit's core (NumPy only): mini-batch epochs over the rows one task holds, and
-the driver loop that turns passes over the data into centers.
+"""The pass fit's core (NumPy only): mini-batch epochs over a set of rows, and the driver
+loop that turns passes over the data into centers.
 
 A fit of this kind costs a few passes over the table, however large it is:
 
-1. an *epochs* pass: every task runs mini-batch epochs over its own rows
-   (:func:`minibatch_epochs`), the driver merges the tasks by weight, then re-seeds
-   centers left (nearly) empty;
+1. an *epochs* pass: mini-batch epochs over rows the driver holds (all of a small table,
+   a random sample of a large one; :func:`minibatch_epochs`), then re-seeding of centers
+   left (nearly) empty;
 2. *exact* passes: every row is assigned to the current centers, which gives the exact
    cost and cluster sizes of those centers, and the Lloyd step they would take. When that
    step would lower the cost by less than ``tol`` (relative), the fit stops and returns
    these centers with their exact cost; otherwise it takes the step and passes again, up
    to a limit (:func:`run_passes`).
 
-A pass (:mod:`minibatch_kmeans.spark.passes`) hands each Spark task its partition's rows;
-the task runs scikit-learn's ``MiniBatchKMeans`` loop over them, Sculley's per-center
-learning rate from the weights the fit has accumulated so far, batches drawn in a random
-order per epoch, stopping early on the smoothed batch inertia or the center shift
-(:class:`~minibatch_kmeans.core.minibatch.Convergence`), and returns what it added: the
-weighted sums of every row it assigned, and their weights.
-
-The update is a running mean per center, so ``C W + S_1 + ... + S_t = C_t W_t`` for the
-task's own moves, and the driver merges the tasks exactly as if their rows had been
-visited one task after the other, each starting from the pass's centers:
-``C = (C_in W_in + sum_t S_t) / (W_in + sum_t w_t)``. On one partition this *is*
-scikit-learn's loop (Euclidean distance), random reassignment of low-count centers
-included; a reassignment makes the merge a weighted mean of the tasks' centers rather
-than an exact replay.
+The epochs run scikit-learn's ``MiniBatchKMeans`` loop: Sculley's per-center learning
+rate from the weights the fit has accumulated so far, batches drawn in a random order per
+epoch, stopping early on the smoothed batch inertia or the center shift
+(:class:`~minibatch_kmeans.core.minibatch.Convergence`), random reassignment of
+low-count centers; they return what they added, the weighted sums of every row assigned
+and their weights. The update is a running mean per center, so ``C W + S_1 + ... + S_t =
+C_t W_t``, and epochs run over disjoint sets of rows merge by weight
+(:func:`merge_epochs`) exactly as if the sets had been visited one after the other, each
+from the same centers, as long as none reassigned a center.
 
 Where it departs from scikit-learn: under cosine distance the running mean is kept
 unnormalised and the centers are normalised only to assign rows (spherical k-means);
@@ -34,6 +29,7 @@ batches are contiguous runs of a per-epoch random permutation (as scikit-learn d
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -45,15 +41,20 @@ from .kernels import BatchStats, _assign_stats, normalize_rows, row_norms_sq
 from .minibatch import (STOP_MAX_ITER, STOP_TOL, Convergence, MiniBatchState, StepRecord,
                         minibatch_update, reassign_low_count)
 
+logger = logging.getLogger(__name__)
+
+#: Lloyd steps at most over the epochs' sample (:func:`refine_on_rows`).
+SAMPLE_LLOYD_STEPS = 3
+
 
 @dataclass
 class EpochsResult:
-    """What one task's epochs add to the fit.
+    """What epochs over a set of rows add to the fit.
 
     Attributes
     ----------
     stats : BatchStats
-        What the task adds to the running means, ``sums = W' C' - W C`` and
+        What the epochs add to the running means, ``sums = W' C' - W C`` and
         ``weights = W' - W`` (without reassignment: the sums and weights of every
         assignment made, a row counting once per epoch); ``inertia``, ``n_rows`` and
         ``counts`` of the last epoch run.
@@ -64,9 +65,9 @@ class EpochsResult:
     stop_reason : str
         ``"maxIter"``, ``"tol"`` or ``"maxNoImprovement"``.
     ewa : float or None
-        The smoothed batch inertia (per unit weight) when the task stopped.
+        The smoothed batch inertia (per unit weight) when the epochs stopped.
     rows : int
-        Rows the task held.
+        Rows in the set.
     """
 
     stats: BatchStats
@@ -162,7 +163,7 @@ def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray
         if stop is not None:
             reason = stop
             break
-    # What the task adds, as a running mean: W' C' = W C + sums, W' = W + weights. Without
+    # What the epochs add, as a running mean: W' C' = W C + sums, W' = W + weights. Without
     # a reassignment these are the sums and weights of every assignment it made.
     last.sums, last.weights = W[:, None] * C - W0[:, None] * C0, W - W0
     return EpochsResult(last, epochs, steps, reason, conv.ewa, n)
@@ -170,10 +171,11 @@ def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray
 
 def merge_epochs(results: List[EpochsResult], max_candidates: Optional[int] = None
                  ) -> Tuple[BatchStats, dict]:
-    """The tasks' results of one epochs pass: their statistics added (canonical order, so
-    the same results in any order give the same bits) and a summary of what they ran."""
+    """Results of epochs over disjoint sets of rows: their statistics added (canonical
+    order, so the same results in any order give the same bits) and a summary of what
+    they ran."""
     if not results:
-        raise ValueError("no task results to merge")
+        raise ValueError("no epochs results to merge")
     k, d = results[0].stats.sums.shape
     order = sorted(range(len(results)),
                    key=lambda i: (results[i].stats.n_rows, results[i].stats.inertia))
@@ -183,9 +185,9 @@ def merge_epochs(results: List[EpochsResult], max_candidates: Optional[int] = No
     reasons = {}
     for r in results:
         reasons[r.stop_reason] = reasons.get(r.stop_reason, 0) + 1
-    info = {"tasks": len(results), "rows": sum(r.rows for r in results),
+    info = {"sets": len(results), "rows": sum(r.rows for r in results),
             "epochs": max(r.epochs for r in results),
-            "steps": sum(r.steps for r in results), "taskStopReasons": reasons}
+            "steps": sum(r.steps for r in results), "stopReasons": reasons}
     return total, info
 
 
@@ -204,6 +206,23 @@ def lloyd_step(centers: np.ndarray, exact: BatchStats, spherical: bool = False):
         new = np.where(norms > 0, new / np.where(norms > 0, norms, 1.0), C)
     gain = float(np.sum(w[hit] * np.sum((new[hit] - C[hit]) ** 2, axis=1)))
     return new, gain
+
+
+def refine_on_rows(X: np.ndarray, centers: np.ndarray, sample_weight=None, *, tol: float,
+                   max_steps: int = SAMPLE_LLOYD_STEPS, spherical: bool = False) -> np.ndarray:
+    """The centers after Lloyd steps over the rows ``X`` (the epochs' sample of a larger
+    table), until a step would lower their cost by at most ``tol`` of it or after
+    ``max_steps``. The epochs leave the early batches' assignments in the running means;
+    these steps take the centers to the sample's own optimum, so that what the table's
+    exact passes still find is the sample's error alone."""
+    C = np.asarray(centers, dtype=np.float64)
+    for _ in range(max_steps):
+        Cd = np.ascontiguousarray(C, dtype=X.dtype)
+        stats = _assign_stats(X, Cd, row_norms_sq(Cd), sample_weight)
+        C, gain = lloyd_step(C, stats, spherical)
+        if gain <= tol * max(stats.inertia, 0.0):
+            break
+    return C
 
 
 def relocate_empty(centers: np.ndarray, exact: BatchStats, far_rows: np.ndarray):
@@ -239,6 +258,7 @@ class PassesOutcome:
 def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: ExactPass, *,
                max_passes: int, tol: float, n_candidates: int, exact_passes: bool = True,
                farthest_pass: Optional[FarthestPass] = None,
+               refine: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                on_pass: Optional[Callable[[StepRecord], None]] = None,
                should_stop: Optional[Callable[[], bool]] = None) -> PassesOutcome:
     """Run passes from ``state.step`` (passes already done) on; mutates ``state``.
@@ -249,8 +269,9 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
     the centers that pass measured (reason ``"tol"`` or ``"maxIter"``); otherwise the
     centers take the Lloyd step. An exact pass that leaves centers without rows is never
     the last when passes remain: those centers move to the farthest rows
-    (``farthest_pass``, one more pass) and the fit passes again. ``should_stop()`` is
-    asked before every pass.
+    (``farthest_pass``, one more pass) and the fit passes again. ``refine(centers)``, when
+    given, moves the centers after the epochs (:func:`refine_on_rows` on a sample).
+    ``should_stop()`` is asked before every pass.
     """
     info: dict = {}
     exact = None
@@ -270,6 +291,8 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
                     else np.empty((0, new.shape[1])), stats.n_rows)
             if state.spherical:
                 new = normalize_rows(new)
+            if refine is not None:
+                new = refine(new)
             state.centers, state.weight_sums = new, W
             state.rows_seen += int(round(stats.weight_total)) if stats.n_rows else 0
             rows, per_w, kind = stats.n_rows, _per_weight(stats), "epochs"
@@ -285,6 +308,8 @@ def run_passes(state: MiniBatchState, epochs_pass: EpochsPass, exact_pass: Exact
         reason = None
         if kind == "exact":
             converged = gain <= tol * max(exact.inertia, 0.0)
+            logger.info("a Lloyd step would lower the cost by %.3g of it (tol %.3g)",
+                        gain / exact.inertia if exact.inertia > 0 else 0.0, tol)
             empty = int(np.sum(exact.weights <= 0))
             if empty and farthest_pass is not None and state.step < max_passes:
                 far = farthest_pass(new, empty)

@@ -23,6 +23,7 @@ from .params import (FitParams, FitResult, check_initial_centers, check_prepared
                      cost_from_inertia, default_init_size, fit_fingerprint)
 from .passes import fit_passes
 from .prepare import N_SLOTS, prepare
+from .session import jit_sized_codegen
 from .udfs import local_steps_function
 
 logger = logging.getLogger(__name__)
@@ -187,8 +188,14 @@ def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None, on_step=None
     if params.initial_centers is not None:  # fail before any Spark job
         check_initial_centers(params.initial_centers, params.k, spec.n_features,
                               params.spherical)
-    if params.fit_mode != "step":
-        return fit_passes(df, spec, params, should_stop, on_step)
+    with jit_sized_codegen(df.sparkSession):
+        if params.fit_mode != "step":
+            return fit_passes(df, spec, params, should_stop, on_step)
+        return _fit_steps(df, spec, params, should_stop, on_step)
+
+
+def _fit_steps(df, spec: FeatureSpec, params: FitParams, should_stop, on_step) -> FitResult:
+    """:func:`fit` with ``fitMode="step"``."""
     t0 = time.perf_counter()
     data = prepare(df, spec, params.seed, params.dtype, params.spherical,
                    params.prepare_storage, params.scratch_dir, params.step_batch_size)

@@ -9,7 +9,6 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import functions as F
 
 from ..core import init as init_mod
 from ..core import rng as rng_mod
@@ -17,7 +16,7 @@ from ..core.kernels import BatchStats, batch_stats, normalize_rows
 from ..core.minibatch import Convergence, MiniBatchState
 from ..errors import InvalidInputError
 from .params import FitParams, check_initial_centers
-from .prepare import N_SLOTS, Prepared, count_columns, feature_names
+from .prepare import N_SLOTS, Prepared
 from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, sample_function,
                    sample_table_to_numpy, stats_function, table_to_stats)
 
@@ -51,28 +50,11 @@ class Initializer:
         """(keys, rows float64, weights or None) of a small DataFrame, sorted by key."""
         return self.rows_from_table(df.toArrow())
 
-    def count_and_collect(self, rows, lo: int, hi: int, content_hash: bool):
-        """One JVM job over the prepared ``rows`` (:func:`prepare.prepared_rows`): their
-        counts (:func:`prepare.count_columns`) and the valid rows of slots [lo, hi) as
-        :meth:`collect_rows` returns them. The rows travel in one aggregate (a list of
-        structs), so the job works the same on Spark Connect."""
-        slot = F.col("slot")
-        weighted = "weight" in rows.columns
-        fields = ["key"] + feature_names(self.d) + (["weight"] if weighted else [])
-        picked = F.collect_list(F.when((slot >= lo) & (slot < hi), F.struct(*fields)))
-        table = rows.agg(*count_columns(weighted, content_hash), picked.alias("rows")).toArrow()
-        counts = {name: table.column(name)[0].as_py() for name in table.column_names
-                  if name != "rows"}
-        listed = table.column("rows").combine_chunks()
-        picked_rows = pa.Table.from_batches([pa.RecordBatch.from_struct_array(
-            listed.flatten())]) if len(listed.flatten()) else \
-            pa.table({f: pa.array([], pa.float64()) for f in fields})
-        return counts, self.rows_from_table(picked_rows)
-
     def collect_all(self, rows):
         """Every prepared row on the driver (:func:`prepare.prepared_rows`), counted there:
-        (counts as :meth:`count_and_collect`, keys, rows in the compute dtype (unit rows
-        under cosine distance), weights or None), the valid rows in arrival order."""
+        (counts as :func:`prepare.count_columns` names them, keys, rows in the compute
+        dtype (unit rows under cosine distance), weights or None), the valid rows in
+        arrival order."""
         table = rows.toArrow()
         valid = table.column("slot").to_numpy(zero_copy_only=False) >= 0
         n = int(valid.sum())

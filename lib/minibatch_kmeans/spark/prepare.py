@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation
+from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
 from ..errors import InvalidParamError
@@ -240,16 +240,28 @@ def valid_features(df: DataFrame, spec: FeatureSpec, dtype: str = "float32",
             .selectExpr(*cols, *(["weight"] if spec.weight_col else [])))
 
 
-def count_columns(weighted: bool, content_hash: bool = True):
+def count_columns(weighted: bool, content_hash: bool = True, ok: Optional[Column] = None):
     """Valid rows, invalid rows, the valid rows' weight and (``content_hash``) the XOR of
-    their keys, as aggregate columns."""
-    ok = F.col("slot") >= 0
+    their keys, as aggregate columns; ``ok`` tells a valid row (default ``slot >= 0``)."""
+    ok = F.col("slot") >= 0 if ok is None else ok
     weight = F.col("weight") if weighted else F.lit(1.0)
     cols = [F.count(F.when(ok, 1)).alias("n"), F.count(F.when(~ok, 1)).alias("bad"),
             F.sum(F.when(ok, weight)).alias("w")]
     if content_hash:
         cols.append(F.bit_xor(F.when(ok, F.col("key"))).alias("h"))
     return cols
+
+
+def count_rows(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
+               cosine: bool = False, content_hash: bool = False) -> dict:
+    """One JVM job over ``df``: its counts as :func:`count_columns` names them. Without
+    ``content_hash`` no row's key is computed (hashing every row is the costly part)."""
+    weighted = spec.weight_col is not None
+    if content_hash:
+        agg = prepared_rows(df, spec, seed, dtype, cosine).agg(*count_columns(weighted))
+    else:
+        agg = _staged(df, spec, cosine).agg(*count_columns(weighted, False, F.col("_valid")))
+    return agg.first().asDict()
 
 
 def _cache(rows: DataFrame, storage_level: StorageLevel):

@@ -22,6 +22,14 @@ logger = logging.getLogger(__name__)
 _SECRET = re.compile(r"key|secret|token|password", re.IGNORECASE)
 
 
+#: HotSpot compiles no method of more than 8,000 bytes of bytecode (its HugeMethodLimit),
+#: and Spark's whole-stage code for a projection over many columns (the validity test and
+#: casts of 64 features: 9,141 bytes) then runs interpreted, each pass 2-3x slower. With
+#: this limit Spark compiles such a stage piecewise instead, as its documentation advises
+#: on HotSpot. Sessions built here set it; fits set it for their own jobs.
+JIT_SIZED_CODEGEN = {"spark.sql.codegen.hugeMethodLimit": "8000"}
+
+
 def redact(name: str, value) -> str:
     """The value to log for a Spark setting: hidden when the name looks like a secret."""
     return "*********(redacted)" if _SECRET.search(name) else str(value)
@@ -58,7 +66,7 @@ def get_spark(app_name: str = "minibatch-kmeans", master: Optional[str] = None,
     # Spark's own redaction (UI, event log, its log lines) by default misses names with
     # only "key" in them, such as fs.s3a.access.key: redact what ours does.
     settings = {"spark.ui.showConsoleProgress": "false",
-                "spark.redaction.regex": f"(?i){_SECRET.pattern}"}
+                "spark.redaction.regex": f"(?i){_SECRET.pattern}", **JIT_SIZED_CODEGEN}
     if not launched:
         builder = builder.master(master or "local[2]")
         # Local Python workers must run this interpreter, which has this package installed
@@ -144,3 +152,16 @@ def temporary_conf(spark, settings: Mapping[str, str]) -> Iterator[bool]:
                 spark.conf.unset(k)
             else:
                 spark.conf.set(k, before[k])
+
+
+@contextmanager
+def jit_sized_codegen(spark) -> Iterator[None]:
+    """:data:`JIT_SIZED_CODEGEN` for the ``with`` block, unless the session already keeps
+    generated methods that small (then nothing changes)."""
+    (name, value), = JIT_SIZED_CODEGEN.items()
+    current = spark.conf.get(name, None)
+    if current is not None and current.strip().isdigit() and int(current) <= int(value):
+        yield
+        return
+    with temporary_conf(spark, JIT_SIZED_CODEGEN):
+        yield

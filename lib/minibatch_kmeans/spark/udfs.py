@@ -15,15 +15,12 @@ from ..core.kernels import (BatchStats, _assign, _assign_stats, normalize_rows, 
                             smallest_keys)
 from ..core.loop import select_candidates
 from ..core.minibatch import minibatch_update
-from ..core.passes import EpochsResult, minibatch_epochs
 from ..core.rng import keyed_uniform
 from .prepare import N_SLOTS
 
 STATS_SCHEMA = ("sums array<double>, weights array<double>, inertia double, n_rows long, "
                 "counts array<long>, cand_keys array<long>, cand_rows array<double>")
 SAMPLE_SCHEMA = "key long, features array<double>"
-EPOCHS_SCHEMA = (STATS_SCHEMA + ", epochs int, steps long, stop_reason string, ewa double, "
-                 "rows long")
 
 
 def arrow_matrix(col, n_features: int, dtype) -> np.ndarray:
@@ -216,58 +213,6 @@ def local_steps_function(centers: np.ndarray, weight_sums: np.ndarray, dtype, sl
         yield stats_to_batch(total)
 
     return fn
-
-
-def epochs_function(centers: np.ndarray, weight_sums: np.ndarray, dtype, batch_size: int,
-                    max_epochs: int, order_salt, tol: float, max_no_improvement,
-                    n_candidates: int = 0, cand_salt=0, spherical: bool = False,
-                    reassignment_ratio: float = 0.0):
-    """mapInArrow function of the epochs pass: each task runs
-    :func:`~minibatch_kmeans.core.passes.minibatch_epochs` over all of its partition's rows
-    (input columns ``key``, ``f0`` ... ``f{d-1}``, optional ``weight``) and returns one row
-    (``EPOCHS_SCHEMA``): what its epochs added, how many it ran and why it stopped, and
-    its re-seeding candidates."""
-    C0 = np.asarray(centers, dtype=np.float64)
-    W0 = np.asarray(weight_sums, dtype=np.float64)
-    d = C0.shape[1]
-
-    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        parts = [_rows(b, d, dtype, spherical) for b in batches if b.num_rows]
-        if not parts:
-            return
-        X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
-        w = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
-        keys = np.concatenate([p[2] for p in parts])
-        r = minibatch_epochs(X, C0, W0, batch_size, max_epochs, order_salt, keys=keys,
-                             sample_weight=w, tol=tol, max_no_improvement=max_no_improvement,
-                             spherical=spherical, reassignment_ratio=reassignment_ratio)
-        if n_candidates:
-            r.stats.cand_keys, r.stats.cand_rows = select_candidates(
-                keys, X, np.uint64(cand_salt), n_candidates)
-        batch = stats_to_batch(r.stats)
-        extra = {"epochs": pa.array([r.epochs], pa.int32()),
-                 "steps": pa.array([r.steps], pa.int64()),
-                 "stop_reason": pa.array([r.stop_reason], pa.string()),
-                 "ewa": pa.array([r.ewa], pa.float64()),
-                 "rows": pa.array([r.rows], pa.int64())}
-        yield pa.RecordBatch.from_arrays(batch.columns + list(extra.values()),
-                                         names=batch.schema.names + list(extra))
-
-    return fn
-
-
-def table_to_epochs(table: pa.Table, k: int, n_features: int) -> "list[EpochsResult]":
-    """The tasks' :class:`EpochsResult` rows of an epochs pass."""
-    out = []
-    for i in range(table.num_rows):
-        row = table.slice(i, 1)
-        stats = table_to_stats(row, k, n_features)
-        ewa = row.column("ewa")[0].as_py()
-        out.append(EpochsResult(stats, int(row.column("epochs")[0].as_py()),
-                                int(row.column("steps")[0].as_py()),
-                                row.column("stop_reason")[0].as_py(), ewa,
-                                int(row.column("rows")[0].as_py())))
-    return out
 
 
 def warmup_function(dtype):
