@@ -194,3 +194,25 @@ def test_interrupted_pass_fit_resumes_to_the_same_centers(spark, data, tmp_path)
     done = fit(df, spec, FitParams(checkpoint_dir=ck, **base))  # finished: one exact pass
     np.testing.assert_array_equal(done.centers, full.centers)
     assert done.summary["trainingCost"] == pytest.approx(full.summary["trainingCost"])
+
+
+def test_a_fit_keeps_generated_methods_jit_sized_for_its_own_jobs(spark, data):
+    """Fits run with spark.sql.codegen.hugeMethodLimit at 8000 (HotSpot interprets larger
+    methods) and give the session its own value back; a lower value is left alone."""
+    _, _, _, df = data
+    name = "spark.sql.codegen.hugeMethodLimit"
+    spec = resolve(df, "features", cols(3))
+    original = spark.conf.get(name, None)
+    try:
+        for session_value, during in (("65535", "8000"), ("4000", "4000")):
+            spark.conf.set(name, session_value)
+            seen = []
+            fit(df, spec, FitParams(k=4, seed=1, fit_mode="pass").validate(),
+                on_step=lambda rec, state: seen.append(spark.conf.get(name)))
+            assert seen and set(seen) == {during}
+            assert spark.conf.get(name) == session_value
+    finally:
+        if original is None:
+            spark.conf.unset(name)
+        else:
+            spark.conf.set(name, original)

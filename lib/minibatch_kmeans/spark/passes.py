@@ -124,25 +124,25 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         estimate = df.count()
     mode = choose_mode(p.fit_mode, estimate, d, p.np_dtype)
     reader = Initializer(Prepared(rows, spec, 0, 0.0), p)
-    warm = None
     if mode == "local":  # every row on the driver, counted there
         counts, keys, X, w = reader.collect_all(rows)
-        fraction = 1.0
     else:
         counts = count_rows(df, spec, p.seed, p.dtype, p.spherical,
                             content_hash=p.checkpoint_dir is not None)
+    n, n_bad = int(counts["n"] or 0), int(counts["bad"] or 0)
+    data = Prepared(rows, spec, n, float(counts["w"] or 0.0),
+                    spec.invalid_counts(df, p.spherical) if n_bad else {}, n_bad,
+                    content_hash=int(counts.get("h") or 0))
+    check_prepared(data, p)  # handleInvalid, k against the rows: before any sample
+    fraction, warm = 1.0, None
+    if mode == "pass":
         fraction = min(1.0, epoch_sample_rows(k, d, p.np_dtype) / max(estimate, 1))
         sampled = rows if fraction >= 1.0 else prepared_rows(
             df.sample(fraction=fraction, seed=p.seed), spec, p.seed, p.dtype, p.spherical)
         _, keys, X, w = reader.collect_all(sampled.where("slot >= 0"))
         warm = start_warmup(df.sparkSession, p.np_dtype)
-    logger.info("%d rows: %s fit, %d of them on the driver", estimate, mode, len(keys))
-    n, n_bad = int(counts["n"] or 0), int(counts["bad"] or 0)
-    data = Prepared(rows, spec, n, float(counts["w"] or 0.0),
-                    spec.invalid_counts(df, p.spherical) if n_bad else {}, n_bad,
-                    content_hash=int(counts.get("h") or 0))
+    logger.info("%d rows: %s fit, %d of them on the driver", n, mode, len(keys))
     mb = Initializer(data, p)
-    check_prepared(data, p)
     batch = min(batch, n)
     init_size = default_init_size(k, batch, n, p.init_size)
     whole = fraction >= 1.0
