@@ -104,8 +104,8 @@ class Initializer:
         return np.argsort(hashed, kind="stable") if w is None else np.lexsort((w, hashed))
 
     def draw(self, keys, X, w, size: int, whole: bool):
-        """The ``size`` rows of a collected slot range that the init takes (the smallest
-        per-row random keys): (keys, X, w, whole) as :meth:`init_sample`."""
+        """The ``size`` rows of collected rows that the init takes (the smallest per-row
+        random keys): (keys, X, w, whole) as :meth:`init_sample`."""
         order = self.draw_order(keys, w)[:size]
         return keys[order], X[order], (None if w is None else w[order]), whole
 

@@ -147,9 +147,9 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     init_size = default_init_size(k, batch, n, p.init_size)
     whole = fraction >= 1.0
     if len(keys) >= min(init_size, n):
-        pick = mb.draw_order(keys, w)[:init_size]
-        sample = (X[pick].astype(np.float64), None if w is None else w[pick],
-                  whole and init_size >= n)
+        _, sample_X, sample_w, all_rows = mb.draw(keys, X, w, init_size,
+                                                  whole and init_size >= n)
+        sample = (sample_X.astype(np.float64), sample_w, all_rows)
     else:  # a Bernoulli sample far short of the init's: the init samples by itself
         sample = mb.init_sample(init_size)[1:]
     count_seconds = time.perf_counter() - t_start
