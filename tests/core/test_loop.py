@@ -227,6 +227,27 @@ def test_select_candidates_is_independent_of_row_order():
     assert set(k3.tolist()) != set(k1.tolist())
 
 
+@pytest.mark.parametrize("dtype,d", [(np.float32, 32), (np.float32, 3), (np.float64, 5)])
+def test_row_keys_follow_row_content_not_order(dtype, d):
+    """Equal rows get equal keys wherever they are (blocks included), distinct rows
+    distinct keys, another seed other keys; one changed bit changes the key."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(70_000, d)).astype(dtype)  # more than one block of rows
+    X[-1] = X[0]
+    keys = rng_mod.row_keys(X, 7)
+    assert keys.dtype == np.int64 and keys[-1] == keys[0]
+    assert len(np.unique(keys)) == len(X) - 1
+    p = rng.permutation(len(X))
+    np.testing.assert_array_equal(rng_mod.row_keys(X[p], 7), keys[p])
+    np.testing.assert_array_equal(rng_mod.row_keys(np.asfortranarray(X), 7), keys)
+    assert np.mean(rng_mod.row_keys(X, 8) == keys) == 0
+    Y = X[:100].astype(np.float32)
+    np.testing.assert_array_equal(rng_mod.row_keys(Y, 7), keys[:100])  # float32 bits
+    Y.view(np.uint32)[:, d - 1] ^= 1
+    assert np.all(rng_mod.row_keys(Y, 7) != keys[:100])
+    assert rng_mod.row_keys(X[:0], 7).shape == (0,)
+
+
 def test_select_candidates_edge_sizes():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(5, 2)).astype(np.float32)

@@ -11,11 +11,12 @@ from minibatch_kmeans.core.kernels import _assign_stats, row_norms_sq
 from minibatch_kmeans.core.loop import candidate_salt, max_candidates, select_candidates
 from minibatch_kmeans.core.minibatch import Convergence, MiniBatchState
 from minibatch_kmeans.core.passes import merge_epochs, minibatch_epochs, run_passes
+from minibatch_kmeans.core.rng import row_keys
 from minibatch_kmeans.errors import InvalidInputError
 from minibatch_kmeans.spark import passes as passes_mod
 from minibatch_kmeans.spark.features import resolve
 from minibatch_kmeans.spark.fit import FitParams, check_initial_centers, fit
-from minibatch_kmeans.spark.prepare import prepared_rows
+from minibatch_kmeans.spark.prepare import valid_features
 from minibatch_kmeans.spark.udfs import farthest_rows, stats_to_batch, table_to_stats
 
 
@@ -29,12 +30,12 @@ def data(spark):
 def _partitions(df, spec, seed, spherical):
     """Each input partition's valid rows as the pass's tasks see them: (keys, X float32,
     weights or None), by partition id."""
-    rows = prepared_rows(df, spec, seed, "float32", spherical).where("slot >= 0")
+    rows = valid_features(df, spec, "float32", spherical)
     t = rows.withColumn("pid", F.spark_partition_id()).toArrow()
     pid = t.column("pid").to_numpy()
     X = np.column_stack([t.column(f"f{j}").to_numpy() for j in range(spec.n_features)])
     w = t.column("weight").to_numpy() if spec.weight_col else None
-    keys = t.column("key").to_numpy()
+    keys = row_keys(X, seed)
     out = []
     for p in np.unique(pid):
         m = pid == p

@@ -51,23 +51,27 @@ class Initializer:
         return self.rows_from_table(df.toArrow())
 
     def collect_all(self, rows):
-        """Every prepared row on the driver (:func:`prepare.prepared_rows`), counted there:
-        (counts as :func:`prepare.count_columns` names them, keys, rows in the compute
-        dtype (unit rows under cosine distance), weights or None), the valid rows in
-        arrival order."""
+        """Every row of ``rows`` (:func:`prepare.valid_features`, with or without
+        ``_valid``) on the driver, counted there: (counts as :func:`prepare.count_columns`
+        names them, keys (:func:`~minibatch_kmeans.core.rng.row_keys` of the rows in the
+        compute dtype), rows in the compute dtype (unit rows under cosine distance),
+        weights or None), the valid rows in arrival order."""
         table = rows.toArrow()
-        valid = table.column("slot").to_numpy(zero_copy_only=False) >= 0
-        n = int(valid.sum())
-        if n < len(valid):
-            table = table.filter(pa.array(valid))
-        keys = table.column("key").to_numpy(zero_copy_only=False)
+        n_bad = 0
+        if "_valid" in table.column_names:
+            valid = table.column("_valid").to_numpy(zero_copy_only=False).astype(bool)
+            n_bad = int(len(valid) - valid.sum())
+            if n_bad:
+                table = table.filter(pa.array(valid))
         X = feature_matrix(table, self.d, self.p.np_dtype)
+        keys = rng_mod.row_keys(X, self.p.seed)
         if self.p.spherical:
             X = normalize_rows(X)
         w = None
         if "weight" in table.column_names:
             w = table.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)
-        counts = {"n": n, "bad": int(len(valid) - n), "w": float(n if w is None else w.sum()),
+        n = len(X)
+        counts = {"n": n, "bad": n_bad, "w": float(n if w is None else w.sum()),
                   "h": int(np.bitwise_xor.reduce(keys)) if n else 0}
         return counts, keys, X, w
 
@@ -106,7 +110,14 @@ class Initializer:
     def draw(self, keys, X, w, size: int, whole: bool):
         """The ``size`` rows of collected rows that the init takes (the smallest per-row
         random keys): (keys, X, w, whole) as :meth:`init_sample`."""
-        order = self.draw_order(keys, w)[:size]
+        if 0 < size < len(keys):  # sort only the smallest keys, with all ties of the last
+            hashed = rng_mod.keyed_uint64(keys, rng_mod.salt(self.p.seed, rng_mod.INIT))
+            last = hashed[np.argpartition(hashed, size - 1)[size - 1]]
+            first = np.flatnonzero(hashed <= last)
+            order = first[self.draw_order(keys[first], None if w is None else w[first])]
+        else:
+            order = self.draw_order(keys, w)
+        order = order[:size]
         return keys[order], X[order], (None if w is None else w[order]), whole
 
     def ensure_distinct(self, X, w, whole_table):

@@ -125,7 +125,8 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     mode = choose_mode(p.fit_mode, estimate, d, p.np_dtype)
     reader = Initializer(Prepared(rows, spec, 0, 0.0), p)
     if mode == "local":  # every row on the driver, counted there
-        counts, keys, X, w = reader.collect_all(rows)
+        counts, keys, X, w = reader.collect_all(
+            valid_features(df, spec, p.dtype, p.spherical, with_invalid=True))
     else:
         counts = count_rows(df, spec, p.seed, p.dtype, p.spherical,
                             content_hash=p.checkpoint_dir is not None)
@@ -137,9 +138,9 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     fraction, warm = 1.0, None
     if mode == "pass":
         fraction = min(1.0, epoch_sample_rows(k, d, p.np_dtype) / max(estimate, 1))
-        sampled = rows if fraction >= 1.0 else prepared_rows(
-            df.sample(fraction=fraction, seed=p.seed), spec, p.seed, p.dtype, p.spherical)
-        _, keys, X, w = reader.collect_all(sampled.where("slot >= 0"))
+        sampled = df if fraction >= 1.0 else df.sample(fraction=fraction, seed=p.seed)
+        _, keys, X, w = reader.collect_all(valid_features(sampled, spec, p.dtype,
+                                                          p.spherical))
         warm = start_warmup(df.sparkSession, p.np_dtype)
     logger.info("%d rows: %s fit, %d of them on the driver", n, mode, len(keys))
     mb = Initializer(data, p)

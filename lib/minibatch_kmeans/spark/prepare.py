@@ -232,12 +232,17 @@ def _staged(df: DataFrame, spec: FeatureSpec, cosine: bool) -> DataFrame:
 
 
 def valid_features(df: DataFrame, spec: FeatureSpec, dtype: str = "float32",
-                   cosine: bool = False) -> DataFrame:
+                   cosine: bool = False, with_invalid: bool = False) -> DataFrame:
     """The valid rows' ``f0`` ... ``f{d-1}`` (compute dtype) and ``weight``, lazily: what
-    :func:`prepared_rows` gives for them, without computing their keys."""
+    :func:`prepared_rows` gives for them, without computing their keys. ``with_invalid``:
+    every row, with its validity in a first column ``_valid`` (an invalid row's features
+    are whatever its input held)."""
     cols = [f"CAST({n} AS {dtype_name(dtype)}) AS {n}" for n in feature_names(spec.n_features)]
-    return (_staged(df, spec, cosine).where("_valid")
-            .selectExpr(*cols, *(["weight"] if spec.weight_col else [])))
+    cols += ["weight"] if spec.weight_col else []
+    staged = _staged(df, spec, cosine)
+    if with_invalid:
+        return staged.selectExpr("_valid", *cols)
+    return staged.where("_valid").selectExpr(*cols)
 
 
 def count_columns(weighted: bool, content_hash: bool = True, ok: Optional[Column] = None):
