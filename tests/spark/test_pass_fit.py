@@ -148,6 +148,22 @@ def test_epochs_pass_runs_on_a_sample_of_a_large_table(spark, data, monkeypatch)
     assert passes_mod.epoch_sample_rows(4, 3) == 100  # at most so many bytes of features
 
 
+def test_an_init_larger_than_the_epochs_sample_samples_by_itself(spark, data, monkeypatch):
+    """An initSize beyond what the Bernoulli sample brought: the init draws its own rows
+    by key from the table (the keyed rows are built only then)."""
+    X, _, C, df = data
+    monkeypatch.setattr(passes_mod, "EPOCH_ROWS", 100)
+    monkeypatch.setattr(passes_mod, "EPOCH_ROWS_PER_CENTER", 10)
+    drawn = []
+    init_sample = passes_mod.Initializer.init_sample
+    monkeypatch.setattr(passes_mod.Initializer, "init_sample",
+                        lambda self, size: drawn.append(size) or init_sample(self, size))
+    m = MiniBatchKMeans(k=4, inputCols=cols(3), seed=3, fitMode="pass", initSize=1000,
+                        initMode="k-means++").fit(df)
+    assert drawn == [1000] and m.summary.epochRows < 200
+    assert m.summary.trainingCost <= 1.01 * sq_cost(X, C)
+
+
 def test_sampled_pass_fits_keep_their_quality_on_any_partitioning(spark, data, monkeypatch):
     X, _, C, _ = data
     monkeypatch.setattr(passes_mod, "EPOCH_ROWS", 800)

@@ -114,7 +114,6 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     p = params
     t_start = time.perf_counter()
     d, k = spec.n_features, p.k
-    rows = prepared_rows(df, spec, p.seed, p.dtype, p.spherical)
     batch = p.batch_size or auto_batch_size(k)
     # The row count: Spark's own for a materialised cache, else a count (metadata only
     # on files). A small table is then collected whole, counted on the driver; a large
@@ -123,7 +122,14 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     if estimate is None:
         estimate = df.count()
     mode = choose_mode(p.fit_mode, estimate, d, p.np_dtype)
-    reader = Initializer(Prepared(rows, spec, 0, 0.0), p)
+    fraction = 1.0 if mode == "local" else min(
+        1.0, epoch_sample_rows(k, d, p.np_dtype) / max(estimate, 1))
+    whole = fraction >= 1.0
+
+    def rows():  # keyed rows, for an init that must sample by itself: seldom needed
+        return prepared_rows(df, spec, p.seed, p.dtype, p.spherical)
+
+    reader = Initializer(Prepared(None, spec, 0, 0.0), p)
     if mode == "local":  # every row on the driver, counted there
         counts, keys, X, w = reader.collect_all(
             valid_features(df, spec, p.dtype, p.spherical, with_invalid=True))
@@ -131,14 +137,13 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         counts = count_rows(df, spec, p.seed, p.dtype, p.spherical,
                             content_hash=p.checkpoint_dir is not None)
     n, n_bad = int(counts["n"] or 0), int(counts["bad"] or 0)
-    data = Prepared(rows, spec, n, float(counts["w"] or 0.0),
+    data = Prepared(None, spec, n, float(counts["w"] or 0.0),
                     spec.invalid_counts(df, p.spherical) if n_bad else {}, n_bad,
-                    content_hash=int(counts.get("h") or 0))
+                    content_hash=int(counts.get("h") or 0), make_df=rows)
     check_prepared(data, p)  # handleInvalid, k against the rows: before any sample
-    fraction, warm = 1.0, None
+    warm = None
     if mode == "pass":
-        fraction = min(1.0, epoch_sample_rows(k, d, p.np_dtype) / max(estimate, 1))
-        sampled = df if fraction >= 1.0 else df.sample(fraction=fraction, seed=p.seed)
+        sampled = df if whole else df.sample(fraction=fraction, seed=p.seed)
         _, keys, X, w = reader.collect_all(valid_features(sampled, spec, p.dtype,
                                                           p.spherical))
         warm = start_warmup(df.sparkSession, p.np_dtype)
@@ -146,7 +151,6 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     mb = Initializer(data, p)
     batch = min(batch, n)
     init_size = default_init_size(k, batch, n, p.init_size)
-    whole = fraction >= 1.0
     if len(keys) >= min(init_size, n):
         _, sample_X, sample_w, all_rows = mb.draw(keys, X, w, init_size,
                                                   whole and init_size >= n)

@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation
@@ -67,9 +67,10 @@ class Prepared:
 
     Attributes
     ----------
-    df : DataFrame
+    df : DataFrame or None
         Cached; columns ``slot`` (int), ``key`` (long), ``f0`` ... ``f{d-1}`` (the compute
-        dtype) and, with a weight column, ``weight`` (double).
+        dtype) and, with a weight column, ``weight`` (double). None until ``make_df``
+        builds it (the pass fit, whose jobs seldom need it).
     spec : FeatureSpec
     n_rows : int
         Valid rows.
@@ -84,7 +85,7 @@ class Prepared:
         another (a checkpoint resumes only on the same rows).
     """
 
-    df: DataFrame
+    df: Optional[DataFrame]
     spec: FeatureSpec
     n_rows: int
     weight_total: float
@@ -95,6 +96,14 @@ class Prepared:
     #: On disk only: ``block = slot >> block_shift`` is the scratch table's partition column.
     block_shift: Optional[int] = None
     scratch_path: Optional[str] = None
+    #: Builds ``df`` (lazily, not cached) the first time a job needs it, when it is None.
+    make_df: Optional[Callable[[], DataFrame]] = None
+
+    def frame(self) -> DataFrame:
+        """``df``, built by ``make_df`` on first use."""
+        if self.df is None and self.make_df is not None:
+            self.df = self.make_df()
+        return self.df
 
     @property
     def storage(self) -> str:
@@ -124,7 +133,7 @@ class Prepared:
     def slots(self, lo: int, hi: int, with_key: bool = True) -> DataFrame:
         """Valid rows whose slot is in [lo, hi)."""
         s = F.col("slot")
-        rows = self.df.where((s >= lo) & (s < hi))
+        rows = self.frame().where((s >= lo) & (s < hi))
         if self.block_shift is not None and hi > lo:  # lists only these blocks' files
             b = F.col("block")
             rows = rows.where((b >= lo >> self.block_shift)
@@ -135,7 +144,7 @@ class Prepared:
         return self.slots(*self.bucket_bounds(bucket))
 
     def valid(self, with_key: bool = True) -> DataFrame:
-        rows = self.df.where(F.col("slot") >= 0)
+        rows = self.frame().where(F.col("slot") >= 0)
         if self.block_shift is not None:
             rows = rows.where(F.col("block") >= 0)
         return rows.select(*self.columns(with_key))
