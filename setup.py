@@ -24,16 +24,16 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        # jobs/compare.py and minibatch_kmeans.compare: Hungarian matching, ARI/NMI and
+        # jobs/compare.py and minibatch_kmeans.evaluate.compare: Hungarian matching, ARI/NMI and
         # the single-machine references
         "compare": ["scipy>=1.11", "scikit-learn>=1.5"],
-        # compiled row passes of the assignment kernel (core/_fused.py); without numba the
+        # compiled row passes of the assignment kernel (core/numba_passes.py); without numba the
         # NumPy path runs. 0.62 is the first numba that accepts NumPy 2.3.
         "fast": ["numba>=0.62"],
         # Delta tables without Spark's Delta jars: delta-rs resolves the log, Spark reads
-        # and writes the data files (minibatch_kmeans.delta)
+        # and writes the data files (minibatch_kmeans.tables.delta)
         "delta": ["deltalake>=1.2"],
-        # model registry and tracking (minibatch_kmeans.registry, jobs/monitor.py and
+        # model registry and tracking (minibatch_kmeans.lifecycle.registry, jobs/monitor.py and
         # jobs/tune.py): MLflow, local SQLite by default, the workspace's on Databricks
         "mlops": ["mlflow>=3.1"],
         # numba too, so that the tests compare the compiled path with the NumPy one

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from minibatch_kmeans.core import kernels
-from minibatch_kmeans.core.kernels import _assign, _assign_stats, row_norms_sq
+from minibatch_kmeans.core.kernels import labels_and_distances, assignment_stats, row_norms_sq
 from minibatch_kmeans.core.loop import candidate_salt, max_candidates, select_candidates
 from minibatch_kmeans.spark.udfs import STATS_SCHEMA, _rows, stats_function, stats_to_batch
 
@@ -35,9 +35,9 @@ def _naive(X, C):
 
 
 def _numpy_stats(X, C, c_sq):
-    """The NumPy path of ``_assign_stats``, whichever kernel is loaded."""
+    """The NumPy path of ``assignment_stats``, whichever kernel is loaded."""
     with kernels._use_kernel("numpy"):
-        return _assign_stats(X, C, c_sq, None)
+        return assignment_stats(X, C, c_sq, None)
 
 
 def _kernel_seconds(X, C, repeats: int) -> dict:
@@ -45,8 +45,9 @@ def _kernel_seconds(X, C, repeats: int) -> dict:
     the kernels take turns, so a burst of machine noise does not hit only one of them."""
     c_sq = row_norms_sq(C)
     out = np.empty((X.shape[0], C.shape[0]), X.dtype)  # no page faults in the GEMM's time
-    fns = {"gemm": lambda: np.matmul(X, C.T, out=out), "assign": lambda: _assign(X, C, c_sq),
-           "assign+stats": lambda: _assign_stats(X, C, c_sq, None),
+    fns = {"gemm": lambda: np.matmul(X, C.T, out=out),
+           "assign": lambda: labels_and_distances(X, C, c_sq),
+           "assign+stats": lambda: assignment_stats(X, C, c_sq, None),
            "assign+stats (numpy)": lambda: _numpy_stats(X, C, c_sq),
            "naive": lambda: _naive(X, C)}
     times = {name: [] for name in fns}
@@ -117,7 +118,7 @@ def _timed_stats_function(centers, dtype, n_cand, salt_value):
         c_sq, total = row_norms_sq(C), None
         for batch in batches:
             X, w, keys = _rows(batch, d, dtype, False)
-            part = _assign_stats(X, C, c_sq, w)
+            part = assignment_stats(X, C, c_sq, w)
             if n_cand:
                 part.cand_keys, part.cand_rows = select_candidates(keys, X, salt_value, n_cand)
             total = part if total is None else total.merge(part, n_cand)
@@ -261,7 +262,7 @@ def steps_markdown(result) -> str:
 
 
 if __name__ == "__main__":
-    from minibatch_kmeans.datagen import BlobSpec, write_blobs
+    from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
     from minibatch_kmeans.spark.session import get_spark
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -3,7 +3,7 @@ every table size, the kernel against GEMM, and where a per-step fit's time goes.
 
     python bench/run.py [--quick] [--label NAME] [--cases 10k 100k demo 1M 10M k1000]
 
-1. Comparison (``minibatch_kmeans.compare.compare_with_mllib``) on generated blobs, ours
+1. Comparison (``minibatch_kmeans.evaluate.compare.compare_with_mllib``) on generated blobs, ours
    with **default Params except k and seed** (``fitMode="auto"``): 10k, 100k, 1M and 10M
    rows x 32 features with k=50, the ``make demo`` table (1M x 16, k=20) and 1M x 64 with
    k=1000. MLlib runs its block solver on the same cached input. Our fit runs again with
@@ -63,7 +63,7 @@ SCALE_ROWS = 50_000_000
 
 def get_data(spark, rows, features, k, seed, data_dir):
     """A blobs table on disk (generated once): (DataFrame, path)."""
-    from minibatch_kmeans.datagen import BlobSpec, write_blobs
+    from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
 
     path = f"{data_dir}/blobs-{rows}x{features}-k{k}-s{seed}"
     if not Path(path, "_SUCCESS").exists():
@@ -74,8 +74,8 @@ def get_data(spark, rows, features, k, seed, data_dir):
 
 def compare_case(spark, name, args, log):
     from minibatch_kmeans import MiniBatchKMeans
-    from minibatch_kmeans.compare import clustering_costs, compare_with_mllib
-    from minibatch_kmeans.datagen import read_centers
+    from minibatch_kmeans.evaluate.compare import clustering_costs, compare_with_mllib
+    from minibatch_kmeans.tables.datagen import read_centers
 
     rows, d, k, data_seed, refs = (QUICK if args.quick else CASES)[name]
     df, path = get_data(spark, rows, d, k, data_seed, args.data_dir)
@@ -116,7 +116,7 @@ def compare_case(spark, name, args, log):
 def warm_up(spark, args, log):
     """One small comparison first, so that no case pays for starting Python workers or
     for the JVM's first compilation of MLlib's code (both would land on the first case)."""
-    from minibatch_kmeans.compare import compare_with_mllib
+    from minibatch_kmeans.evaluate.compare import compare_with_mllib
 
     df, _ = get_data(spark, 200_000, 32, 50, args.seed, args.data_dir)
     cols = [f"x{i}" for i in range(32)]
@@ -147,7 +147,7 @@ def datasets_bench(spark, log, seeds=SEEDS):
     from sklearn.datasets import load_digits, load_sample_image
 
     from minibatch_kmeans import MiniBatchKMeans
-    from minibatch_kmeans.compare import compare_with_mllib
+    from minibatch_kmeans.evaluate.compare import compare_with_mllib
 
     china = load_sample_image("china.jpg").reshape(-1, 3).astype(np.float64) / 255.0
     out = []
@@ -362,7 +362,7 @@ def main(argv=None) -> int:
     from scale import run_subprocess
     from scoring import scoring_bench
 
-    from minibatch_kmeans.compare import native_blas
+    from minibatch_kmeans.evaluate.compare import native_blas
     from minibatch_kmeans.spark.session import get_spark
 
     t_start = time.perf_counter()
@@ -407,7 +407,7 @@ def main(argv=None) -> int:
     result["wall_seconds"] = time.perf_counter() - t_start
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    from minibatch_kmeans.report import write_json
+    from minibatch_kmeans.evaluate.report import write_json
 
     write_json(result, str(out / f"{date}-{args.label}.json"))
     md = markdown(result)

@@ -64,7 +64,7 @@ def scale_bench(rows, driver_memory, sample_rows, seed, data_dir, log) -> dict:
     from run import get_data
 
     from minibatch_kmeans import MiniBatchKMeans
-    from minibatch_kmeans.compare import clustering_costs
+    from minibatch_kmeans.evaluate.compare import clustering_costs
     from minibatch_kmeans.spark.session import get_spark
 
     spark = get_spark("minibatch-kmeans-scale", master="local[2]",

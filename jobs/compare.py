@@ -18,11 +18,12 @@ import os
 import sys
 from typing import List, Optional
 
-from minibatch_kmeans.cli import run_job
-from minibatch_kmeans.compare import compare_with_mllib, markdown
-from minibatch_kmeans.config import configure_logging, driver_path, is_remote, load_config
+from minibatch_kmeans.app.cli import run_job
+from minibatch_kmeans.evaluate.compare import compare_with_mllib, markdown
+from minibatch_kmeans.app.config import configure_logging, load_config
+from minibatch_kmeans.paths import driver_path, is_remote
 from minibatch_kmeans.errors import ConfigError
-from minibatch_kmeans.outputs import read_input, registry_module
+from minibatch_kmeans.app.outputs import read_input, registry_module
 from minibatch_kmeans.spark.session import job_session
 
 logger = logging.getLogger("minibatch_kmeans_jobs.compare")

@@ -15,9 +15,9 @@ import sys
 import time
 from typing import List, Optional
 
-from minibatch_kmeans.config import LOG_LEVELS, configure_logging
-from minibatch_kmeans.datagen import BlobSpec, write_blobs
-from minibatch_kmeans.cli import run_job
+from minibatch_kmeans.app.config import LOG_LEVELS, configure_logging
+from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
+from minibatch_kmeans.app.cli import run_job
 from minibatch_kmeans.spark.session import job_session
 
 logger = logging.getLogger("minibatch_kmeans_jobs.generate_data")

@@ -23,12 +23,12 @@ import time
 from typing import List, Optional
 
 from minibatch_kmeans import MiniBatchKMeansModel
-from minibatch_kmeans.cli import run_job
-from minibatch_kmeans.config import configure_logging, load_score_config, run_id_override
-from minibatch_kmeans.outputs import (read_input, require_run_id,
-                                      write_quality_outputs, write_run_table)
+from minibatch_kmeans.app.cli import run_job
+from minibatch_kmeans.app.config import configure_logging, load_score_config, run_id_override
+from minibatch_kmeans.app.outputs import (read_input, require_run_id, write_quality_outputs,
+                                          write_run_table)
 from minibatch_kmeans.errors import InvalidInputError
-from minibatch_kmeans.quality import check_feature_schema, check_quality
+from minibatch_kmeans.tables.quality import check_feature_schema, check_quality
 from minibatch_kmeans.spark.features import resolve
 from minibatch_kmeans.spark.session import job_session
 

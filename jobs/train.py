@@ -22,15 +22,15 @@ import time
 from typing import List, Optional
 
 from minibatch_kmeans import MiniBatchKMeans
-from minibatch_kmeans.cli import run_job
-from minibatch_kmeans.config import (configure_logging, driver_path, load_config,
-                                     run_id_override)
-from minibatch_kmeans.drift import holdout_split
+from minibatch_kmeans.app.cli import run_job
+from minibatch_kmeans.app.config import configure_logging, load_config, run_id_override
+from minibatch_kmeans.lifecycle.drift import holdout_split
 from minibatch_kmeans.errors import InvalidInputError
-from minibatch_kmeans.outputs import (default_run_id, read_input, registry_module,
-                                      write_model_tables, write_quality_outputs)
-from minibatch_kmeans.quality import check_quality, report_top
-from minibatch_kmeans.report import plot_convergence, summary_table, write_json
+from minibatch_kmeans.app.outputs import (default_run_id, read_input, registry_module,
+                                          write_model_tables, write_quality_outputs)
+from minibatch_kmeans.paths import driver_path
+from minibatch_kmeans.tables.quality import check_quality, report_top
+from minibatch_kmeans.evaluate.report import plot_convergence, summary_table, write_json
 from minibatch_kmeans.spark.features import resolve
 from minibatch_kmeans.spark.session import job_session
 

@@ -8,7 +8,7 @@ The config is a train config plus a ``tune`` section: ``k`` (the grid), ``batch_
 ``sample_size``. The input is split by a hash of each row's features and model.seed; every
 grid point fits :class:`minibatch_kmeans.MiniBatchKMeans` (the model section, its k
 replaced) on the training part and is measured on the holdout: cost per row and silhouette
-on a fixed sample (:func:`minibatch_kmeans.tune.choose_k`). The recommended k has the
+on a fixed sample (:func:`minibatch_kmeans.lifecycle.tune.choose_k`). The recommended k has the
 largest silhouette; the elbow of the cost curve is reported beside it. Writes tune.json,
 tune.md and k_curves.png under output.dir and prints the Markdown table. Exit codes: 0
 success, 2 bad configuration or input, 1 anything else.
@@ -20,12 +20,13 @@ import logging
 import sys
 from typing import List, Optional
 
-from minibatch_kmeans.cli import run_job
-from minibatch_kmeans.config import configure_logging, driver_path, is_remote, load_config
+from minibatch_kmeans.app.cli import run_job
+from minibatch_kmeans.app.config import configure_logging, load_config
+from minibatch_kmeans.paths import driver_path, is_remote
 from minibatch_kmeans.errors import ConfigError
-from minibatch_kmeans.outputs import read_input, registry_module
+from minibatch_kmeans.app.outputs import read_input, registry_module
 from minibatch_kmeans.spark.session import job_session
-from minibatch_kmeans.tune import choose_k, markdown, write_tune
+from minibatch_kmeans.lifecycle.tune import choose_k, markdown, write_tune
 
 logger = logging.getLogger("minibatch_kmeans_jobs.tune")
 

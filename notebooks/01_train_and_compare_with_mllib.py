@@ -16,11 +16,11 @@
 import os
 
 from minibatch_kmeans import MiniBatchKMeans
-from minibatch_kmeans.compare import compare_with_mllib, markdown
-from minibatch_kmeans.datagen import BlobSpec, write_blobs
-from minibatch_kmeans.io import read_table
-from minibatch_kmeans.notebook import Notebook
-from minibatch_kmeans.report import plot_convergence, summary_table
+from minibatch_kmeans.evaluate.compare import compare_with_mllib, markdown
+from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
+from minibatch_kmeans.tables.io import read_table
+from minibatch_kmeans.app.notebook import Notebook
+from minibatch_kmeans.evaluate.report import plot_convergence, summary_table
 
 nb = Notebook(globals())
 spark = nb.spark()

@@ -16,13 +16,13 @@
 import os
 
 from minibatch_kmeans import MiniBatchKMeans
-from minibatch_kmeans.config import MonitorConfig
-from minibatch_kmeans.datagen import BlobSpec, write_blobs
-from minibatch_kmeans.drift import drift_markdown, holdout_split, reference_statistics
-from minibatch_kmeans.io import read_table
-from minibatch_kmeans.monitor import run_monitor
-from minibatch_kmeans.notebook import Notebook
-from minibatch_kmeans.registry import tracking
+from minibatch_kmeans.app.config import MonitorConfig
+from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
+from minibatch_kmeans.lifecycle.drift import drift_markdown, holdout_split, reference_statistics
+from minibatch_kmeans.tables.io import read_table
+from minibatch_kmeans.lifecycle.monitor import run_monitor
+from minibatch_kmeans.app.notebook import Notebook
+from minibatch_kmeans.lifecycle.registry import tracking
 
 nb = Notebook(globals())
 spark = nb.spark()

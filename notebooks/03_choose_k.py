@@ -11,10 +11,10 @@
 
 import os
 
-from minibatch_kmeans.datagen import BlobSpec, write_blobs
-from minibatch_kmeans.io import read_table
-from minibatch_kmeans.notebook import Notebook
-from minibatch_kmeans.tune import choose_k, markdown, write_tune
+from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
+from minibatch_kmeans.tables.io import read_table
+from minibatch_kmeans.app.notebook import Notebook
+from minibatch_kmeans.lifecycle.tune import choose_k, markdown, write_tune
 
 nb = Notebook(globals())
 spark = nb.spark()

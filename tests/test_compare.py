@@ -8,8 +8,8 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
 from helpers import blobs, cols, columns_df, sq_cost
-from minibatch_kmeans.compare import (clustering_costs, compare_with_mllib, markdown,
-                                      match_centers)
+from minibatch_kmeans.evaluate.compare import (clustering_costs, compare_with_mllib, markdown,
+                                               match_centers)
 from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
 from minibatch_kmeans_jobs import compare as compare_job
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from minibatch_kmeans import MiniBatchKMeans
-from minibatch_kmeans.config import (Config, apply_override, driver_path, load_config)
+from minibatch_kmeans.app.config import Config, apply_override, load_config
+from minibatch_kmeans.paths import driver_path
 from minibatch_kmeans.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -419,7 +420,7 @@ def test_quality_section_parses_and_names_bad_fields():
 
 
 def test_score_config_sections():
-    from minibatch_kmeans.config import ScoreConfig, load_score_config
+    from minibatch_kmeans.app.config import ScoreConfig, load_score_config
 
     cfg = load_score_config("conf/score.yaml", ["run_id=day-1", "output.format=delta"])
     assert cfg.run_id == "day-1" and cfg.output.format == "delta"

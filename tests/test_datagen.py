@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from minibatch_kmeans.datagen import (BlobSpec, blobs, centers_path, generate_chunk,
-                                      read_centers, true_centers, write_blobs)
+from minibatch_kmeans.tables.datagen import (BlobSpec, blobs, centers_path, generate_chunk,
+                                             read_centers, true_centers, write_blobs)
 from minibatch_kmeans.errors import InvalidParamError
-from minibatch_kmeans.io import read_table
+from minibatch_kmeans.tables.io import read_table
 
 
 def chunk_frame(spec, chunk_id=0):

@@ -11,11 +11,12 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
 from minibatch_kmeans import MiniBatchKMeans, MiniBatchKMeansModel
-from minibatch_kmeans.drift import (PSI_EPSILON, DriftThresholds, bin_edges, drift_markdown,
-                                    drift_report, holdout_split, plot_drift, psi,
-                                    reference_statistics, schema_differences)
+from minibatch_kmeans.lifecycle.drift import (PSI_EPSILON, DriftThresholds, bin_edges,
+                                              drift_markdown, drift_report, holdout_split,
+                                              plot_drift, psi, reference_statistics,
+                                              schema_differences)
 from minibatch_kmeans.errors import InvalidParamError
-from minibatch_kmeans.report import write_json
+from minibatch_kmeans.evaluate.report import write_json
 from minibatch_kmeans.spark.features import FeatureSpec
 
 D, K = 5, 3

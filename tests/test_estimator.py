@@ -351,7 +351,7 @@ def test_save_refuses_existing_path_without_overwrite(tmp_path, blob_data):
     m.write().overwrite().save(path)
     with pytest.raises(MiniBatchKMeansError, match="no saved MiniBatchKMeansModel"):
         MiniBatchKMeansModel.load(str(tmp_path / "nothing"))
-    with pytest.raises(ModelPersistenceError, match="holds a minibatch_kmeans.estimator"):
+    with pytest.raises(ModelPersistenceError, match="holds a minibatch_kmeans.ml.estimator"):
         MiniBatchKMeans.load(path)
 
 

@@ -1,5 +1,5 @@
 """read_table / write_table for Parquet and Delta. This session has no Delta jars, so every
-Delta table goes through the delta-rs fallback (minibatch_kmeans.delta); tables are built
+Delta table goes through the delta-rs fallback (minibatch_kmeans.tables.delta); tables are built
 and checked with delta-rs itself, log included."""
 import datetime as dt
 import glob
@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 
 from minibatch_kmeans import delta
 from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
-from minibatch_kmeans.io import read_table, write_table
+from minibatch_kmeans.tables.io import read_table, write_table
 
 deltalake = pytest.importorskip("deltalake")
 from deltalake import DeltaTable, TableFeatures, write_deltalake  # noqa: E402
@@ -392,7 +392,7 @@ def test_delta_rows_appended_since_a_version(spark, tmp_path):
     from deltalake import write_deltalake
 
     from minibatch_kmeans.errors import InvalidInputError as Bad
-    from minibatch_kmeans.io import read_table as read
+    from minibatch_kmeans.tables.io import read_table as read
 
     path = str(tmp_path / "appends")
     frame = pd.DataFrame({"id": range(30), "x": [float(i) for i in range(30)]})

@@ -162,7 +162,7 @@ def test_train_gate_fails_on_threshold_or_handle_invalid_error(dirty_path, tmp_p
 
 
 def test_train_registers_the_model_in_mlflow(spark, blobs_path, tmp_path, capsys):
-    from minibatch_kmeans.registry import tracking, version_tags
+    from minibatch_kmeans.lifecycle.registry import tracking, version_tags
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = tmp_path / "train"

@@ -20,11 +20,11 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 import mlflow  # noqa: E402
 
 from minibatch_kmeans import MiniBatchKMeans  # noqa: E402
-from minibatch_kmeans.config import AbsoluteGate, MonitorConfig  # noqa: E402
-from minibatch_kmeans.drift import holdout_split, reference_statistics  # noqa: E402
+from minibatch_kmeans.app.config import AbsoluteGate, MonitorConfig  # noqa: E402
+from minibatch_kmeans.lifecycle.drift import holdout_split, reference_statistics  # noqa: E402
 from minibatch_kmeans.errors import ConfigError  # noqa: E402
-from minibatch_kmeans.monitor import decide  # noqa: E402
-from minibatch_kmeans.registry import tracking, version_tags  # noqa: E402
+from minibatch_kmeans.lifecycle.monitor import decide  # noqa: E402
+from minibatch_kmeans.lifecycle.registry import tracking, version_tags  # noqa: E402
 from minibatch_kmeans_jobs import monitor  # noqa: E402
 
 NAME = "monitor-test"

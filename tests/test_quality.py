@@ -5,7 +5,8 @@ import pytest
 from pyspark.ml.linalg import Vectors
 
 from minibatch_kmeans.errors import InvalidInputError
-from minibatch_kmeans.quality import DataQualityError, QualityRules, check_quality, quality_rows
+from minibatch_kmeans.tables.quality import (DataQualityError, QualityRules, check_quality,
+                                             quality_rows)
 from minibatch_kmeans.spark.features import resolve
 
 NAN, INF = float("nan"), float("inf")

@@ -44,7 +44,7 @@ def test_make_targets_and_job_commands_exist():
 
 
 def _config_of(job):
-    from minibatch_kmeans.config import load_config
+    from minibatch_kmeans.app.config import load_config
 
     line = next(l for b in _blocks("bash") for l in b.splitlines() if f"jobs/{job}.py" in l
                 and "--set" in l)
@@ -58,7 +58,7 @@ def _config_of(job):
 def test_job_commands_in_readme_parse():
     assert _config_of("train").estimator_params()["k"] == 30
     assert _config_of("compare").compare.mllib["solver"] == "row"
-    from minibatch_kmeans.config import load_stream_config
+    from minibatch_kmeans.app.config import load_stream_config
 
     assert load_stream_config(str(ROOT / "conf" / "stream.yaml")).stream.half_life == 5
 

@@ -1,4 +1,4 @@
-"""minibatch_kmeans.registry on a throwaway local SQLite MLflow store (one per module).
+"""minibatch_kmeans.lifecycle.registry on a throwaway local SQLite MLflow store (one per module).
 
 One tiny fit (version 1) and one hand-built model (version 2) are registered once; the tests
 then move aliases, load the champion as pyfunc in a fresh process without Spark and as a Spark
@@ -21,7 +21,7 @@ import mlflow  # noqa: E402
 
 from helpers import blobs, cols, columns_df  # noqa: E402
 from minibatch_kmeans import MiniBatchKMeans, MiniBatchKMeansModel  # noqa: E402
-from minibatch_kmeans.registry import (RegistryError, SavedModel,  # noqa: E402
+from minibatch_kmeans.lifecycle.registry import (RegistryError, SavedModel,  # noqa: E402
                                        default_tracking_uri, tracking, version_tags)
 from minibatch_kmeans.spark.features import FeatureSpec  # noqa: E402
 
@@ -214,7 +214,7 @@ def test_two_promotions_at_once_leave_one_champion(reg, versions, tmp_path):
             reg.client.create_model_version(name, mv.source)
     script = textwrap.dedent(f"""
         import os, sys, time
-        from minibatch_kmeans.registry import tracking
+        from minibatch_kmeans.lifecycle.registry import tracking
         reg = tracking({mlflow.get_tracking_uri()!r}, experiment={EXPERIMENT!r})
         version = sys.argv[1]
         for name in {names!r}:

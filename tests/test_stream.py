@@ -1,7 +1,7 @@
-"""The streaming job's library part (minibatch_kmeans.stream) on real Structured Streaming
-queries over Parquet files written in stages: the centers follow moving data, the streamed
-model equals partialFit on the same micro-batches, a replayed micro-batch is not applied
-twice, and bad rows are quarantined without stopping the stream."""
+"""The streaming job's library part (minibatch_kmeans.lifecycle.stream) on real
+Structured Streaming queries over Parquet files written in stages: the centers follow
+moving data, the streamed model equals partialFit on the same micro-batches, a replayed
+micro-batch is not applied twice, and bad rows are quarantined without stopping the stream."""
 import os
 import shutil
 import time
@@ -13,9 +13,9 @@ from helpers import STREAM_CENTERS as CENTERS
 from helpers import moving_blobs as blobs
 from helpers import stream_file as write_file
 from minibatch_kmeans import MiniBatchKMeansModel
-from minibatch_kmeans.config import StreamConfig
+from minibatch_kmeans.app.config import StreamConfig
 from minibatch_kmeans.errors import ConfigError, InvalidInputError
-from minibatch_kmeans.stream import STATE, run_stream
+from minibatch_kmeans.lifecycle.stream import STATE, run_stream
 from minibatch_kmeans.spark.checkpoint import open_store
 
 SCHEMA = "id long, a double, b double"
@@ -192,7 +192,7 @@ def test_config_errors(tmp_path, start_model):
 
 
 def test_registers_a_version_every_n_micro_batches_once(spark, tmp_path, start_model):
-    from minibatch_kmeans.registry import tracking
+    from minibatch_kmeans.lifecycle.registry import tracking
 
     name = "stream-test-model"
     cfg = StreamConfig.from_dict({
@@ -213,7 +213,7 @@ def test_registers_a_version_every_n_micro_batches_once(spark, tmp_path, start_m
     assert not os.path.exists(tmp_path / "out" / "predictions")  # predictions: null
     # a micro-batch replayed after its version was registered but before its state was
     # saved finds that version instead of registering another
-    from minibatch_kmeans.stream import BatchUpdater
+    from minibatch_kmeans.lifecycle.stream import BatchUpdater
 
     updater = BatchUpdater(cfg, None, "replay")
     model = MiniBatchKMeansModel.load(cfg.output.model)
@@ -239,7 +239,7 @@ def test_stream_from_a_delta_table_into_delta_tables(spark, tmp_path, start_mode
     import pandas as pd
     from deltalake import write_deltalake
 
-    from minibatch_kmeans.io import read_table
+    from minibatch_kmeans.tables.io import read_table
 
     table = str(tmp_path / "in")
 

@@ -1,12 +1,13 @@
-"""Choosing k (minibatch_kmeans.tune and jobs/tune.py) on 4 well-separated blobs in 3-D."""
+"""Choosing k (minibatch_kmeans.lifecycle.tune and jobs/tune.py) on 4 well-separated blobs
+in 3-D."""
 import json
 
 import numpy as np
 import pytest
 
-from minibatch_kmeans.config import Config
+from minibatch_kmeans.app.config import Config
 from minibatch_kmeans.errors import ConfigError, InvalidInputError, InvalidParamError
-from minibatch_kmeans.tune import choose_k, elbow, recommend
+from minibatch_kmeans.lifecycle.tune import choose_k, elbow, recommend
 from minibatch_kmeans_jobs import tune as tune_job
 
 COLS = ["x0", "x1", "x2"]

@@ -5,7 +5,7 @@
 """
 from .errors import (ConfigError, InvalidInputError, InvalidParamError, MiniBatchKMeansError,
                      ModelPersistenceError)
-from .estimator import MiniBatchKMeans, MiniBatchKMeansModel, MiniBatchKMeansSummary
+from .ml.estimator import MiniBatchKMeans, MiniBatchKMeansModel, MiniBatchKMeansSummary
 
 __version__ = "0.1.0"
 

@@ -376,7 +376,7 @@ def test_private_kernel_is_what_public_calls():
     X = rng.normal(size=(100, 3))
     C = rng.normal(size=(4, 3))
     l1, d1 = assign(X, C, dtype="float64")
-    l2, d2 = kernels._assign(X, C, kernels.row_norms_sq(C))
+    l2, d2 = kernels.labels_and_distances(X, C, kernels.row_norms_sq(C))
     np.testing.assert_array_equal(l1, l2)
     np.testing.assert_array_equal(d1, d2)
 
@@ -434,22 +434,22 @@ def test_numba_and_numpy_paths_agree(numba_kernel, dtype, weighted, n, k):
         sums, weights, counts, _ = brute_stats(X, C, w)
         np.testing.assert_array_equal(b.counts, counts)
         np.testing.assert_allclose(b.sums, sums, rtol=1e-10, atol=1e-9)
-    la, lb = both_paths(kernels._assign, X, C, kernels.row_norms_sq(C))
+    la, lb = both_paths(kernels.labels_and_distances, X, C, kernels.row_norms_sq(C))
     assert_same_assign(la, lb)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_numba_and_numpy_paths_agree_with_partial_stats(numba_kernel, dtype):
-    # _assign_stats (what the Spark UDF and the local runner call) is _partial_stats of
-    # _assign's output, on clustered data with weights
+    # assignment_stats (what the Spark UDF and the local runner call) is _partial_stats of
+    # labels_and_distances's output, on clustered data with weights
     rng = np.random.default_rng(21)
     X, _, centers = blobs(rng, k=9, per=500, d=5)
     X, C = X.astype(dtype), (centers + rng.normal(size=centers.shape)).astype(dtype)
     w = rng.uniform(0.1, 2, len(X))
     c_sq = kernels.row_norms_sq(C)
     with kernels._use_kernel("numpy"):
-        ref = kernels._partial_stats(X, *kernels._assign(X, C, c_sq), len(C), w)
-    a, b = both_paths(kernels._assign_stats, X, C, c_sq, w)
+        ref = kernels._partial_stats(X, *kernels.labels_and_distances(X, C, c_sq), len(C), w)
+    a, b = both_paths(kernels.assignment_stats, X, C, c_sq, w)
     assert_same_stats(ref, a)
     assert_same_stats(ref, b)
 
@@ -460,7 +460,7 @@ def test_numba_and_numpy_paths_break_ties_alike(numba_kernel, dtype):
     # give equal entries in the GEMM block; both paths take the first (np.argmin)
     C = np.array([[0, 0], [2, 0], [2, 0], [0, 4]], dtype=dtype)
     X = np.array([[1, 0], [2, 0], [0, 2], [1, 2], [5, 5]], dtype=dtype)
-    la, lb = both_paths(kernels._assign, X, C, kernels.row_norms_sq(C))
+    la, lb = both_paths(kernels.labels_and_distances, X, C, kernels.row_norms_sq(C))
     assert_same_assign(la, lb)
     assert lb[0].tolist() == [0, 1, 0, 0, 3]
     np.testing.assert_array_equal(lb[1], [1.0, 0.0, 4.0, 5.0, 26.0])
@@ -474,7 +474,7 @@ def test_numba_rows_on_their_center_have_zero_distance(numba_kernel):
     C = (rng.normal(size=(10, 16)) * 100).astype(np.float32)
     X = np.repeat(C, 3, axis=0)
     with kernels._use_kernel("numba"):
-        labels, dist = kernels._assign(X, C, kernels.row_norms_sq(C))
+        labels, dist = kernels.labels_and_distances(X, C, kernels.row_norms_sq(C))
         s = batch_stats(X, C)
     np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 3))
     np.testing.assert_array_equal(dist, np.zeros(len(X)))
@@ -483,7 +483,7 @@ def test_numba_rows_on_their_center_have_zero_distance(numba_kernel):
 
 def test_arrays_the_compiled_passes_do_not_take_go_through_numpy(numba_kernel):
     # non-contiguous rows or mixed dtypes are not what the compiled passes were built
-    # for: _assign and _assign_stats still answer, through NumPy
+    # for: labels_and_distances and assignment_stats still answer, through NumPy
     rng = np.random.default_rng(23)
     X = rng.normal(size=(300, 8))
     C = rng.normal(size=(4, 4))
@@ -492,9 +492,9 @@ def test_arrays_the_compiled_passes_do_not_take_go_through_numpy(numba_kernel):
     assert kernels._fused_for(X[:, :4].astype(np.float32), C) is None
     assert kernels._fused_for(np.ascontiguousarray(Xs), C) is not None
     with kernels._use_kernel("numba"):
-        got = kernels._assign(Xs, C, kernels.row_norms_sq(C))
-        ref = kernels._assign(np.ascontiguousarray(Xs), C, kernels.row_norms_sq(C))
-        s = kernels._assign_stats(Xs, C, kernels.row_norms_sq(C), None)
+        got = kernels.labels_and_distances(Xs, C, kernels.row_norms_sq(C))
+        ref = kernels.labels_and_distances(np.ascontiguousarray(Xs), C, kernels.row_norms_sq(C))
+        s = kernels.assignment_stats(Xs, C, kernels.row_norms_sq(C), None)
     assert_same_assign(ref, got)
     assert s.counts.sum() == 300
 

@@ -34,7 +34,7 @@ def main(out_dir: str) -> int:
                             fitMode=mode).fit(df)
         modes[mode] = {"sizes": sorted(m.summary.clusterSizes),
                        "fit_mode": m.summary.fitMode, "cost": m.summary.trainingCost}
-    from minibatch_kmeans.compare import compare_with_mllib
+    from minibatch_kmeans.evaluate.compare import compare_with_mllib
 
     compared = compare_with_mllib(df, 3, input_cols=["a", "b"], seed=4,
                                   ours={"batchSize": 150}, sample_size=300, references=[],

@@ -168,7 +168,7 @@ def test_interrupted_fit_resumes_to_the_same_centers(data, reference, tmp_path, 
     df, spec, init = data
     directory = f"file://{tmp_path}/ck"
     if through == "spark":  # force the remote path's Spark writer onto a file: URI
-        monkeypatch.setattr("minibatch_kmeans.config.is_remote", lambda path: True)
+        monkeypatch.setattr("minibatch_kmeans.spark.checkpoint.is_remote", lambda path: True)
     p = params(checkpoint_dir=directory, initial_centers=init)
     assert reference.summary["numSteps"] == 12 and reference.summary["stopReason"] == "maxIter"
     assert sum(r.reassigned for r in reference.history) > 0  # the counter matters

@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from helpers import blobs, cols, columns_df, sq_cost
 from minibatch_kmeans import MiniBatchKMeans
-from minibatch_kmeans.core.kernels import _assign_stats, row_norms_sq
+from minibatch_kmeans.core.kernels import assignment_stats, row_norms_sq
 from minibatch_kmeans.core.loop import candidate_salt, max_candidates, select_candidates
 from minibatch_kmeans.core.minibatch import Convergence, MiniBatchState
 from minibatch_kmeans.core.passes import merge_epochs, minibatch_epochs, run_passes
@@ -80,7 +80,7 @@ def test_pass_fit_equals_numpy_reference(data, weighted, spherical):
 
     def exact_pass(C0):  # per partition, merged as the driver merges a stats job
         Cd = np.ascontiguousarray(C0, dtype=np.float32)
-        batches = [stats_to_batch(_assign_stats(Xp, Cd, row_norms_sq(Cd), wp))
+        batches = [stats_to_batch(assignment_stats(Xp, Cd, row_norms_sq(Cd), wp))
                    for _, Xp, wp in parts]
         return table_to_stats(pa.Table.from_batches(batches), 4, 3)
 

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InvalidInputError, InvalidParamError
-from .kernels import _assign, row_norms_sq
+from .kernels import labels_and_distances, row_norms_sq
 
 
 def _check_sample(X, k: int, sample_weight):
@@ -127,7 +127,7 @@ def _lloyd(X, w, centers, max_iter=30):
     """Weighted Lloyd iterations on a small in-memory set (Spark's LocalKMeans step)."""
     centers = centers.copy()
     for _ in range(max_iter):
-        labels, _ = _assign(X, centers, row_norms_sq(centers))
+        labels, _ = labels_and_distances(X, centers, row_norms_sq(centers))
         k = centers.shape[0]
         wsum = np.bincount(labels, weights=w, minlength=k)
         sums = np.zeros_like(centers)
@@ -160,7 +160,7 @@ def reduce_candidates(cands, cand_weights, k, rng, max_iter=30, n_runs=3) -> np.
     for _ in range(max(1, n_runs)):
         centers = _lloyd(cands, w, cands[_kmeans_plusplus(cands, k, w, rng, x_sq=x_sq)],
                          max_iter=max_iter)
-        cost = float(_assign(cands, centers, row_norms_sq(centers))[1] @ w)
+        cost = float(labels_and_distances(cands, centers, row_norms_sq(centers))[1] @ w)
         if cost < best_cost:
             best, best_cost = centers, cost
     return best
@@ -192,13 +192,14 @@ def kmeans_parallel(X, k: int, rng: np.random.Generator, sample_weight=None,
     # Distances that only weigh the sampling and the candidates use the chunked float32
     # kernel, not one (2k, n) float64 matrix per round (2.4 GB for k=1000 on a 150k-row
     # sample): k-means|| on 150k x 64 rows with k=1000 took 7.9 s, now 3.0 s, same cost.
-    # _assign recomputes each distance directly, so float32 loses nothing to cancellation.
+    # labels_and_distances recomputes each distance directly, so float32 loses nothing to
+    # cancellation.
     Xf = X.astype(np.float32)
 
     def nearest(rows):
         """Squared distance of every row to its nearest row of X[rows]."""
         C = Xf[rows]
-        return _assign(Xf, C, row_norms_sq(C))[1]
+        return labels_and_distances(Xf, C, row_norms_sq(C))[1]
 
     chosen = [int(rng.choice(X.shape[0], p=w / w.sum()))]
     closest = nearest(chosen)
@@ -218,7 +219,7 @@ def kmeans_parallel(X, k: int, rng: np.random.Generator, sample_weight=None,
         # greedily with k-means++ over the whole sample, starting from what we have.
         return complete_with_kmeans_plusplus(X, w, cands, k, rng)
     cf = cands.astype(np.float32)
-    labels, _ = _assign(Xf, cf, row_norms_sq(cf))
+    labels, _ = labels_and_distances(Xf, cf, row_norms_sq(cf))
     cand_w = np.bincount(labels, weights=w, minlength=cands.shape[0])
     return reduce_candidates(cands, cand_w, k, rng)
 

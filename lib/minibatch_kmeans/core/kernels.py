@@ -32,12 +32,12 @@ KERNEL_ENV = "MBKM_KERNEL"
 
 
 def _load_fused():
-    """The compiled row passes (module ``_fused``), or None for the NumPy path."""
+    """The compiled row passes (module ``numba_passes``), or None for the NumPy path."""
     choice = os.environ.get(KERNEL_ENV, "").strip().lower()
     if choice == "numpy":
         return None
     try:
-        from . import _fused
+        from . import numba_passes as _fused
     except Exception as e:  # an optional speed-up must not break the import
         if choice == "numba":
             raise
@@ -148,7 +148,7 @@ def _sq_dists(xc: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.nda
     return np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
 
 
-def _assign(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
+def labels_and_distances(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray):
     """Nearest center per row. X and centers share one float dtype; no validation.
 
     The labels come from the chunked GEMM of :func:`_chunk_labels`. The returned distance
@@ -210,7 +210,7 @@ def assign(X, centers, dtype="float32"):
         )
     if C.shape[0] == 0:
         raise InvalidInputError("centers is empty: expected at least one center")
-    return _assign(X, C, row_norms_sq(C))
+    return labels_and_distances(X, C, row_norms_sq(C))
 
 
 @dataclass
@@ -314,9 +314,9 @@ def _partial_stats(X, labels, dist_sq, k, sample_weight):
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 
 
-def _assign_stats(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
+def assignment_stats(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
                   sample_weight: Optional[np.ndarray]) -> BatchStats:
-    """Partial statistics of X under ``centers``: ``_partial_stats`` of ``_assign``'s
+    """Partial statistics of X under ``centers``: ``_partial_stats`` of ``labels_and_distances``'s
     labels and distances, without candidates. No validation.
 
     With numba, each chunk's labels go straight into one compiled pass that adds the rows
@@ -327,7 +327,7 @@ def _assign_stats(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
     """
     fused = _fused_for(X, centers)
     if fused is None:
-        labels, dist = _assign(X, centers, centers_sq)
+        labels, dist = labels_and_distances(X, centers, centers_sq)
         return _partial_stats(X, labels, dist, centers.shape[0], sample_weight)
     k, d = centers.shape
     sums, weights, counts = np.zeros((k, d)), np.zeros(k), np.zeros(k, np.int64)
@@ -372,4 +372,4 @@ def batch_stats(X, centers, sample_weight=None, dtype="float32") -> BatchStats:
                 f"sample_weight has shape {w.shape}, expected ({X.shape[0]},)")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise InvalidInputError("sample_weight must be finite and non-negative")
-    return _assign_stats(X, C, row_norms_sq(C), w)
+    return assignment_stats(X, C, row_norms_sq(C), w)

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from . import rng as rng_mod
-from .kernels import BatchStats, _assign_stats, row_norms_sq, smallest_keys
+from .kernels import BatchStats, assignment_stats, row_norms_sq, smallest_keys
 from .minibatch import STOP_MAX_ITER, MiniBatchState, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def local_batch_runner(X: np.ndarray, keys: np.ndarray, buckets: Sequence[np.nda
         C = np.ascontiguousarray(centers, dtype=dtype)
         xb = Xc[idx]
         w = None if sample_weight is None else sample_weight[idx]
-        stats = _assign_stats(xb, C, row_norms_sq(C), w)
+        stats = assignment_stats(xb, C, row_norms_sq(C), w)
         stats.cand_keys, stats.cand_rows = select_candidates(
             keys[idx], Xc[idx], candidate_salt(seed, step), n_cand)
         return stats

@@ -37,7 +37,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from . import rng as rng_mod
-from .kernels import BatchStats, _assign_stats, normalize_rows, row_norms_sq
+from .kernels import BatchStats, assignment_stats, normalize_rows, row_norms_sq
 from .minibatch import (STOP_MAX_ITER, STOP_TOL, Convergence, MiniBatchState, StepRecord,
                         minibatch_update, reassign_low_count)
 
@@ -143,7 +143,7 @@ def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray
             idx = order[start:start + batch_size]
             Cj = np.ascontiguousarray(normalize_rows(C) if spherical else C, dtype=dtype)
             w = None if sample_weight is None else sample_weight[idx]
-            part = _assign_stats(X[idx], Cj, row_norms_sq(Cj), w)
+            part = assignment_stats(X[idx], Cj, row_norms_sq(Cj), w)
             new_C, W = minibatch_update(C, W, part.sums, part.weights)
             # scikit-learn's _random_reassign: every 10 k rows, or when a center is empty,
             # centers below reassignment_ratio x the heaviest move to random batch rows.
@@ -218,7 +218,7 @@ def refine_on_rows(X: np.ndarray, centers: np.ndarray, sample_weight=None, *, to
     C = np.asarray(centers, dtype=np.float64)
     for _ in range(max_steps):
         Cd = np.ascontiguousarray(C, dtype=X.dtype)
-        stats = _assign_stats(X, Cd, row_norms_sq(Cd), sample_weight)
+        stats = assignment_stats(X, Cd, row_norms_sq(Cd), sample_weight)
         C, gain = lloyd_step(C, stats, spherical)
         if gain <= tol * max(stats.inertia, 0.0):
             break

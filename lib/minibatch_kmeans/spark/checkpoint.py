@@ -2,7 +2,7 @@
 
 Two stores with the same two methods, ``save(checkpoint)`` and ``load_latest()``. They
 keep a fit's checkpoints, or any document a :class:`Codec` turns into text and orders
-(the streaming job's state, :mod:`minibatch_kmeans.stream`):
+(the streaming job's state, :mod:`minibatch_kmeans.lifecycle.stream`):
 
 - :class:`LocalCheckpointStore` for paths the driver can open (plain, ``file:``, and
   ``dbfs:`` through the ``/dbfs`` mount): one file ``checkpoint-<step>.json`` per
@@ -39,6 +39,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from ..core.checkpoint import Checkpoint, from_json, to_json
 from ..errors import InvalidParamError
+from ..paths import driver_path, is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ def checkpoint_file_name(step: int) -> str:
 def open_store(path: str, spark=None, codec: Codec = CHECKPOINTS):
     """The store for ``path``: local file I/O when the driver can open it, else Spark's
     DataFrame reader and writer on ``spark``."""
-    from ..config import driver_path, is_remote  # config imports this package
-
     if is_remote(path):
         if spark is None:
             raise InvalidParamError(f"checkpointDir={path!r} needs a Spark session")

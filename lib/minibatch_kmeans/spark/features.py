@@ -64,8 +64,8 @@ class FeatureSpec:
     def array_expr(self) -> Column:
         """The features as ``array<double>`` (nulls and NaN pass through unchanged)."""
         if self.kind == "columns":
-            return F.array(*[F.col(_q(c)).cast("double") for c in self.columns])
-        c = F.col(_q(self.columns[0]))
+            return F.array(*[F.col(quoted(c)).cast("double") for c in self.columns])
+        c = F.col(quoted(self.columns[0]))
         if self.kind == "vector":  # vector_to_array fails on null: guard it
             return F.when(c.isNotNull(), vector_to_array(c, "float64"))
         return c.cast("array<double>")
@@ -73,14 +73,14 @@ class FeatureSpec:
     def feature_exprs(self) -> List[Column]:
         """One double expression per feature (null where the value is missing)."""
         if self.kind == "columns":
-            return [F.col(_q(c)).cast("double") for c in self.columns]
+            return [F.col(quoted(c)).cast("double") for c in self.columns]
         arr = self.array_expr()
         return [F.get(arr, i) for i in range(self.n_features)]  # null past the end, even ANSI
 
     def weight_expr(self) -> Column:
         if self.weight_col is None:
             return F.lit(1.0)
-        return F.col(_q(self.weight_col)).cast("double")
+        return F.col(quoted(self.weight_col)).cast("double")
 
     def valid_expr(self, cosine: bool) -> Column:
         """Boolean, never null: true for a row that can be clustered.
@@ -91,9 +91,9 @@ class FeatureSpec:
         """
         if self.kind == "columns":
             feats = self.feature_exprs()
-            ok = _balanced_sum([x * F.lit(0.0) for x in feats]) == F.lit(0.0)
+            ok = balanced_sum([x * F.lit(0.0) for x in feats]) == F.lit(0.0)
             if cosine:
-                ok = ok & (_balanced_sum([F.abs(x) for x in feats]) > F.lit(0.0))
+                ok = ok & (balanced_sum([F.abs(x) for x in feats]) > F.lit(0.0))
         else:
             arr = self.array_expr()
             hi, lo = F.array_max(arr), F.array_min(arr)
@@ -115,7 +115,7 @@ class FeatureSpec:
         vector and array columns."""
         if self.kind != "columns":
             return None
-        feats = [f"CAST({_q(c)} AS DOUBLE)" for c in self.columns]
+        feats = [f"CAST({quoted(c)} AS DOUBLE)" for c in self.columns]
 
         def balanced(terms):
             while len(terms) > 1:
@@ -128,7 +128,7 @@ class FeatureSpec:
             ok += f" AND ({balanced([f'abs({x})' for x in feats])} > 0.0D)"
         out = []
         if self.weight_col is not None:
-            w = f"CAST({_q(self.weight_col)} AS DOUBLE)"
+            w = f"CAST({quoted(self.weight_col)} AS DOUBLE)"
             ok += f" AND (({w} * 0.0D) = 0.0D) AND ({w} >= 0.0D)"
         out.append(f"coalesce({ok}, false) AS _valid")
         out += [f"{x} AS f{i}" for i, x in enumerate(feats)]
@@ -147,7 +147,7 @@ class FeatureSpec:
                 checks += [(c.isNull(), NULL * _SHIFT + i), (F.isnan(c), NAN * _SHIFT + i),
                            (c.isin(inf, ninf), INF * _SHIFT + i)]
             if cosine:
-                checks.append((_balanced_sum([F.abs(x) for x in self.feature_exprs()]) == 0,
+                checks.append((balanced_sum([F.abs(x) for x in self.feature_exprs()]) == 0,
                                ZERO * _SHIFT))
         else:
             arr = self.array_expr()
@@ -197,7 +197,7 @@ def column_types(df: DataFrame) -> Dict[str, str]:
     return {f.name: _type_name(f.dataType) for f in df.schema.fields}
 
 
-def _balanced_sum(exprs: Sequence[Column]) -> Column:
+def balanced_sum(exprs: Sequence[Column]) -> Column:
     """Sum of expressions as a balanced tree (a linear chain of d terms nests d deep)."""
     exprs = list(exprs)
     while len(exprs) > 1:
@@ -206,7 +206,7 @@ def _balanced_sum(exprs: Sequence[Column]) -> Column:
     return exprs[0]
 
 
-def _q(name: str) -> str:
+def quoted(name: str) -> str:
     """Quote a column name for F.col (names may contain dots or spaces)."""
     return "`" + name.replace("`", "``") + "`"
 

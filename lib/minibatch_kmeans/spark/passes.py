@@ -35,14 +35,14 @@ import numpy as np
 
 from ..core import rng as rng_mod
 from ..core.checkpoint import Checkpoint, check_resumable
-from ..core.kernels import _assign_stats, row_norms_sq
+from ..core.kernels import assignment_stats, row_norms_sq
 from ..core.loop import candidate_salt, max_candidates, select_candidates
 from ..core.passes import merge_epochs, minibatch_epochs, refine_on_rows, run_passes
 from .checkpoint import open_store, timed_save
 from .features import FeatureSpec
 from .initialize import Initializer
-from .params import (FitParams, FitResult, check_prepared, cost_from_inertia,
-                     default_init_size, fit_fingerprint)
+from .params import (FitParams, FitResult, check_prepared, cost_from_inertia, default_init_size,
+                     fit_fingerprint)
 from .prepare import Prepared, count_rows, plan_rows, prepared_rows, valid_features
 from .session import default_parallelism, is_cached
 from .udfs import (FARTHEST_SCHEMA, farthest_function, farthest_rows, table_to_farthest,
@@ -188,7 +188,7 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     if mode == "local":
         def exact_pass(C):
             Cd = np.ascontiguousarray(C, dtype=p.np_dtype)
-            return _assign_stats(X, Cd, row_norms_sq(Cd), w)
+            return assignment_stats(X, Cd, row_norms_sq(Cd), w)
 
         def farthest_pass(C, m):
             Cd = np.ascontiguousarray(C, dtype=p.np_dtype)  # unit under cosine already

@@ -11,8 +11,8 @@ from typing import Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
-from ..core.kernels import (BatchStats, _assign, _assign_stats, normalize_rows, row_norms_sq,
-                            smallest_keys)
+from ..core.kernels import (BatchStats, labels_and_distances, assignment_stats, normalize_rows,
+                            row_norms_sq, smallest_keys)
 from ..core.loop import select_candidates
 from ..core.minibatch import minibatch_update
 from ..core.rng import keyed_uniform
@@ -118,7 +118,7 @@ def stats_function(centers: np.ndarray, dtype, n_candidates: int = 0, salt_value
             if batch.num_rows == 0:
                 continue
             X, w, keys = _rows(batch, d, dtype, spherical)
-            part = _assign_stats(X, C, c_sq, w)
+            part = assignment_stats(X, C, c_sq, w)
             if n_candidates and keys is not None:
                 part.cand_keys, part.cand_rows = select_candidates(keys, X, salt_value,
                                                                    n_candidates)
@@ -144,7 +144,7 @@ def sample_function(centers: np.ndarray, dtype, phi: float, ell: float, salt_val
             if batch.num_rows == 0:
                 continue
             X, w, keys = _rows(batch, d, dtype, spherical)
-            _, dist = _assign(X, C, c_sq)
+            _, dist = labels_and_distances(X, C, c_sq)
             p = ell * dist / phi
             if w is not None:
                 p *= w
@@ -204,7 +204,7 @@ def local_steps_function(centers: np.ndarray, weight_sums: np.ndarray, dtype, sl
             if len(idx) == 0:
                 continue
             Cj = np.ascontiguousarray(normalize_rows(C) if spherical else C, dtype=dtype)
-            part = _assign_stats(X[idx], Cj, row_norms_sq(Cj), None if w is None else w[idx])
+            part = assignment_stats(X[idx], Cj, row_norms_sq(Cj), None if w is None else w[idx])
             C, W = minibatch_update(C, W, part.sums, part.weights)
             total = total.merge(part)
         if n_candidates:
@@ -222,7 +222,7 @@ def warmup_function(dtype):
         for _ in batches:
             pass
         X = np.zeros((4, 2), dtype=dtype)
-        _assign_stats(X, X[:2].copy(), row_norms_sq(X[:2]), None)
+        assignment_stats(X, X[:2].copy(), row_norms_sq(X[:2]), None)
         yield pa.RecordBatch.from_pydict({"ok": pa.array([1], pa.int32())})
 
     return fn
@@ -260,7 +260,7 @@ def farthest_function(centers: np.ndarray, dtype, m: int, spherical: bool = Fals
 def farthest_rows(X: np.ndarray, C: np.ndarray, c_sq: np.ndarray, m: int):
     """(distances, rows float64) of the ``m`` rows of X farthest from their nearest
     center, farthest first."""
-    _, dist = _assign(X, C, c_sq)
+    _, dist = labels_and_distances(X, C, c_sq)
     top = np.argsort(-dist, kind="stable")[:m]
     return dist[top], X[top].astype(np.float64)
 

@@ -47,7 +47,7 @@ Reading (executors)
     (vacuumed) fails the query naming the file and the version.
 
 Not supported: deletion vectors and the other reader features that
-:func:`minibatch_kmeans.delta.reader_problems` refuses, column mapping, Delta's
+:func:`minibatch_kmeans.tables.delta.reader_problems` refuses, column mapping, Delta's
 ``ignoreDeletes``/``ignoreChanges``, ``startingTimestamp``, ``maxBytesPerTrigger``,
 change data feed, and filter pushdown (filters apply after the rows are read).
 """
@@ -66,9 +66,9 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import (ReadAllAvailable, ReadLimit, ReadMaxFiles,
                                               SupportsTriggerAvailableNow)
 
-from .delta import (_filesystem, _is_absolute, _log_uri, _open, _refuse, _typed,
-                    reader_problems, spark_schema)
-from .errors import InvalidInputError, InvalidParamError
+from ..errors import InvalidInputError, InvalidParamError
+from .delta import (is_absolute_uri, log_uri, open_table, partition_value, reader_problems,
+                    spark_schema, table_filesystem, unsupported_features_error)
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +136,13 @@ def read_delta_stream(spark: SparkSession, path: str, *, starting_version: Optio
     if not isinstance(skip_change_commits, bool):
         raise InvalidParamError(f"skip_change_commits={skip_change_commits!r} is not valid: "
                                 "expected True or False")
-    dt = _open(path)
+    dt = open_table(path)
     latest = dt.version()
     problems = reader_problems(dt)
     if problems:
-        raise _refuse(path, latest, problems, "read")
+        raise unsupported_features_error(path, latest, problems, "read")
     if starting_version is not None:
-        earliest = _earliest_commit(_log_uri(path), latest)
+        earliest = _earliest_commit(log_uri(path), latest)
         if starting_version > latest or starting_version < earliest:
             raise InvalidInputError(
                 f"starting_version={starting_version} is not in the log of the delta table at "
@@ -151,7 +151,7 @@ def read_delta_stream(spark: SparkSession, path: str, *, starting_version: Optio
     schema = spark_schema(dt)
     _register(spark)
     reader = (spark.readStream.format(SOURCE_NAME).schema(schema)
-              .option("path", path).option("uri", _log_uri(path))
+              .option("path", path).option("uri", log_uri(path))
               .option("tableId", dt.metadata().id).option("schemaVersion", str(latest))
               .option("skipChangeCommits", str(skip_change_commits).lower()))
     if starting_version is not None:
@@ -180,7 +180,7 @@ def _earliest_commit(uri: str, latest: int) -> int:
     """The first version whose commit file is still in the log."""
     import pyarrow.fs as pafs
 
-    infos = _filesystem(uri).get_file_info(pafs.FileSelector("_delta_log"))
+    infos = table_filesystem(uri).get_file_info(pafs.FileSelector("_delta_log"))
     versions = [int(name[:-5]) for name in (i.path.rsplit("/", 1)[-1] for i in infos)
                 if name.endswith(".json") and name[:-5].isdigit()]
     return min(versions, default=latest)
@@ -206,10 +206,10 @@ class DeltaRsStreamSource(DataSource):
         path = self.options.get("path")
         if not path:
             raise InvalidParamError(f"the {SOURCE_NAME} data source needs option 'path'")
-        dt = _open(self.options.get("uri") or path)
+        dt = open_table(self.options.get("uri") or path)
         problems = reader_problems(dt)
         if problems:
-            raise _refuse(path, dt.version(), problems, "read")
+            raise unsupported_features_error(path, dt.version(), problems, "read")
         return spark_schema(dt)
 
     def streamReader(self, schema: T.StructType) -> DataSourceStreamReader:
@@ -272,7 +272,7 @@ def _partition_value(text: Optional[str], data_type: T.DataType):
         return None
     if isinstance(data_type, T.BinaryType):
         return text.encode("latin-1") if max(map(ord, text)) < 256 else text.encode("utf-8")
-    return _typed(text, data_type)
+    return partition_value(text, data_type)
 
 
 def _offset(table_id: str, version: int, index: int, snapshot: bool) -> Dict[str, Any]:
@@ -322,7 +322,7 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def _dt(self):
         if self._table is None:
-            dt = _open(self.uri)
+            dt = open_table(self.uri)
             table_id = dt.metadata().id
             if self.table_id is None:
                 self.table_id = table_id
@@ -357,7 +357,7 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
         if self._snapshot is not None and self._snapshot[0] == version:
             return self._snapshot[1]
-        dt = _open(self.uri)
+        dt = open_table(self.uri)
         if dt.version() != version:
             try:
                 dt.load_as_version(version)
@@ -368,7 +368,7 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     "query from a new checkpoint") from None
         problems = reader_problems(dt)
         if problems:
-            raise _refuse(self.path, version, problems, "read")
+            raise unsupported_features_error(self.path, version, problems, "read")
         if _columns(spark_schema(dt)) != _columns(self.schema):
             raise InvalidInputError(
                 f"the schema of the delta table at {self.path!r} changed at or before version "
@@ -388,7 +388,7 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             return self._commits[version]
         name = f"_delta_log/{version:020d}.json"
         try:
-            with _filesystem(self.uri).open_input_stream(name) as f:
+            with table_filesystem(self.uri).open_input_stream(name) as f:
                 text = f.read().decode("utf-8")
         except FileNotFoundError:
             if self._latest() > version:
@@ -433,7 +433,7 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                 config = dict(self._dt().metadata().configuration or {})
             problems = reader_problems(_LogState(commit.protocol, config))
             if problems:
-                return _refuse(self.path, v, problems, "read")
+                return unsupported_features_error(self.path, v, problems, "read")
         if commit.schema is not None and not self._compatible(commit):
             return InvalidInputError(
                 f"the schema of the delta table at {self.path!r} changed in version {v}: "
@@ -574,10 +574,10 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         arrow_schema = to_arrow_schema(self.schema, timezone="UTC")
         table_fs = None
         for rel, _, values, version in partition.value:
-            if _is_absolute(rel):
+            if is_absolute_uri(rel):
                 fs, name = _absolute(rel)
             else:
-                table_fs = table_fs or _filesystem(self.uri)
+                table_fs = table_fs or table_filesystem(self.uri)
                 fs, name = table_fs, unquote(rel)
             yield from _read_file(fs, name, values, arrow_schema, self.schema,
                                   f"data file {unquote(rel)!r} of the delta table at "

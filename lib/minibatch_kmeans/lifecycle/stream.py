@@ -42,13 +42,14 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .config import StreamConfig, driver_path, is_remote
-from .errors import ConfigError, InvalidInputError, MiniBatchKMeansError
-from .estimator import MiniBatchKMeans, MiniBatchKMeansModel
-from .io import write_table
-from .quality import check_feature_schema, check_quality, report_top
-from .spark.checkpoint import Codec, open_store
-from .spark.features import resolve
+from ..app.config import StreamConfig
+from ..paths import driver_path, is_remote
+from ..errors import ConfigError, InvalidInputError, MiniBatchKMeansError
+from ..ml.estimator import MiniBatchKMeans, MiniBatchKMeansModel
+from ..tables.io import write_table
+from ..tables.quality import check_feature_schema, check_quality, report_top
+from ..spark.checkpoint import Codec, open_store
+from ..spark.features import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ def _checkpoint_query_id(spark: SparkSession, location: str) -> Optional[str]:
 def read_stream(spark: SparkSession, cfg: StreamConfig) -> DataFrame:
     """The streaming DataFrame the input section names: a Parquet directory (or catalog
     table), or a Delta table through Spark's Delta source when the session has it, else
-    through the delta-rs source of :mod:`minibatch_kmeans.delta_stream`."""
-    from . import delta
-    from .io import _is_delta_dir
+    through the delta-rs source of :mod:`minibatch_kmeans.tables.delta_stream`."""
+    from ..tables import delta
+    from ..tables.io import is_delta_dir
 
     inp, st = cfg.input, cfg.stream
     where = inp.describe()
@@ -116,7 +117,7 @@ def read_stream(spark: SparkSession, cfg: StreamConfig) -> DataFrame:
             raise ConfigError(f"input.table={inp.table!r} with format delta needs Spark's "
                               "Delta source (delta-spark or Databricks); without it set "
                               "input.path to the table's location")
-        from .delta_stream import read_delta_stream
+        from ..tables.delta_stream import read_delta_stream
 
         return read_delta_stream(spark, inp.path, starting_version=st.starting_version,
                                  max_files_per_trigger=st.max_files_per_trigger or 1000,
@@ -126,7 +127,7 @@ def read_stream(spark: SparkSession, cfg: StreamConfig) -> DataFrame:
         reader = reader.option("maxFilesPerTrigger", st.max_files_per_trigger)
     if inp.table:
         return reader.table(inp.table)
-    if _is_delta_dir(inp.path):
+    if is_delta_dir(inp.path):
         raise ConfigError(f"input.path {inp.path!r} is a Delta table (it has a _delta_log): "
                           "set input.format to delta (as Parquet files it would include "
                           "the files of removed versions)")
@@ -325,7 +326,7 @@ def _spec(df: DataFrame, params):
 
 def _registry(ml):
     """The MLflow registry of an ``mlflow`` section."""
-    from .outputs import registry_module
+    from ..app.outputs import registry_module
 
     return registry_module().tracking(ml.tracking_uri, ml.experiment,
                                       registry_uri=ml.registry_uri, root=ml.root)
@@ -472,7 +473,7 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
 def _remote_error(e: Exception) -> Optional[MiniBatchKMeansError]:
     """Our error raised in a foreachBatch process of its own (Spark Connect), rebuilt from
     the traceback text the query's exception carries; None for anything else."""
-    from . import errors
+    from .. import errors
 
     m = re.search(r"^minibatch_kmeans\.errors\.(\w+): (.+)$", str(e), flags=re.M)
     cls = getattr(errors, m.group(1), None) if m else None

@@ -33,8 +33,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from .errors import InvalidInputError
-from .spark.features import FeatureSpec, column_types
+from ..errors import InvalidInputError
+from ..spark.features import FeatureSpec, column_types
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .config import InputConfig, OutputConfig, driver_path
-from .io import read_table, write_table
-from .quality import QUALITY_SCHEMA, QualityResult, quality_rows
-from .report import write_json
+from ..paths import driver_path
+from .config import InputConfig, OutputConfig
+from ..tables.io import read_table, write_table
+from ..tables.quality import QUALITY_SCHEMA, QualityResult, quality_rows
+from ..evaluate.report import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def default_run_id() -> str:
 
 
 def require_run_id(run_id: Optional[str], job: str) -> str:
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if not run_id:
         raise ConfigError(f"{job} needs a run id: set run_id in the config or pass --run-id "
@@ -99,12 +100,12 @@ def require_run_id(run_id: Optional[str], job: str) -> str:
 
 
 def registry_module():
-    """:mod:`minibatch_kmeans.registry`, for a job whose config has an ``mlflow:`` section;
-    a :class:`ConfigError` saying what to do when MLflow is not installed."""
-    from .errors import ConfigError
+    """:mod:`minibatch_kmeans.lifecycle.registry`, for a job whose config has an
+    ``mlflow:`` section; a :class:`ConfigError` saying what to do when MLflow is not installed."""
+    from ..errors import ConfigError
 
     try:
-        from . import registry
+        from ..lifecycle import registry
     except ImportError as e:
         if (e.name or "").split(".")[0] != "mlflow":
             raise

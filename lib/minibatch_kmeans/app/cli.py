@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Callable, List, Optional
 
-from .errors import MiniBatchKMeansError
+from ..errors import MiniBatchKMeansError
 
 
 def one_line(message: str, limit: Optional[int] = None) -> str:

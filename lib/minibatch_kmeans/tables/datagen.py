@@ -28,7 +28,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidParamError
+from ..errors import InvalidParamError
 
 logger = logging.getLogger(__name__)
 

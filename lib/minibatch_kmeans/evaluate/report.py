@@ -187,7 +187,8 @@ _MODEL_LABELS = {"ours": "ours (MiniBatchKMeans)", "mllib": "MLlib KMeans",
                  "sklearn_kmeans": "scikit-learn KMeans"}
 
 
-def _figure(size):
+def new_figure(size):
+    """A matplotlib Figure of ``size`` inches on the Agg canvas (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -196,7 +197,8 @@ def _figure(size):
     return fig
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+    """Write ``fig`` as a PNG to ``path`` (parent directories created); returns the path."""
     _ensure_parent(path)
     fig.savefig(path, format="png")
     logger.info("wrote %s", path)
@@ -208,7 +210,7 @@ def plot_cost_vs_seconds(result: Mapping[str, Any], path: str) -> str:
     MLlib's final cost and fit time marked, and any scikit-learn references as points."""
     o, m = result["ours"], result["mllib"]
     traj = [t for t in o.get("trajectory", []) if t.get("cost") is not None]
-    fig = _figure((8, 5))
+    fig = new_figure((8, 5))
     ax = fig.subplots()
     if traj:
         ax.plot([t["seconds"] for t in traj], [t["cost"] for t in traj], "o-", color="C0",
@@ -233,7 +235,7 @@ def plot_cost_vs_seconds(result: Mapping[str, Any], path: str) -> str:
     ax.legend(fontsize=8, frameon=False)
     d = result["data"]
     ax.set_title(f"cost against time: {d['rows']:,} rows x {d['features']}, k={d['k']}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_cluster_sizes(result: Mapping[str, Any], path: str) -> str:
@@ -245,7 +247,7 @@ def plot_cluster_sizes(result: Mapping[str, Any], path: str) -> str:
     order = np.argsort(-ours, kind="stable")
     paired = np.array([mllib[match[i]] if i in match else 0 for i in order])
     k = len(ours)
-    fig = _figure((max(6, min(18, 0.18 * k + 3)), 4.5))
+    fig = new_figure((max(6, min(18, 0.18 * k + 3)), 4.5))
     ax = fig.subplots()
     x = np.arange(k)
     ax.bar(x - 0.2, ours[order], 0.4, color="C0", label="ours")
@@ -255,7 +257,7 @@ def plot_cluster_sizes(result: Mapping[str, Any], path: str) -> str:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(frameon=False)
     ax.set_title("cluster sizes over the full data")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pca(X: np.ndarray, labels: np.ndarray, centers: Mapping[str, np.ndarray], path: str,
@@ -270,7 +272,7 @@ def plot_pca(X: np.ndarray, labels: np.ndarray, centers: Mapping[str, np.ndarray
     _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
     basis = vt[:2].T if vt.shape[0] >= 2 else np.eye(X.shape[1], 2)
     P = (X - mean) @ basis
-    fig = _figure((7, 6))
+    fig = new_figure((7, 6))
     ax = fig.subplots()
     ax.scatter(P[:, 0], P[:, 1], c=np.asarray(labels) % 20, cmap="tab20", s=2, alpha=0.4,
                linewidths=0, rasterized=True)
@@ -284,23 +286,4 @@ def plot_pca(X: np.ndarray, labels: np.ndarray, centers: Mapping[str, np.ndarray
     ax.set_ylabel("PC 2")
     ax.legend(frameon=False, loc="best")
     ax.set_title(f"{len(X):,} sample rows coloured by our clusters (PCA)")
-    return _save(fig, path)
-
-
-def write_compare(result: dict, output_dir: str, sample_X: np.ndarray,
-                  sample_labels: np.ndarray, centers: Mapping[str, np.ndarray]) -> dict:
-    """Write ``compare.json``, ``compare.md`` and the three PNGs under ``output_dir`` (a
-    driver-local folder); sets and returns ``result["files"]``."""
-    from .compare import markdown
-
-    os.makedirs(output_dir, exist_ok=True)
-    files = {name: os.path.join(output_dir, name) for name in (
-        "compare.json", "compare.md", "cost_vs_seconds.png", "cluster_sizes.png", "pca.png")}
-    result["files"] = files
-    plot_cost_vs_seconds(result, files["cost_vs_seconds.png"])
-    plot_cluster_sizes(result, files["cluster_sizes.png"])
-    plot_pca(sample_X, sample_labels, centers, files["pca.png"])
-    with open(files["compare.md"], "w", encoding="utf-8") as f:
-        f.write(markdown(result))
-    write_json(result, files["compare.json"])
-    return files
+    return save_figure(fig, path)

@@ -4,18 +4,18 @@ What ``jobs/monitor.py`` does, as functions it calls in order:
 
 1. :func:`load_champion`: the version holding the alias ``champion``, its Spark model and
    its reference statistics (registered with it; see
-   :func:`minibatch_kmeans.drift.reference_statistics`).
-2. :func:`minibatch_kmeans.drift.drift_report` on the new slice, written by
+   :func:`minibatch_kmeans.lifecycle.drift.reference_statistics`).
+2. :func:`minibatch_kmeans.lifecycle.drift.drift_report` on the new slice, written by
    :func:`write_drift_files` (JSON, Markdown, PNG) and logged as MLflow metrics
    (:func:`drift_metrics`).
 3. When the report finds drift (or retraining is forced), :func:`train_challenger`: the
    slice's valid rows are split by a hash of their features
-   (:func:`~minibatch_kmeans.drift.holdout_split`); a challenger is fitted on the rest,
+   (:func:`~minibatch_kmeans.lifecycle.drift.holdout_split`); a challenger is fitted on the rest,
    starting from the champion's centers when the schema is unchanged (same feature
    columns and types, no column added, same k), from a fresh initialisation otherwise;
    champion (when it can score the data) and challenger are measured on the same
-   holdout, the way :func:`minibatch_kmeans.tune.choose_k` measures its grid (cost per
-   row and silhouette, :func:`~minibatch_kmeans.tune.measure_centers`).
+   holdout, the way :func:`minibatch_kmeans.lifecycle.tune.choose_k` measures its grid (cost per
+   row and silhouette, :func:`~minibatch_kmeans.lifecycle.tune.measure_centers`).
 4. :func:`decide`: promote when the challenger's holdout cost per row is at most the
    champion's times ``1 - min_improvement``; when the champion cannot score the data
    (feature columns removed, renamed or retyped, or the challenger uses other features),
@@ -26,7 +26,7 @@ What ``jobs/monitor.py`` does, as functions it calls in order:
    a promotion moves ``champion`` to it with compare-and-set against the champion the
    job started from (lost to another job: kept, with that reason); the decision and its
    reasons go on the version's tags and the MLflow run either way
-   (:meth:`~minibatch_kmeans.registry.Registry.record_decision`).
+   (:meth:`~minibatch_kmeans.lifecycle.registry.Registry.record_decision`).
 
 Outcomes, the job's exit codes: :data:`NO_DRIFT` (0), :data:`PROMOTED` (3),
 :data:`KEPT` (4); a bad config or input (no champion, no reference statistics, a failed
@@ -43,16 +43,15 @@ import mlflow
 import numpy as np
 from pyspark.sql import DataFrame
 
-from .config import driver_path
-from .drift import (drift_markdown, drift_report, holdout_split, plot_drift,
-                    reference_statistics)
-from .errors import InvalidInputError
-from .estimator import MiniBatchKMeans
-from .outputs import read_input, write_quality_outputs
-from .quality import check_quality
+from ..paths import driver_path
+from .drift import (drift_markdown, drift_report, holdout_split, plot_drift, reference_statistics)
+from ..errors import InvalidInputError
+from ..ml.estimator import MiniBatchKMeans
+from ..app.outputs import read_input, write_quality_outputs
+from ..tables.quality import check_quality
 from .registry import CHALLENGER, CHAMPION, Registry, RegistryError, tracking
-from .report import write_json
-from .spark import features as feat
+from ..evaluate.report import write_json
+from ..spark import features as feat
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +208,8 @@ def train_challenger(valid: DataFrame, params: Mapping[str, Any], champion,
         defaults to the champion's, ``seed`` to ``seed``.
     champion : MiniBatchKMeansModel
     schema : mapping
-        ``schema`` of the drift report (:func:`~minibatch_kmeans.drift.schema_differences`).
+        ``schema`` of the drift report
+        (:func:`~minibatch_kmeans.lifecycle.drift.schema_differences`).
     holdout_fraction, seed : float, int
         The split (by a hash of the feature columns).
     sample_size : int
@@ -283,7 +283,7 @@ def decide(challenger: Mapping[str, Any], champion: Optional[Mapping[str, Any]],
 
     Examples
     --------
-    >>> from minibatch_kmeans.config import AbsoluteGate
+    >>> from minibatch_kmeans.app.config import AbsoluteGate
     >>> decide({"holdout_cost_per_row": 4.0, "silhouette": 0.6},
     ...        {"holdout_cost_per_row": 5.0, "silhouette": 0.5}, 0.02, AbsoluteGate())[0]
     'promoted'
@@ -359,7 +359,7 @@ def register_challenger(registry: Registry, name: str, champion_mv, challenger: 
 
 
 def run_params(cfg, champion_mv, source: str) -> Dict[str, Any]:
-    """MLflow params of a monitoring run (from a :class:`~minibatch_kmeans.config.
+    """MLflow params of a monitoring run (from a :class:`~minibatch_kmeans.app.config.
     MonitorConfig`)."""
     m = cfg.monitor
     return {"input": source, "where": m.where, "model_name": cfg.mlflow.model_name,
@@ -405,7 +405,7 @@ class MonitorResult:
 
 def run_monitor(spark, cfg, run_id: str) -> MonitorResult:
     """Everything ``jobs/monitor.py`` does for one slice under ``cfg``
-    (:class:`~minibatch_kmeans.config.MonitorConfig`), in the steps the module docstring
+    (:class:`~minibatch_kmeans.app.config.MonitorConfig`), in the steps the module docstring
     lists; the notebooks call it too."""
     m, name, files = cfg.monitor, cfg.mlflow.model_name, cfg.drift_files
     paths = [driver_path(p) if p else None for p in (files.json, files.markdown, files.png)]

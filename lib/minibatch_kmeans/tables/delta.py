@@ -3,7 +3,7 @@ Spark reads and writes the data files.
 
 Spark reads and writes Delta itself when the session has Delta (Databricks, or delta-spark
 with its jars): :func:`native_delta_available` tells, from settings only (no Spark job, no
-``sparkContext``, so also on Spark Connect). Otherwise :mod:`minibatch_kmeans.io` calls
+``sparkContext``, so also on Spark Connect). Otherwise :mod:`minibatch_kmeans.tables.io` calls
 this module, which needs the optional ``deltalake`` package (delta-rs,
 ``pip install minibatch-kmeans[delta]``), imported only when a Delta table is used.
 
@@ -55,8 +55,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .errors import InvalidInputError, InvalidParamError
-from .spark.session import temporary_conf
+from ..errors import InvalidInputError, InvalidParamError
+from ..paths import local_dir
+from ..spark.session import temporary_conf
 
 logger = logging.getLogger(__name__)
 
@@ -142,18 +143,10 @@ def _one_line(e: BaseException) -> str:
     return (text[:300] + "...") if len(text) > 300 else (text or type(e).__name__)
 
 
-def _log_uri(path: str) -> str:
+def log_uri(path: str) -> str:
     """Where delta-rs opens the table: ``file:`` and ``dbfs:`` paths as driver paths,
     local paths made absolute, remote URIs as given."""
-    from .config import driver_path, is_remote
-
-    return path if is_remote(path) else os.path.abspath(driver_path(path))
-
-
-def _local_dir(path: str) -> Optional[str]:
-    from .config import driver_path, is_remote
-
-    return None if is_remote(path) else os.path.abspath(driver_path(path))
+    return local_dir(path) or path
 
 
 def _join(base: str, rel: str) -> str:
@@ -164,7 +157,7 @@ def _join(base: str, rel: str) -> str:
 
 
 def _not_found(path: str, error: BaseException) -> InvalidInputError:
-    local = _local_dir(path)
+    local = local_dir(path)
     if local is not None and not os.path.exists(local):
         why = "the path does not exist"
     elif local is not None and os.path.isdir(local):
@@ -185,16 +178,16 @@ def _unsupported(path: str, error: BaseException,
     found = re.findall(r"[Ff]eature '([^']+)' is not supported", str(error))
     if not found:
         return None
-    return _refuse(path, version, sorted(set(found)), "read")
+    return unsupported_features_error(path, version, sorted(set(found)), "read")
 
 
-def _open(path: str):
+def open_table(path: str):
     """The latest snapshot of the table at ``path``."""
     dl = _deltalake()
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return dl.DeltaTable(_log_uri(path))
+        return dl.DeltaTable(log_uri(path))
     except TableNotFoundError as e:
         raise _not_found(path, e) from None
     except Exception as e:  # noqa: BLE001 - delta-rs raises DeltaError, OSError, ...
@@ -204,7 +197,7 @@ def _open(path: str):
 
 def _versions(path: str) -> Tuple[int, int]:
     """(earliest, latest) version still in the log."""
-    dt = _open(path)
+    dt = open_table(path)
     latest = dt.version()
     try:
         earliest = min(h["version"] for h in dt.history())
@@ -275,7 +268,7 @@ def open_snapshot(spark: SparkSession, path: str, version: Optional[int] = None,
         No table there, the version does not exist, or the timestamp is before the
         earliest version still in the log.
     """
-    dt = _open(path)
+    dt = open_table(path)
     latest = dt.version()
     if version is not None:
         if version != latest:
@@ -371,8 +364,10 @@ def writer_problems(dt, schema: T.StructType) -> List[str]:
     return problems + [f for f, yes in used.items() if yes and f not in problems]
 
 
-def _refuse(path: str, version: Optional[int], problems: List[str],
-            verb: str) -> InvalidInputError:
+def unsupported_features_error(path: str, version: Optional[int], problems: List[str],
+                               verb: str) -> InvalidInputError:
+    """The error for a table whose protocol needs features the delta-rs fallback cannot
+    honour (``verb``: "read" or "write"), saying how to use Spark's Delta instead."""
     how = _SPARK_DELTA if verb == "read" else _SPARK_DELTA.replace("read it", "write it")
     at = f" (version {version})" if version is not None else ""
     return InvalidInputError(
@@ -429,7 +424,7 @@ def delta_schema_json(schema: T.StructType) -> str:
 
 def _data_file(path: str, rel: str) -> str:
     """The Spark path of a file named by an add action (relative, or an absolute URI)."""
-    return rel if _is_absolute(rel) else _join(path, rel)
+    return rel if is_absolute_uri(rel) else _join(path, rel)
 
 
 def _partition_text(value) -> Optional[str]:
@@ -461,14 +456,15 @@ def _cast(column, data_type: T.DataType):
     return column.cast(data_type)
 
 
-def _is_absolute(rel: str) -> bool:
+def is_absolute_uri(rel: str) -> bool:
+    """True for an add action's path that is a URI or absolute (not relative to the table)."""
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", rel)) or rel.startswith("/")
 
 
 def _key_depth(rel: str, n_parts: int) -> int:
     """How many trailing path components name a file: all of a relative path's (unique
     in a table), the partition directories and file name of an absolute one."""
-    if _is_absolute(rel):
+    if is_absolute_uri(rel):
         return min(n_parts + 1, rel.rstrip("/").count("/") + 1)
     return rel.count("/") + 1
 
@@ -537,7 +533,7 @@ def read_snapshot(spark: SparkSession, path: str, version: Optional[int] = None,
     dt = open_snapshot(spark, path, version, timestamp)
     problems = reader_problems(dt)
     if problems:
-        raise _refuse(path, dt.version(), problems, "read")
+        raise unsupported_features_error(path, dt.version(), problems, "read")
     schema = spark_schema(dt)
     parts = list(dt.metadata().partition_columns)
     adds = pa.table(dt.get_add_actions(flatten=False))
@@ -574,7 +570,7 @@ def _appended_since(path: str, since: int, version: int, rels: List[str]) -> Lis
     if since > version:
         raise InvalidInputError(f"since_version {since} is after the version read ({version}) "
                                 f"of the delta table at {path!r}")
-    old = _open(path)
+    old = open_table(path)
     old.load_as_version(since)
     before = {unquote(p) for p in pa.table(old.get_add_actions(flatten=False))
               .column("path").to_pylist()}
@@ -609,7 +605,7 @@ def existing_table(path: str) -> Optional[Existing]:
         Spark-written files would violate.
     """
     _deltalake()
-    local = _local_dir(path)
+    local = local_dir(path)
     if local is not None and not os.path.isdir(os.path.join(local, "_delta_log")):
         if os.path.isdir(local) and any(not n.startswith((".", "_")) for n in os.listdir(local)):
             raise InvalidInputError(f"cannot write a delta table at {path!r}: the directory "
@@ -617,21 +613,23 @@ def existing_table(path: str) -> Optional[Existing]:
         return None
     from deltalake import DeltaTable
 
-    if not DeltaTable.is_deltatable(_log_uri(path)):
+    if not DeltaTable.is_deltatable(log_uri(path)):
         return None
-    dt = _open(path)
+    dt = open_table(path)
     schema = spark_schema(dt)
     problems = writer_problems(dt, schema)
     if problems:
-        raise _refuse(path, dt.version(), problems, "write")
+        raise unsupported_features_error(path, dt.version(), problems, "write")
     return Existing(dt, schema, tuple(dt.metadata().partition_columns))
 
 
-def _filesystem(path: str):
+def table_filesystem(path: str):
+    """A pyarrow filesystem rooted at the table (delta-rs' storage handler, so the same
+    credentials and URIs as its log)."""
     import pyarrow.fs as pafs
     from deltalake.fs import DeltaStorageHandler
 
-    return pafs.PyFileSystem(DeltaStorageHandler(_log_uri(path)))
+    return pafs.PyFileSystem(DeltaStorageHandler(log_uri(path)))
 
 
 def _unescape(text: str) -> str:
@@ -651,7 +649,7 @@ def _log_partition_value(text: str, data_type: T.DataType, zone) -> Optional[str
     return value
 
 
-def _typed(text: Optional[str], data_type: T.DataType):
+def partition_value(text: Optional[str], data_type: T.DataType):
     """A Delta partition value as the Python value delta-rs parses it to (for matching)."""
     if text is None:
         return None
@@ -742,7 +740,7 @@ def commit_write(df: DataFrame, path: str, existing: Optional[Existing], mode: s
             writer.parquet(_join(path, staging))
         import pyarrow.fs as pafs
 
-        fs = _filesystem(path)  # after Spark made the directory (delta-rs wants it)
+        fs = table_filesystem(path)  # after Spark made the directory (delta-rs wants it)
 
         staged = [i.path for i in fs.get_file_info(pafs.FileSelector(staging, recursive=True))
                   if i.type == pafs.FileType.File and i.path.endswith(".parquet")
@@ -777,7 +775,7 @@ def commit_write(df: DataFrame, path: str, existing: Optional[Existing], mode: s
         replaced: List[Dict[str, Optional[str]]] = []
         try:
             if existing is None:
-                create_table_with_add_actions(_log_uri(path),
+                create_table_with_add_actions(log_uri(path),
                                               Schema.from_json(schema_json),
                                               adds, mode="error", partition_by=parts or None)
                 version = 0
@@ -788,7 +786,7 @@ def commit_write(df: DataFrame, path: str, existing: Optional[Existing], mode: s
                 props = None
                 if replace_partitions:  # the written partitions' files out, the new ones in
                     commit_mode = "append"
-                    written = {tuple(_typed(v[p], types[p]) for p in parts)
+                    written = {tuple(partition_value(v[p], types[p]) for p in parts)
                                for v in part_values}
                     replaced = [dict(zip(parts, t)) for t in sorted(written, key=repr)]
                     actions = _files_in(dt, parts, written, now, RemoveAction) + actions
@@ -843,7 +841,7 @@ def _in_log(path: str, rel: str) -> bool:
     import pyarrow as pa
 
     try:
-        adds = pa.table(_open(path).get_add_actions(flatten=False))
+        adds = pa.table(open_table(path).get_add_actions(flatten=False))
         return rel in {unquote(p) for p in adds.column("path").to_pylist()}
     except Exception:  # noqa: BLE001 - cannot tell: keep the files
         return True
@@ -851,9 +849,9 @@ def _in_log(path: str, rel: str) -> bool:
 
 def _remove_staging(fs, path: str, staging: str) -> None:
     try:
-        (fs or _filesystem(path)).delete_dir(staging)
+        (fs or table_filesystem(path)).delete_dir(staging)
     except Exception:  # noqa: BLE001 - best effort
         pass
-    local = _local_dir(path)
+    local = local_dir(path)
     if local is not None:
         shutil.rmtree(os.path.join(local, staging), ignore_errors=True)

@@ -40,22 +40,21 @@ import re
 import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple)
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..paths import is_remote
 
 if TYPE_CHECKING:
-    from .quality import QualityRules
-from .spark.session import redact
+    from ..tables.quality import QualityRules
+from ..spark.session import redact
 
 logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = ("parquet", "delta")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _MISSING = object()
 
 
@@ -122,7 +121,7 @@ class InputConfig:
         return (self.table or self.path) + when
 
     def read_options(self) -> dict:
-        """Keyword arguments of :func:`minibatch_kmeans.io.read_table` beyond path and
+        """Keyword arguments of :func:`minibatch_kmeans.tables.io.read_table` beyond path and
         format, when set."""
         return {k: getattr(self, k) for k in ("table", "version", "timestamp",
                                               "since_version")
@@ -176,8 +175,9 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """What ``jobs/compare.py`` passes to :func:`minibatch_kmeans.compare.compare_with_mllib`
-    besides the model section (which configures our side, and k, seed and maxIter for both).
+    """What ``jobs/compare.py`` passes to
+    :func:`minibatch_kmeans.evaluate.compare.compare_with_mllib` besides the model section
+    (which configures our side, and k, seed and maxIter for both).
 
     Attributes
     ----------
@@ -206,7 +206,7 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """What ``jobs/tune.py`` passes to :func:`minibatch_kmeans.tune.choose_k` besides the
+    """What ``jobs/tune.py`` passes to :func:`minibatch_kmeans.lifecycle.tune.choose_k` besides the
     model section (whose k it replaces by the grid).
 
     Attributes
@@ -635,9 +635,9 @@ def _parse_input(raw, features: bool = True) -> InputConfig:
 
 
 def _model_rules(input_cols) -> Dict[str, Callable[[str, Any, Dict[str, Any]], Any]]:
-    from .spark.params import (DISTANCES, DTYPES, FIT_MODES, HANDLE_INVALID, INIT_MODES,
-                               INIT_SCOPES)
-    from .spark.prepare import STORAGES
+    from ..spark.params import (DISTANCES, DTYPES, FIT_MODES, HANDLE_INVALID, INIT_MODES,
+                                INIT_SCOPES)
+    from ..spark.prepare import STORAGES
 
     n_cols = len(input_cols) if input_cols else None
     return {
@@ -679,7 +679,7 @@ _INPUT_PARAMS = {"featuresCol": "input.features.featuresCol",
 
 
 def _estimator_param_names() -> Tuple[str, ...]:
-    from .estimator import MiniBatchKMeans
+    from ..ml.estimator import MiniBatchKMeans
 
     return tuple(sorted(p.name for p in MiniBatchKMeans().params))
 
@@ -705,33 +705,13 @@ def _parse_model(raw, input_cols) -> Mapping[str, Any]:
 
 
 def _convert_param(path: str, name: str, value):
-    from .estimator import MiniBatchKMeans
+    from ..ml.estimator import MiniBatchKMeans
 
     param = MiniBatchKMeans().getParam(name)
     try:
         return param.typeConverter(value) if value is not None else None
     except (TypeError, ValueError):
         _fail(path, value, f"a value for the Param {name!r} ({param.doc})")
-
-
-def is_remote(path: str) -> bool:
-    """True for a path the driver cannot open as a file (s3a:, abfss:, hdfs:...);
-    local paths, ``file:`` and ``dbfs:`` (the /dbfs mount) are not remote."""
-    m = _SCHEME.match(path)
-    # one letter is a Windows drive; file: and dbfs: are reachable from the driver
-    return bool(m) and len(m.group(1)) > 1 and m.group(1).lower() not in ("file", "dbfs")
-
-
-def driver_path(path: str) -> str:
-    """A driver-local filename for ``path``: ``file:/x`` is ``/x`` and ``dbfs:/x`` is
-    ``/dbfs/x`` (the Databricks mount); other paths are returned unchanged."""
-    m = _SCHEME.match(path)
-    if m and m.group(1).lower() == "file":
-        rest = path[len(m.group(0)):]
-        return "/" + rest.lstrip("/") if rest.startswith("//") else rest
-    if m and m.group(1).lower() == "dbfs":
-        return "/dbfs/" + path[len(m.group(0)):].lstrip("/")
-    return path
 
 
 def _join(base: str, name: str) -> str:
@@ -781,7 +761,7 @@ def _parse_output(raw, outputs=TRAIN_OUTPUTS) -> OutputConfig:
 
 
 def _parse_quality(raw) -> "QualityRules":
-    from .quality import QualityRules
+    from ..tables.quality import QualityRules
 
     s = _Section("quality", raw, ("expected_columns", "ranges", "min_rows",
                                   "max_invalid_fraction"))
@@ -954,7 +934,7 @@ def _parse_mlflow(raw) -> Optional[MlflowConfig]:
 
 
 def _default_quality():
-    from .quality import QualityRules
+    from ..tables.quality import QualityRules
 
     return QualityRules()
 
@@ -1165,8 +1145,8 @@ class MonitorConfig:
 
 
 def _parse_thresholds(raw):
-    from .drift import DriftThresholds
-    from .errors import InvalidParamError
+    from ..lifecycle.drift import DriftThresholds
+    from ..errors import InvalidParamError
 
     names = tuple(DriftThresholds.__dataclass_fields__)
     s = _Section("monitor.thresholds", raw, names)
@@ -1382,8 +1362,8 @@ class StreamConfig:
 
 
 def _parse_stream_settings(raw, fmt: str) -> StreamSettings:
-    from .estimator import TIME_UNITS, _discount
-    from .errors import InvalidParamError
+    from ..ml.estimator import TIME_UNITS, discount_rule
+    from ..errors import InvalidParamError
 
     keys = tuple(StreamSettings.__dataclass_fields__)
     s = _Section("stream", raw, keys, hints={"decayFactor": "write decay_factor",
@@ -1415,7 +1395,7 @@ def _parse_stream_settings(raw, fmt: str) -> StreamSettings:
     if not isinstance(unit, str) or unit not in TIME_UNITS:
         _fail("stream.time_unit", unit, "batches or rows")
     try:
-        _discount(decay, half, unit)
+        discount_rule(decay, half, unit)
     except InvalidParamError as e:
         raise ConfigError(f"stream: {e}".replace("decayFactor", "decay_factor")
                           .replace("halfLife", "half_life")) from None

@@ -38,7 +38,7 @@ class Notebook:
         """The notebook's ``spark``, or a local session (:func:`get_spark`)."""
         if self.ns.get("spark") is not None:
             return self.ns["spark"]
-        from .spark.session import get_spark
+        from ..spark.session import get_spark
 
         return get_spark(self.app_name)
 

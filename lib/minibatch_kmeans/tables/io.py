@@ -3,7 +3,7 @@
 Everything between :func:`read_table` and :func:`write_table` is DataFrame in, DataFrame
 (or model) out. Tables are Parquet or Delta Lake, named by path or (for reading) by catalog
 table name. Delta goes through Spark's own Delta source when the session has one
-(Databricks, delta-spark with its jars) and otherwise through :mod:`minibatch_kmeans.delta`,
+(Databricks, delta-spark with its jars) and otherwise through :mod:`minibatch_kmeans.tables.delta`,
 where delta-rs keeps the transaction log and Spark reads and writes the data files.
 
 Writes never change a table's schema: writing to an existing table whose columns differ
@@ -33,7 +33,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import delta
-from .errors import InvalidInputError, InvalidParamError
+from ..errors import InvalidInputError, InvalidParamError
+from ..paths import local_dir
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +78,9 @@ def _resolved(what: str, build: Callable[[], DataFrame]) -> DataFrame:
     return df
 
 
-def _local_dir(path: str) -> Optional[str]:
-    from .config import driver_path, is_remote
-
-    return None if is_remote(path) else os.path.abspath(driver_path(path))
-
-
-def _is_delta_dir(path: str) -> bool:
-    local = _local_dir(path)
+def is_delta_dir(path: str) -> bool:
+    """True when ``path`` is a driver-local directory holding a Delta log."""
+    local = local_dir(path)
     return local is not None and os.path.isdir(os.path.join(local, "_delta_log"))
 
 
@@ -175,7 +171,7 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
             df = delta.read_snapshot(spark, location, version, timestamp, since_version)
             engine = "delta-rs snapshot"
     else:
-        if path is not None and _is_delta_dir(path):
+        if path is not None and is_delta_dir(path):
             raise InvalidInputError(
                 f"the path {path!r} is a Delta table (it has a _delta_log): read it with "
                 "fmt='delta' (as Parquet it would include the files of removed versions)")
@@ -370,7 +366,7 @@ def _parquet_existing(spark: SparkSession, path: str
                       ) -> Optional[Tuple[T.StructType, List[str]]]:
     """Schema and partition columns (the ``col=value`` directories of its first file) of
     the Parquet table at ``path``; None when there is none."""
-    local = _local_dir(path)
+    local = local_dir(path)
     if local is not None and not os.path.exists(local):
         return None
     try:
@@ -393,7 +389,7 @@ def _parquet_existing(spark: SparkSession, path: str
 
 def _write_parquet(spark, df, path, mode, parts, replace_partitions) -> None:
     what = f"parquet table at {path!r}"
-    if _is_delta_dir(path):
+    if is_delta_dir(path):
         raise InvalidInputError(f"cannot write to the {what}: it is a Delta table (it has a "
                                 "_delta_log); write it with fmt='delta'")
     existing = _parquet_existing(spark, path)

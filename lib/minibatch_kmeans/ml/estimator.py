@@ -1,0 +1,1013 @@
+"""``MiniBatchKMeans`` and ``MiniBatchKMeansModel``: a pyspark.ml Estimator/Model pair.
+
+They read like :class:`pyspark.ml.clustering.KMeans` (same Param names and defaults where
+the meaning is the same) so that users can swap one for the other, work inside
+``Pipeline`` and ``CrossValidator``, and save/load as JSON metadata plus Parquet centers
+(never pickle), through the DataFrame API only, so also on Spark Connect.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pyarrow as pa
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.linalg import DenseVector, SparseVector, Vector
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (HasCheckpointInterval, HasDistanceMeasure, HasFeaturesCol,
+                                     HasInputCols, HasMaxIter, HasPredictionCol, HasSeed, HasTol,
+                                     HasWeightCol)
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ..core.minibatch import minibatch_update, split_dying
+from ..errors import InvalidInputError, InvalidParamError, ModelPersistenceError
+from ..spark import features as feat
+from ..spark.features import column_types
+from ..spark.fit import FitParams, cost_from_inertia, fit
+from ..spark.prepare import feature_names
+from ..spark.udfs import STATS_SCHEMA, stats_function, table_to_stats
+
+logger = logging.getLogger(__name__)
+
+#: Deterministic default seed (pyspark's HasSeed default hashes the class name with
+#: Python's per-process randomised ``hash``, which would make default fits irreproducible).
+DEFAULT_SEED = zlib.crc32(b"minibatch_kmeans.MiniBatchKMeans")
+
+
+class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionCol, HasTol,
+                             HasDistanceMeasure, HasWeightCol, HasInputCols,
+                             HasCheckpointInterval):
+    """Params shared by :class:`MiniBatchKMeans` and :class:`MiniBatchKMeansModel`."""
+
+    k = Param(Params._dummy(), "k", "The number of clusters to create. Must be > 1.",
+              typeConverter=TypeConverters.toInt)
+    initMode = Param(Params._dummy(), "initMode",
+                     'The initialization algorithm: "k-means||" (Spark\'s default), '
+                     '"k-means++" (greedy, on a driver-side sample) or "random".',
+                     typeConverter=TypeConverters.toString)
+    initSteps = Param(Params._dummy(), "initSteps",
+                      "The number of rounds of k-means|| initialization. Must be > 0.",
+                      typeConverter=TypeConverters.toInt)
+    initScope = Param(Params._dummy(), "initScope",
+                      'Where k-means|| runs: "sample" (the driver-side init sample, default) '
+                      'or "table" (distributed over the whole table, as Spark MLlib).',
+                      typeConverter=TypeConverters.toString)
+    initRuns = Param(Params._dummy(), "initRuns",
+                     "Initializations to try on the init sample, keeping the one of lowest "
+                     "inertia (scikit-learn's n_init); 0 (default) means 3 for random and 1 "
+                     "otherwise.", typeConverter=TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize",
+                      "Approximate number of rows per mini-batch. Must be > 0. Unset "
+                      "(default): automatic, 4096 rows per step (4 k when larger) for "
+                      "fitMode auto/local/pass, 10000 for fitMode step.",
+                      typeConverter=TypeConverters.toInt)
+    fitMode = Param(Params._dummy(), "fitMode",
+                    'How the fit spends Spark jobs: "auto" (default: "local" for a small '
+                    'table, else "pass"), "local" (collect the valid rows and fit on the '
+                    'driver), "pass" (mini-batch epochs on the driver over a random '
+                    "sample, then exact passes over the input; the sample depends on the "
+                    'partitioning) or "step" (a prepared copy and one Spark job per '
+                    "mini-batch; partition-independent).",
+                    typeConverter=TypeConverters.toString)
+    localSteps = Param(Params._dummy(), "localSteps",
+                       "Mini-batch steps per Spark job (default 1). With m > 1 each job reads "
+                       "m batches and every task updates its own copy of the centers after "
+                       "each of its sub-batches; the driver merges the tasks' sums by weight. "
+                       "Fewer jobs for nearly the same result (see the README).",
+                       typeConverter=TypeConverters.toInt)
+    initSize = Param(Params._dummy(), "initSize",
+                     "Rows sampled to the driver for initialization. Default (unset): "
+                     "3 * batchSize, or 3 * k when that is larger; at most the row count.",
+                     typeConverter=TypeConverters.toInt)
+    maxNoImprovement = Param(Params._dummy(), "maxNoImprovement",
+                             "Stop after this many steps without improvement of the smoothed "
+                             "batch inertia; 0 disables.", typeConverter=TypeConverters.toInt)
+    reassignmentRatio = Param(Params._dummy(), "reassignmentRatio",
+                              "Centers whose accumulated weight is below this fraction of the "
+                              "largest are re-seeded from the batch; 0 disables.",
+                              typeConverter=TypeConverters.toFloat)
+    handleInvalid = Param(Params._dummy(), "handleInvalid",
+                          'Rows with null, NaN or infinite features (or a zero vector under '
+                          'cosine distance): "error" (default) raises, "skip" skips and '
+                          'counts them.', typeConverter=TypeConverters.toString)
+    initialCenters = Param(Params._dummy(), "initialCenters",
+                           "Initial centers (k lists of n_features numbers) for a warm start; "
+                           "overrides initMode.", typeConverter=TypeConverters.toListListFloat)
+    distanceCol = Param(Params._dummy(), "distanceCol",
+                        "Optional output column: distance of each row to its center "
+                        "(Euclidean, or cosine distance 1 - cos).",
+                        typeConverter=TypeConverters.toString)
+    dtype = Param(Params._dummy(), "dtype",
+                  'Compute precision: "float32" (default, faster) or "float64". Sums and '
+                  "costs are always accumulated in float64.",
+                  typeConverter=TypeConverters.toString)
+    computeTrainingCost = Param(Params._dummy(), "computeTrainingCost",
+                                "Run one final full pass for the exact training cost and "
+                                "cluster sizes (default true); false estimates the cost from "
+                                "the last epoch's batches.", typeConverter=TypeConverters.toBoolean)
+    prepareStorage = Param(Params._dummy(), "prepareStorage",
+                           'Where the prepared training rows live: "memory" (a cache), '
+                           '"disk" (a scratch Parquet copy laid out by batch, for tables '
+                           'larger than memory) or "auto" (default: disk when the rows would '
+                           'take more than half of the storage memory the session\'s '
+                           'settings tell; memory when they do not tell).',
+                           typeConverter=TypeConverters.toString)
+    scratchDir = Param(Params._dummy(), "scratchDir",
+                       'Directory for prepareStorage="disk" (a fresh subdirectory, deleted '
+                       "after the fit); default: the system's temporary directory, which "
+                       "only a local session can use. On a cluster it must be reachable by "
+                       "the driver and every executor.", typeConverter=TypeConverters.toString)
+    checkpointDir = Param(Params._dummy(), "checkpointDir",
+                          "Directory for the fit's checkpoints (unset: none). The fit saves its "
+                          "state there every checkpointInterval steps and when it ends, and a "
+                          "fit that finds a checkpoint there resumes from it (same Params and "
+                          "input required). Any path Spark can write; local, file: and dbfs: "
+                          "paths are written by the driver.",
+                          typeConverter=TypeConverters.toString)
+    # pyspark's shared Param, with our meaning: steps between checkpoints to checkpointDir
+    # (the shared doc speaks of the SparkContext's checkpoint directory and -1).
+    checkpointInterval = Param(Params._dummy(), "checkpointInterval",
+                               "Steps between checkpoints to checkpointDir (>= 1, default 10); "
+                               "ignored when checkpointDir is unset.",
+                               typeConverter=TypeConverters.toInt)
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._setDefault(k=2, maxIter=20, tol=1e-4, seed=DEFAULT_SEED, initMode="k-means||",
+                         initSteps=2, initScope="sample", initRuns=0, distanceMeasure="euclidean",
+                         fitMode="auto", maxNoImprovement=10, reassignmentRatio=0.01,
+                         handleInvalid="error", dtype="float32", computeTrainingCost=True,
+                         prepareStorage="auto", localSteps=1, checkpointInterval=10)
+
+    def getK(self) -> int:
+        return self.getOrDefault(self.k)
+
+    def getInitMode(self) -> str:
+        return self.getOrDefault(self.initMode)
+
+    def getInitSteps(self) -> int:
+        return self.getOrDefault(self.initSteps)
+
+    def getInitScope(self) -> str:
+        return self.getOrDefault(self.initScope)
+
+    def getInitRuns(self) -> int:
+        return self.getOrDefault(self.initRuns)
+
+    def getBatchSize(self) -> Optional[int]:
+        """The batch size set, or None (automatic)."""
+        return self.getOrDefault(self.batchSize) if self.isDefined(self.batchSize) else None
+
+    def getFitMode(self) -> str:
+        return self.getOrDefault(self.fitMode)
+
+    def getLocalSteps(self) -> int:
+        return self.getOrDefault(self.localSteps)
+
+    def getInitSize(self) -> Optional[int]:
+        return self.getOrDefault(self.initSize) if self.isDefined(self.initSize) else None
+
+    def getMaxNoImprovement(self) -> int:
+        return self.getOrDefault(self.maxNoImprovement)
+
+    def getReassignmentRatio(self) -> float:
+        return self.getOrDefault(self.reassignmentRatio)
+
+    def getHandleInvalid(self) -> str:
+        return self.getOrDefault(self.handleInvalid)
+
+    def getInitialCenters(self) -> Optional[List[List[float]]]:
+        return self.getOrDefault(self.initialCenters) if self.isDefined(self.initialCenters) \
+            else None
+
+    def getDistanceCol(self) -> Optional[str]:
+        return self.getOrDefault(self.distanceCol) if self.isDefined(self.distanceCol) else None
+
+    def getDtype(self) -> str:
+        return self.getOrDefault(self.dtype)
+
+    def getComputeTrainingCost(self) -> bool:
+        return self.getOrDefault(self.computeTrainingCost)
+
+    def getPrepareStorage(self) -> str:
+        return self.getOrDefault(self.prepareStorage)
+
+    def getScratchDir(self) -> Optional[str]:
+        return self.getOrDefault(self.scratchDir) if self.isDefined(self.scratchDir) else None
+
+    def getCheckpointDir(self) -> Optional[str]:
+        return (self.getOrDefault(self.checkpointDir) if self.isDefined(self.checkpointDir)
+                else None)
+
+    # setters that apply to the estimator and the model alike; each returns self
+    def setFeaturesCol(self, value: str):
+        return self._set(featuresCol=value)
+
+    def setPredictionCol(self, value: str):
+        return self._set(predictionCol=value)
+
+    def setInputCols(self, value: List[str]):
+        return self._set(inputCols=value)
+
+    def setHandleInvalid(self, value: str):
+        return self._set(handleInvalid=value)
+
+    def setDistanceCol(self, value: str):
+        return self._set(distanceCol=value)
+
+    def _input_cols(self) -> Optional[List[str]]:
+        return self.getInputCols() if self.isDefined(self.inputCols) else None
+
+    def _weight_col(self) -> Optional[str]:
+        return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() \
+            else None
+
+    def _check_choice(self, param: Param, choices) -> None:
+        value = self.getOrDefault(param)
+        if value not in choices:
+            raise InvalidParamError(
+                f"{param.name}={value!r} is invalid: expected one of {list(choices)}")
+
+
+# -- persistence ----------------------------------------------------------------------
+
+
+def _spark() -> SparkSession:
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise ModelPersistenceError("no active SparkSession: start one before save/load")
+    return spark
+
+
+def _metadata_json(instance: Params, spark, extra: Optional[dict] = None) -> str:
+    """pyspark's DefaultParamsWriter metadata format (so Pipeline and CrossValidator
+    readers can load our stages), built without the JVM."""
+    from pyspark.ml.util import DefaultParamsWriter
+
+    return DefaultParamsWriter._get_metadata_to_save(instance, spark, extra)
+
+
+def _write_text(spark, text: str, path: str, overwrite: bool) -> None:
+    from pyspark.errors import AnalysisException
+
+    writer = spark.createDataFrame([(text,)], "value string").coalesce(1).write
+    try:
+        writer.mode("overwrite" if overwrite else "error").text(path)  # Connect knows "error" only
+    except AnalysisException as e:
+        if "PATH_ALREADY_EXISTS" in str(e) or "already exists" in str(e):
+            raise ModelPersistenceError(
+                f"cannot save to {path!r}: the path already exists; use "
+                "write().overwrite().save(path) to replace it") from None
+        raise
+
+
+def _read_metadata(path: str, expected_class: str) -> dict:
+    from pyspark.errors import AnalysisException
+
+    spark = _spark()
+    short = expected_class.rsplit(".", 1)[-1]
+    try:
+        rows = spark.read.text(f"{path}/metadata").collect()
+    except AnalysisException:
+        raise ModelPersistenceError(
+            f"cannot load from {path!r}: no saved {short} there "
+            f"(expected a 'metadata' folder)") from None
+    if not rows:
+        raise ModelPersistenceError(f"cannot load from {path!r}: empty metadata")
+    meta = json.loads(rows[0][0])
+    cls = meta.get("class", "")
+    if cls.rsplit(".", 1)[-1] != short:
+        raise ModelPersistenceError(f"cannot load a {short} from {path!r}: it holds a {cls}")
+    return meta
+
+
+def _set_params_from_metadata(instance: Params, meta: dict) -> None:
+    for name, value in meta.get("defaultParamMap", {}).items():
+        if instance.hasParam(name):
+            instance._setDefault(**{name: value})
+    for name, value in meta.get("paramMap", {}).items():
+        if instance.hasParam(name):
+            instance._set(**{name: value})
+
+
+class _ParamsWriter(MLWriter):
+    """Writes metadata (params) and, for models, the centers as Parquet. JVM-free."""
+
+    def __init__(self, instance):
+        super().__init__()
+        self.instance = instance
+
+    def save(self, path: str) -> None:  # not MLWriter.save: its overwrite uses the JVM
+        self.saveImpl(path)
+
+    def saveImpl(self, path: str) -> None:
+        spark = _spark()
+        extra = self.instance._extra_metadata() if hasattr(self.instance,
+                                                            "_extra_metadata") else None
+        _write_text(spark, _metadata_json(self.instance, spark, extra), f"{path}/metadata",
+                    self.shouldOverwrite)
+        if isinstance(self.instance, MiniBatchKMeansModel):
+            self.instance._save_data(spark, f"{path}/data")
+
+
+class _ParamsReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str):
+        meta = _read_metadata(path, self.cls.__module__ + "." + self.cls.__name__)
+        if self.cls is MiniBatchKMeansModel:
+            instance = MiniBatchKMeansModel._load(_spark(), path, meta)
+        else:
+            instance = self.cls()
+        instance._resetUid(meta["uid"])
+        _set_params_from_metadata(instance, meta)
+        return instance
+
+
+class _ReadWrite(MLReadable, MLWritable):
+    def write(self) -> MLWriter:
+        return _ParamsWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _ParamsReader(cls)
+
+
+# -- the estimator --------------------------------------------------------------------
+
+
+#: partialFit's time units: Spark's StreamingKMeans calls rows "points".
+TIME_UNITS = {"batches": "batches", "rows": "rows", "points": "rows"}
+
+
+def discount_rule(decay_factor, half_life, time_unit):
+    """partialFit's forgetting rule: a function from the batch's weight to the discount
+    applied to the accumulated weights (validated here, before any Spark job)."""
+    def number(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not np.isfinite(value):
+            raise InvalidParamError(f"{name}={value!r} is invalid: expected a number")
+        return float(value)
+
+    if decay_factor is not None and half_life is not None:
+        raise InvalidParamError(f"decayFactor={decay_factor!r} and halfLife={half_life!r} "
+                                "are both set: expected one of them")
+    unit = TIME_UNITS.get(time_unit) if isinstance(time_unit, str) else None
+    if unit is None:
+        raise InvalidParamError(f"timeUnit={time_unit!r} is invalid: expected 'batches' or "
+                                "'rows'")
+    if half_life is not None:
+        if number("halfLife", half_life) <= 0:
+            raise InvalidParamError(f"halfLife={half_life!r} is invalid: expected a number "
+                                    "of batches or rows > 0")
+        a = 0.5 ** (1.0 / float(half_life))
+    elif decay_factor is None:
+        a = 1.0
+    else:
+        a = number("decayFactor", decay_factor)
+        if not 0.0 <= a <= 1.0:
+            raise InvalidParamError(f"decayFactor={decay_factor!r} is invalid: expected a "
+                                    "number in [0, 1]")
+    return (lambda weight: a) if unit == "batches" else (lambda weight: a ** weight)
+
+
+class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
+    """Mini-batch k-means (Sculley 2010) for Spark DataFrames.
+
+    Each step reads one random batch of about ``batchSize`` rows (not the whole table, as
+    MLlib's KMeans does every iteration), assigns it to the nearest centers in a
+    vectorized Arrow UDF on the executors, and moves each center toward its batch mean
+    with a per-center learning rate on the driver. ``maxIter`` counts epochs (passes over
+    the data); fits usually stop earlier on ``maxNoImprovement`` or ``tol``.
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> df = spark.createDataFrame([(Vectors.dense([0.0, 0.0]),), (Vectors.dense([1.0, 1.0]),),
+    ...                             (Vectors.dense([9.0, 8.0]),), (Vectors.dense([8.0, 9.0]),)],
+    ...                            ["features"])
+    >>> model = MiniBatchKMeans(k=2, seed=1, batchSize=4).fit(df)
+    >>> model.predict(Vectors.dense([0.5, 0.5])) != model.predict(Vectors.dense([8.5, 8.5]))
+    True
+    >>> model.summary.clusterSizes
+    [2, 2]
+    """
+
+    @keyword_only
+    def __init__(self, *, featuresCol: str = "features", predictionCol: str = "prediction",
+                 k: int = 2, maxIter: int = 20, tol: float = 1e-4, seed: Optional[int] = None,
+                 initMode: str = "k-means||", initSteps: int = 2, initScope: str = "sample",
+                 initRuns: int = 0, distanceMeasure: str = "euclidean",
+                 weightCol: Optional[str] = None, inputCols: Optional[List[str]] = None,
+                 batchSize: Optional[int] = None, fitMode: str = "auto",
+                 initSize: Optional[int] = None, maxNoImprovement: int = 10,
+                 reassignmentRatio: float = 0.01, handleInvalid: str = "error",
+                 initialCenters: Optional[List[List[float]]] = None,
+                 distanceCol: Optional[str] = None, dtype: str = "float32",
+                 computeTrainingCost: bool = True, prepareStorage: str = "auto",
+                 scratchDir: Optional[str] = None, localSteps: int = 1,
+                 checkpointDir: Optional[str] = None, checkpointInterval: int = 10):
+        super().__init__()
+        kwargs = self._input_kwargs
+        self.setParams(**kwargs)
+
+    @keyword_only
+    def setParams(self, *, featuresCol: str = "features", predictionCol: str = "prediction",
+                  k: int = 2, maxIter: int = 20, tol: float = 1e-4, seed: Optional[int] = None,
+                  initMode: str = "k-means||", initSteps: int = 2, initScope: str = "sample",
+                  initRuns: int = 0, distanceMeasure: str = "euclidean",
+                  weightCol: Optional[str] = None, inputCols: Optional[List[str]] = None,
+                  batchSize: Optional[int] = None, fitMode: str = "auto",
+                  initSize: Optional[int] = None, maxNoImprovement: int = 10,
+                  reassignmentRatio: float = 0.01, handleInvalid: str = "error",
+                  initialCenters: Optional[List[List[float]]] = None,
+                  distanceCol: Optional[str] = None, dtype: str = "float32",
+                  computeTrainingCost: bool = True, prepareStorage: str = "auto",
+                  scratchDir: Optional[str] = None, localSteps: int = 1,
+                  checkpointDir: Optional[str] = None,
+                  checkpointInterval: int = 10) -> "MiniBatchKMeans":
+        """Set params by keyword; returns self."""
+        kwargs = self._input_kwargs
+        kwargs = {k_: v for k_, v in kwargs.items() if v is not None}
+        return self._set(**kwargs)
+
+    # typed setters, as pyspark's KMeans
+    def setK(self, value: int) -> "MiniBatchKMeans":
+        return self._set(k=value)
+
+    def setMaxIter(self, value: int) -> "MiniBatchKMeans":
+        return self._set(maxIter=value)
+
+    def setTol(self, value: float) -> "MiniBatchKMeans":
+        return self._set(tol=value)
+
+    def setSeed(self, value: int) -> "MiniBatchKMeans":
+        return self._set(seed=value)
+
+    def setInitMode(self, value: str) -> "MiniBatchKMeans":
+        return self._set(initMode=value)
+
+    def setInitSteps(self, value: int) -> "MiniBatchKMeans":
+        return self._set(initSteps=value)
+
+    def setInitScope(self, value: str) -> "MiniBatchKMeans":
+        return self._set(initScope=value)
+
+    def setInitRuns(self, value: int) -> "MiniBatchKMeans":
+        return self._set(initRuns=value)
+
+    def setDistanceMeasure(self, value: str) -> "MiniBatchKMeans":
+        return self._set(distanceMeasure=value)
+
+    def setWeightCol(self, value: str) -> "MiniBatchKMeans":
+        return self._set(weightCol=value)
+
+    def setBatchSize(self, value: int) -> "MiniBatchKMeans":
+        return self._set(batchSize=value)
+
+    def setFitMode(self, value: str) -> "MiniBatchKMeans":
+        return self._set(fitMode=value)
+
+    def setLocalSteps(self, value: int) -> "MiniBatchKMeans":
+        return self._set(localSteps=value)
+
+    def setInitSize(self, value: int) -> "MiniBatchKMeans":
+        return self._set(initSize=value)
+
+    def setMaxNoImprovement(self, value: int) -> "MiniBatchKMeans":
+        return self._set(maxNoImprovement=value)
+
+    def setReassignmentRatio(self, value: float) -> "MiniBatchKMeans":
+        return self._set(reassignmentRatio=value)
+
+    def setInitialCenters(self, value) -> "MiniBatchKMeans":
+        return self._set(initialCenters=[[float(x) for x in row] for row in np.asarray(value)])
+
+    def setDtype(self, value: str) -> "MiniBatchKMeans":
+        return self._set(dtype=value)
+
+    def setComputeTrainingCost(self, value: bool) -> "MiniBatchKMeans":
+        return self._set(computeTrainingCost=value)
+
+    def setPrepareStorage(self, value: str) -> "MiniBatchKMeans":
+        return self._set(prepareStorage=value)
+
+    def setScratchDir(self, value: str) -> "MiniBatchKMeans":
+        return self._set(scratchDir=value)
+
+    def setCheckpointDir(self, value: str) -> "MiniBatchKMeans":
+        return self._set(checkpointDir=value)
+
+    def setCheckpointInterval(self, value: int) -> "MiniBatchKMeans":
+        return self._set(checkpointInterval=value)
+
+    def _fit_params(self) -> FitParams:
+        no_imp = self.getMaxNoImprovement()
+        if no_imp < 0:
+            raise InvalidParamError(
+                f"maxNoImprovement={no_imp!r} is invalid: expected an integer >= 0 "
+                "(0 disables)")
+        return FitParams(
+            k=self.getK(), max_iter=self.getMaxIter(), tol=self.getTol(), seed=self.getSeed(),
+            init_mode=self.getInitMode(), init_steps=self.getInitSteps(),
+            init_scope=self.getInitScope(), init_runs=self.getInitRuns(),
+            distance=self.getDistanceMeasure(),
+            batch_size=self.getBatchSize(), fit_mode=self.getFitMode(),
+            local_steps=self.getLocalSteps(),
+            init_size=self.getInitSize(),
+            max_no_improvement=no_imp or None, reassignment_ratio=self.getReassignmentRatio(),
+            handle_invalid=self.getHandleInvalid(), initial_centers=self.getInitialCenters(),
+            dtype=self.getDtype(), compute_training_cost=self.getComputeTrainingCost(),
+            prepare_storage=self.getPrepareStorage(), scratch_dir=self.getScratchDir(),
+            checkpoint_dir=self.getCheckpointDir(),
+            checkpoint_interval=self.getCheckpointInterval(),
+        ).validate()
+
+    def _fit(self, dataset: DataFrame, on_step=None) -> "MiniBatchKMeansModel":
+        """``on_step(record, state)``, when given, is called after every step (the
+        comparison uses it to record the centers' trajectory)."""
+        params = self._fit_params()
+        spec = feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
+                            self._weight_col())
+        result = fit(dataset, spec, params, on_step=on_step)
+        model = MiniBatchKMeansModel(result.centers, result.weight_sums, spec,
+                                     input_schema=column_types(dataset))
+        self._copyValues(model)
+        model._summary = MiniBatchKMeansSummary(model, dataset, result.summary,
+                                                [r.as_dict() for r in result.history])
+        return model
+
+
+# -- the model ------------------------------------------------------------------------
+
+
+class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
+    """A fitted mini-batch k-means model.
+
+    Parameters
+    ----------
+    centers : array-like of shape (k, n_features)
+    weight_sums : array-like of shape (k,), optional
+        Weight accumulated by each center during training (kept for warm starts).
+    spec : FeatureSpec, optional
+        The training input's feature layout (saved with the model).
+    """
+
+    def __init__(self, centers=None, weight_sums=None, spec: Optional[feat.FeatureSpec] = None,
+                 input_schema: Optional[Dict[str, str]] = None):
+        super().__init__()
+        self._centers = (np.zeros((0, 0)) if centers is None
+                         else np.array(centers, dtype=np.float64))
+        k = self._centers.shape[0]
+        self._weight_sums = (np.zeros(k) if weight_sums is None
+                             else np.array(weight_sums, dtype=np.float64))
+        self._spec = spec
+        self._input_schema = dict(input_schema) if input_schema else None
+        self._summary: Optional[MiniBatchKMeansSummary] = None
+        self._training_info: Optional[dict] = None
+        self._num_updates = 0
+        self._last_update: Optional[dict] = None
+
+    # -- spark.ml KMeansModel API ------------------------------------------------------
+    def clusterCenters(self) -> List[np.ndarray]:
+        """The cluster centers, as a list of NumPy arrays (like KMeansModel)."""
+        return [c.copy() for c in self._centers]
+
+    @property
+    def numFeatures(self) -> int:
+        return int(self._centers.shape[1])
+
+    @property
+    def weightSums(self) -> np.ndarray:
+        """Weight (row count when unweighted) accumulated by each center in training."""
+        return self._weight_sums.copy()
+
+    @property
+    def featureSchema(self) -> Optional[dict]:
+        """The training input's feature layout: kind, columns, number of features, and
+        (for models trained by this version) the feature columns' Spark SQL types."""
+        if self._spec is None:
+            return None
+        out = {"kind": self._spec.kind, "columns": list(self._spec.columns),
+               "numFeatures": self._spec.n_features}
+        if self._input_schema is not None:
+            out["types"] = [self._input_schema.get(c) for c in self._spec.columns]
+        return out
+
+    @property
+    def inputSchema(self) -> Optional[Dict[str, str]]:
+        """Every column of the training input and its Spark SQL type (None for a model
+        built by hand or saved before this was recorded)."""
+        return None if self._input_schema is None else dict(self._input_schema)
+
+    @property
+    def _cosine(self) -> bool:
+        return self.getDistanceMeasure() == "cosine"
+
+    def _compute_dtype(self):
+        return np.float32 if self.getDtype() == "float32" else np.float64
+
+    def predict(self, value) -> int:
+        """Index of the nearest center for one feature vector (Vector or sequence)."""
+        if isinstance(value, (DenseVector, SparseVector, Vector)):
+            x = value.toArray()
+        else:
+            x = np.asarray(value, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.shape[0] != self.numFeatures:
+            raise InvalidInputError(
+                f"vector has {x.shape[0]} values, expected {self.numFeatures} features")
+        if not np.all(np.isfinite(x)):
+            raise InvalidInputError("vector has NaN or infinite values")
+        labels, _ = predict_matrix(x[None, :], self._centers, self._cosine, np.float64)
+        return int(labels[0])
+
+    @property
+    def hasSummary(self) -> bool:
+        return self._summary is not None
+
+    @property
+    def summary(self) -> "MiniBatchKMeansSummary":
+        """Training summary (only on a model returned by fit, as in Spark)."""
+        if self._summary is None:
+            raise RuntimeError(
+                f"No training summary available for this {self.__class__.__name__}")
+        return self._summary
+
+    def _spec_for(self, dataset: DataFrame, with_weight: bool = False) -> feat.FeatureSpec:
+        self._check_choice(self.handleInvalid, ("error", "skip"))
+        return feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
+                            self._weight_col() if with_weight else None,
+                            n_features=self.numFeatures)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        spec = self._spec_for(dataset)
+        args = spec.feature_exprs()
+        if self.getHandleInvalid() == "skip":
+            dataset = dataset.where(spec.valid_expr(self._cosine))
+        elif spec.kind != "columns":  # a longer array would otherwise pass unnoticed
+            args.append(F.size(spec.array_expr()))
+        dist_col = self.getDistanceCol()
+        udf = _predict_udf(self._centers, self._cosine, self._compute_dtype(),
+                           dist_col is not None, spec)
+        pred = self.getPredictionCol()
+        if dist_col is None:
+            return dataset.withColumn(pred, udf(*args))
+        tmp = "__mbkm_prediction"
+        out = dataset.withColumn(tmp, udf(*args))
+        return (out.withColumn(pred, F.col(f"{tmp}.prediction"))
+                .withColumn(dist_col, F.col(f"{tmp}.distance")).drop(tmp))
+
+    def computeCost(self, dataset: DataFrame) -> float:
+        """Sum of (weighted) distances of the valid rows to their nearest center: squared
+        Euclidean, or cosine distance under distanceMeasure='cosine' (as Spark's cost).
+
+        Rows with invalid features raise under handleInvalid='error' and are left out
+        under 'skip'."""
+        return cost_from_inertia(self._batch_stats(dataset).inertia, self._cosine)
+
+    def partialFit(self, dataset: DataFrame, decayFactor: Optional[float] = None, *,
+                   halfLife: Optional[float] = None, timeUnit: str = "batches",
+                   reseedRatio: float = 1e-8) -> "MiniBatchKMeansModel":
+        """A new model: these centers moved by one mini-batch update with every valid row
+        of ``dataset`` (one Spark job), as Spark's ``StreamingKMeans`` updates on a batch.
+
+        With accumulated weights ``W`` (``weightSums``), a discount ``a`` and the batch's
+        per-center sums ``S`` and weights ``w``: ``W' = a * W + w`` and
+        ``c' = (a * W * c + S) / W'`` for centers the batch reaches; others keep their
+        place (their weight still decays). ``a = 1`` is Sculley's update, the one
+        :class:`MiniBatchKMeans` applies per batch, so a sequence of ``partialFit`` calls
+        equals those steps; smaller discounts let old data fade.
+
+        Then, as in ``StreamingKMeans``, a dying center (weight below ``reseedRatio``
+        times the heaviest's) is re-seeded by splitting the heaviest in two
+        (:func:`~minibatch_kmeans.core.minibatch.split_dying`). ``numUpdates`` counts the
+        calls and :attr:`lastUpdate` tells what this one did. Invalid rows follow
+        ``handleInvalid``. The model itself is not changed.
+
+        Parameters
+        ----------
+        dataset : DataFrame
+            The features (and weight column) the model was trained on.
+        decayFactor : float, optional
+            In [0, 1]; the discount per batch, or per row under ``timeUnit="rows"``.
+            Default 1 (nothing forgotten).
+        halfLife : float, optional
+            Instead of ``decayFactor``: the number of batches (or rows) after which old
+            data has half its weight, ``decayFactor = 0.5 ** (1 / halfLife)``.
+        timeUnit : {"batches", "rows"}
+            "batches": ``a = decayFactor`` per call; "rows" (Spark's "points", also
+            accepted): ``a = decayFactor ** n`` with ``n`` the batch's weight (its valid
+            row count when unweighted).
+        reseedRatio : float
+            In [0, 1); 0 never re-seeds. Spark's fixed value is 1e-8.
+        """
+        discount_of = discount_rule(decayFactor, halfLife, timeUnit)
+        if isinstance(reseedRatio, bool) or not isinstance(reseedRatio, (int, float)) \
+                or not 0.0 <= reseedRatio < 1.0:
+            raise InvalidParamError(f"reseedRatio={reseedRatio!r} is invalid: expected a "
+                                    "number in [0, 1)")
+        stats = self._batch_stats(dataset)
+        batch_weight = float(stats.weights.sum())
+        discount = discount_of(batch_weight)
+        centers, weights = minibatch_update(self._centers, self._weight_sums * discount,
+                                            stats.sums, stats.weights)
+        centers, weights, splits = split_dying(centers, weights, reseedRatio)
+        for small, big in splits:
+            logger.info("center %d is dying: re-seeded by splitting the heaviest, %d",
+                        small, big)
+        if self._cosine:
+            norms = np.linalg.norm(centers, axis=1, keepdims=True)
+            centers = np.where(norms > 0, centers / np.where(norms > 0, norms, 1.0), centers)
+        model = self.copy()
+        model._centers, model._weight_sums = centers, weights
+        model._num_updates = self._num_updates + 1
+        model._summary = None
+        model._last_update = {
+            "rows": stats.n_rows, "weight": batch_weight, "discount": discount,
+            "cost": cost_from_inertia(stats.inertia, self._cosine),
+            "counts": [int(c) for c in stats.counts], "reseeded": [list(p) for p in splits]}
+        return model
+
+    @property
+    def lastUpdate(self) -> Optional[dict]:
+        """What the :meth:`partialFit` that made this model did (None otherwise): ``rows``
+        and ``weight`` of the batch, the ``discount`` applied to the old weights, the
+        batch's ``cost`` under the centers before the update (a prequential measure of
+        how well the model fitted the new rows), the rows per center (``counts``), and
+        the ``reseeded`` (dying, split) center pairs."""
+        return None if self._last_update is None else dict(self._last_update)
+
+    @property
+    def numUpdates(self) -> int:
+        """:meth:`partialFit` calls that led to this model (0 after ``fit``)."""
+        return self._num_updates
+
+    def _batch_stats(self, dataset: DataFrame):
+        """Merged statistics of ``dataset``'s valid rows under these centers (one job)."""
+        spec = self._spec_for(dataset, with_weight=True)
+        valid = spec.valid_expr(self._cosine)
+        if self.getHandleInvalid() == "error":
+            n_bad = dataset.where(~valid).count()
+            if n_bad:
+                counts = spec.invalid_counts(dataset, self._cosine)
+                raise InvalidInputError(
+                    f"the input has {spec.summarize_invalid(n_bad, counts)}; "
+                    "expected none with handleInvalid='error' (set handleInvalid='skip' to "
+                    "leave them out)")
+        cols = [x.alias(n) for x, n in zip(spec.feature_exprs(), feature_names(self.numFeatures))]
+        if spec.weight_col is not None:
+            cols.append(spec.weight_expr().alias("weight"))
+        fn = stats_function(self._centers, self._compute_dtype(), spherical=self._cosine)
+        table = dataset.where(valid).select(*cols).mapInArrow(fn, STATS_SCHEMA).toArrow()
+        return table_to_stats(table, self._centers.shape[0], self.numFeatures)
+
+    # -- persistence -------------------------------------------------------------------
+    def _extra_metadata(self) -> dict:
+        extra = {"numFeatures": self.numFeatures, "featureSchema": self.featureSchema,
+                 "inputSchema": self._input_schema, "numUpdates": self._num_updates}
+        if self.trainingInfo is not None:  # kept through partialFit updates
+            extra["trainingSummary"] = self.trainingInfo
+        return extra
+
+    def _save_data(self, spark, path: str) -> None:
+        rows = [(i, [float(v) for v in c], float(w))
+                for i, (c, w) in enumerate(zip(self._centers, self._weight_sums))]
+        (spark.createDataFrame(rows, "clusterIdx int, clusterCenter array<double>, "
+                                     "weightSum double")
+         .coalesce(1).write.mode("overwrite").parquet(path))
+
+    @classmethod
+    def _load(cls, spark, path: str, meta: dict) -> "MiniBatchKMeansModel":
+        table = spark.read.parquet(f"{path}/data").toArrow().to_pandas()
+        table = table.sort_values("clusterIdx")
+        centers = np.vstack([np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]])
+        return cls._from_arrays(meta, centers, table["weightSum"].to_numpy())
+
+    @classmethod
+    def _from_arrays(cls, meta: dict, centers, weight_sums) -> "MiniBatchKMeansModel":
+        """A model from its saved metadata and data (Params are set by the caller)."""
+        fs = meta.get("featureSchema")
+        spec = (feat.FeatureSpec(fs["kind"], tuple(fs["columns"]), int(fs["numFeatures"]))
+                if fs else None)
+        model = cls(centers, weight_sums, spec, meta.get("inputSchema"))
+        model._training_info = meta.get("trainingSummary")
+        model._num_updates = int(meta.get("numUpdates", 0))
+        return model
+
+    def _to_dict(self, spark) -> dict:
+        """The whole model as plain JSON values (what ``save`` writes, in one document)."""
+        return {"metadata": json.loads(_metadata_json(self, spark, self._extra_metadata())),
+                "centers": self._centers.tolist(), "weightSums": self._weight_sums.tolist()}
+
+    @classmethod
+    def _from_dict(cls, state: dict) -> "MiniBatchKMeansModel":
+        """The model :meth:`_to_dict` described."""
+        meta = state["metadata"]
+        model = cls._from_arrays(meta, np.array(state["centers"], dtype=np.float64),
+                                 np.array(state["weightSums"], dtype=np.float64))
+        model._resetUid(meta["uid"])
+        _set_params_from_metadata(model, meta)
+        return model
+
+    @property
+    def trainingInfo(self) -> Optional[dict]:
+        """How the model was trained (the summary's figures without per-step history),
+        also after ``load``; None for a model built by hand."""
+        if self._summary is not None:
+            return self._summary.as_dict(include_history=False)
+        return self._training_info
+
+    def copy(self, extra=None) -> "MiniBatchKMeansModel":
+        that = super().copy(extra)
+        that._centers = self._centers.copy()
+        that._weight_sums = self._weight_sums.copy()
+        that._input_schema = self.inputSchema
+        that._num_updates = self._num_updates
+        that._last_update = self._last_update
+        return that
+
+
+def predict_matrix(X: np.ndarray, centers: np.ndarray, cosine: bool, dtype):
+    """Labels and distances (Euclidean, or cosine distance) of rows of X."""
+    from ..core.kernels import labels_and_distances, row_norms_sq
+    from ..core.kernels import normalize_rows
+
+    Xc = np.ascontiguousarray(X, dtype=dtype)
+    C = np.ascontiguousarray(centers, dtype=dtype)
+    if cosine:
+        Xc = normalize_rows(Xc)
+    labels, dist_sq = labels_and_distances(Xc, C, row_norms_sq(C))
+    dist = dist_sq / 2.0 if cosine else np.sqrt(dist_sq)
+    return labels, dist
+
+
+def _predict_udf(centers: np.ndarray, cosine: bool, dtype, with_distance: bool,
+                 spec: feat.FeatureSpec):
+    """An Arrow UDF mapping one double column per feature (and, for array input, the
+    array's length) to the nearest center.
+
+    An Arrow UDF (not a pandas one) hands each column over as a ``pyarrow.Array``, which
+    becomes a NumPy column without building pandas Series: transform + writing the
+    predictions of 2M x 32 rows took 7.5 s against 9.6 s with the pandas UDF it replaced."""
+    from pyspark.sql.functions import arrow_udf
+
+    d = centers.shape[1]
+    described = spec.describe()
+    rtype = (T.StructType([T.StructField("prediction", T.IntegerType()),
+                           T.StructField("distance", T.DoubleType())])
+             if with_distance else T.IntegerType())
+
+    def predict(*cols: pa.Array) -> pa.Array:
+        X = np.empty((len(cols[0]), d))
+        for j in range(d):  # nulls arrive as NaN
+            X[:, j] = cols[j].to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(X).all(axis=1)
+        if len(cols) > d:  # array/vector input: the length must be d (null: NaN)
+            bad |= cols[d].to_numpy(zero_copy_only=False) != d
+        if cosine:
+            bad |= ~X.any(axis=1)
+        if bad.any():
+            raise InvalidInputError(
+                f"{int(bad.sum())} rows have null, NaN or infinite features"
+                + (", a wrong length" if len(cols) > d else "")
+                + (" or a zero vector (cosine distance)" if cosine else "")
+                + f" ({described}); expected none with handleInvalid='error' (set "
+                "handleInvalid='skip' to leave them out)")
+        labels, dist = predict_matrix(X, centers, cosine, dtype)
+        labels = pa.array(labels.astype(np.int32))
+        if not with_distance:
+            return labels
+        return pa.StructArray.from_arrays([labels, pa.array(dist, pa.float64())],
+                                          names=["prediction", "distance"])
+
+    return arrow_udf(predict, rtype)
+
+
+class MiniBatchKMeansSummary:
+    """Training summary of a :class:`MiniBatchKMeansModel` (KMeansSummary's fields, and
+    ours: numSteps, stopReason and the per-step history).
+
+    Attributes
+    ----------
+    trainingCost : float
+        Exact cost of the final centers over all valid training rows (an exact pass), or
+        an estimate when ``computeTrainingCost=False``.
+    clusterSizes : list of int
+    k, numIter, numSteps : int
+        numIter: epochs (of the epochs pass, in the pass fit); numSteps: mini-batch steps.
+    fitMode : {"local", "pass", "step"}
+    numPasses, numJobs : int
+        Passes over the data (the pass fit; None for the step fit) and Spark jobs.
+    passesOverData : float
+        Rows handed to Python or the driver over the row count (the epochs pass runs on a
+        sample of a large table; the step fit counts its prepare copy as one).
+    epochRows, epochsStopReason
+        Rows the epochs pass ran over, and why its epochs stopped (the pass fit).
+    partitionDependent : bool
+        Whether the result depends on the partitioning (the pass fit's sample does).
+    stopReason : {"maxIter", "tol", "maxNoImprovement", "interrupted"}
+    history : list of dict
+        Per step (per pass in the pass fit): step, epoch, bucket, rows, batch_inertia (per
+        unit weight), ewa, center_shift, reassigned, seconds, kind ("step", "epochs" or
+        "exact").
+    """
+
+    def __init__(self, model: MiniBatchKMeansModel, dataset: DataFrame, info: Dict[str, Any],
+                 history: List[dict]):
+        self._model = model
+        self._dataset = dataset
+        self._info = dict(info)
+        self.history = history
+
+    def __getattr__(self, name):
+        """The fit's other figures (``as_dict()`` lists them all), for example
+        ``prepareSeconds``."""
+        info = self.__dict__.get("_info", {})
+        if name in info:
+            return info[name]
+        raise AttributeError(name)
+
+    @property
+    def trainingCost(self) -> float:
+        return self._info.get("trainingCost")
+
+    @property
+    def clusterSizes(self) -> Optional[List[int]]:
+        return self._info.get("clusterSizes")
+
+    @property
+    def k(self) -> int:
+        return self._info.get("k")
+
+    @property
+    def numIter(self) -> int:
+        return self._info.get("numIter")
+
+    @property
+    def numSteps(self) -> int:
+        return self._info.get("numSteps")
+
+    @property
+    def fitMode(self) -> str:
+        return self._info.get("fitMode")
+
+    @property
+    def numPasses(self) -> Optional[int]:
+        return self._info.get("numPasses")
+
+    @property
+    def numJobs(self) -> Optional[int]:
+        return self._info.get("numJobs")
+
+    @property
+    def passesOverData(self) -> Optional[float]:
+        return self._info.get("passesOverData")
+
+    @property
+    def epochRows(self) -> Optional[int]:
+        return self._info.get("epochRows")
+
+    @property
+    def epochsStopReason(self) -> Optional[str]:
+        return self._info.get("epochsStopReason")
+
+    @property
+    def partitionDependent(self) -> bool:
+        return self._info.get("partitionDependent")
+
+    @property
+    def stopReason(self) -> str:
+        return self._info.get("stopReason")
+
+    @property
+    def predictions(self) -> DataFrame:
+        """The training data transformed by the model (computed lazily)."""
+        return self._model.transform(self._dataset)
+
+    @property
+    def predictionCol(self) -> str:
+        return self._model.getPredictionCol()
+
+    @property
+    def featuresCol(self) -> str:
+        return self._model.getFeaturesCol()
+
+    @property
+    def cluster(self) -> DataFrame:
+        return self.predictions.select(self.predictionCol)
+
+    def as_dict(self, include_history: bool = True) -> dict:
+        out = dict(self._info)
+        if include_history:
+            out["history"] = self.history
+        return out
