@@ -24,7 +24,7 @@ from typing import List, Optional
 from minibatch_kmeans import MiniBatchKMeans
 from minibatch_kmeans.app.cli import run_job
 from minibatch_kmeans.app.config import configure_logging, load_config, run_id_override
-from minibatch_kmeans.lifecycle.drift import holdout_split
+from minibatch_kmeans.evaluate.holdout import holdout_split
 from minibatch_kmeans.errors import InvalidInputError
 from minibatch_kmeans.app.outputs import (default_run_id, read_input, registry_module,
                                           write_model_tables, write_quality_outputs)

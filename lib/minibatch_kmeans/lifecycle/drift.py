@@ -43,14 +43,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from ..errors import InvalidInputError, InvalidParamError
+from ..evaluate.holdout import holdout_split  # noqa: F401 - public here since before
 from ..spark import features as feat
 from ..spark.features import column_types
 
@@ -62,7 +62,6 @@ REFERENCE_VERSION = 1
 PSI_EPSILON = 1e-4
 #: Seed of the hashed samples (the same in the reference and in every report).
 SAMPLE_SEED = 42
-_SPLIT_SLOTS = 1 << 30
 _PRED, _DIST = "__mbkm_drift_cluster", "__mbkm_drift_distance"
 
 
@@ -111,46 +110,6 @@ class DriftThresholds:
 
 
 # -- the held-out split ---------------------------------------------------------------
-
-
-def holdout_split(df: DataFrame, fraction: float, seed: int,
-                  cols: Optional[Sequence[str]] = None) -> Tuple[DataFrame, DataFrame]:
-    """Split ``df`` into ``(rest, holdout)`` by a hash of each row's content.
-
-    A row goes to the holdout when ``xxhash64(seed, cols...)`` falls in the first
-    ``fraction`` of the hash range, so the same table (in any order, over any partitioning)
-    always gives the same split; identical rows land on the same side.
-
-    Parameters
-    ----------
-    df : DataFrame
-    fraction : float
-        Expected share of rows in the holdout, in (0, 1).
-    seed : int
-    cols : sequence of str, optional
-        The columns hashed (default: every column except maps, which cannot be hashed).
-        Pass the feature columns to keep the split when other columns change.
-
-    Returns
-    -------
-    rest, holdout : DataFrame
-    """
-    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise InvalidParamError(f"holdout fraction={fraction!r} is invalid: expected a "
-                                "number in (0, 1)")
-    if cols is None:
-        cols = [f.name for f in df.schema.fields if not isinstance(f.dataType, T.MapType)]
-    if not cols:
-        raise InvalidInputError(f"holdout_split has no column to hash: expected some of "
-                                f"{df.columns}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise InvalidInputError(f"holdout_split columns {missing} are not in the table: "
-                                f"columns are {df.columns}")
-    key = F.xxhash64(F.lit(int(seed)), *[F.col(feat.quoted(c)) for c in cols])
-    cut = int(round(fraction * _SPLIT_SLOTS))
-    inside = F.pmod(key, F.lit(_SPLIT_SLOTS)) < F.lit(cut)
-    return df.where(~inside), df.where(inside)
 
 
 # -- schema drift -----------------------------------------------------------------------

@@ -10,12 +10,12 @@ What ``jobs/monitor.py`` does, as functions it calls in order:
    (:func:`drift_metrics`).
 3. When the report finds drift (or retraining is forced), :func:`train_challenger`: the
    slice's valid rows are split by a hash of their features
-   (:func:`~minibatch_kmeans.lifecycle.drift.holdout_split`); a challenger is fitted on the rest,
+   (:func:`~minibatch_kmeans.evaluate.holdout.holdout_split`); a challenger is fitted on the rest,
    starting from the champion's centers when the schema is unchanged (same feature
    columns and types, no column added, same k), from a fresh initialisation otherwise;
    champion (when it can score the data) and challenger are measured on the same
    holdout, the way :func:`minibatch_kmeans.lifecycle.tune.choose_k` measures its grid (cost per
-   row and silhouette, :func:`~minibatch_kmeans.lifecycle.tune.measure_centers`).
+   row and silhouette, :func:`~minibatch_kmeans.evaluate.holdout.measure_centers`).
 4. :func:`decide`: promote when the challenger's holdout cost per row is at most the
    champion's times ``1 - min_improvement``; when the champion cannot score the data
    (feature columns removed, renamed or retyped, or the challenger uses other features),
@@ -44,7 +44,9 @@ import numpy as np
 from pyspark.sql import DataFrame
 
 from ..paths import driver_path
-from .drift import (drift_markdown, drift_report, holdout_split, plot_drift, reference_statistics)
+from ..evaluate.holdout import (holdout_metrics, holdout_size, holdout_split, measure_centers,
+                                silhouette_sample)
+from .drift import drift_markdown, drift_report, plot_drift, reference_statistics
 from ..errors import InvalidInputError
 from ..ml.estimator import MiniBatchKMeans
 from ..app.outputs import read_input, write_quality_outputs
@@ -215,7 +217,6 @@ def train_challenger(valid: DataFrame, params: Mapping[str, Any], champion,
     sample_size : int
         Holdout rows for the silhouette.
     """
-    from .tune import holdout_size, measure_centers, silhouette_sample
 
     params = dict(params)
     champion_centers = np.array(champion.clusterCenters())
@@ -335,7 +336,6 @@ def register_challenger(registry: Registry, name: str, champion_mv, challenger: 
     ``"promoted"`` (compare-and-set against ``champion_mv``), record the decision on the
     version and the active run. Mutates the registry. Returns ``(ModelVersion, final
     decision, reasons)``: a promotion lost to another job becomes ``"kept"``."""
-    from .tune import holdout_metrics
 
     holdout = holdout_metrics(challenger.rows.get("holdout"), challenger.metrics,
                               challenger.reference)

@@ -807,7 +807,8 @@ def track_training(cfg, model, holdout, summary: Mapping[str, Any], *, run_id: s
     from ..app.config import MonitorSettings
     from .drift import reference_statistics
     from ..spark.features import resolve
-    from .tune import holdout_metrics, holdout_size, measure_centers, silhouette_sample
+    from ..evaluate.holdout import (holdout_metrics, holdout_size, measure_centers,
+                                    silhouette_sample)
 
     registry = tracking(cfg.tracking_uri, cfg.experiment, registry_uri=cfg.registry_uri,
                         root=cfg.root)

@@ -26,14 +26,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ..evaluate.compare import (STORAGE, VECTOR_COL, labels_frame, sample_silhouette,
-                                clustering_costs)
+from ..evaluate.compare import STORAGE, VECTOR_COL
+from ..evaluate.holdout import HOLDOUT_SALT, in_holdout, measure_centers
 from ..errors import InvalidInputError, InvalidParamError
 from ..spark import features as feat
 
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 #: Salt of the holdout hash: another hash than the one that places rows into batches
 #: (``xxhash64(seed, features)`` in :mod:`minibatch_kmeans.spark.prepare`), so that the
 #: training part still fills every batch.
-HOLDOUT_SALT = "minibatch_kmeans.tune.holdout"
 #: Holdout membership resolution: rows whose hash mod 2^24 is below fraction * 2^24.
 _BUCKETS = 1 << 24
 #: Estimator Params the grid (or the tuning itself) sets.
@@ -177,20 +176,13 @@ def _split(df: DataFrame, spec: feat.FeatureSpec, fraction: float, seed: int):
     if spec.weight_col is not None:
         keep.append(F.col(feat.quoted(spec.weight_col)))
     h = F.xxhash64(F.lit(HOLDOUT_SALT), F.lit(int(seed)), *spec.feature_exprs())
-    cut = int(round(fraction * _BUCKETS))
     part = (F.when(~spec.valid_expr(cosine=False), F.lit(-1))
-            .when(F.pmod(h, F.lit(_BUCKETS)) < F.lit(cut), F.lit(1)).otherwise(F.lit(0)))
+            .when(in_holdout(h, fraction, _BUCKETS), F.lit(1)).otherwise(F.lit(0)))
     data = df.select(*keep, part.alias("_part"), h.alias("_h")).persist(STORAGE)
     rows = data.groupBy("_part").agg(F.count(F.lit(1)).alias("n"),
                                      F.sum(spec.weight_expr()).alias("w")).collect()
     counts = {r["_part"]: (int(r["n"]), float(r["w"] or 0.0)) for r in rows}
     return data, counts
-
-
-def _features_args(spec: feat.FeatureSpec) -> Dict[str, Any]:
-    if spec.kind == "columns":
-        return {"input_cols": list(spec.columns), "weight_col": spec.weight_col}
-    return {"features_col": spec.columns[0], "weight_col": spec.weight_col}
 
 
 def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Sequence[int]] = None,
@@ -323,77 +315,6 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
     }
     result.update(recommend(grid))
     return result
-
-
-def silhouette_sample(holdout: DataFrame, spec: feat.FeatureSpec, sample_size: int,
-                      seed: int) -> DataFrame:
-    """At most ``sample_size`` valid rows of ``holdout`` (those of smallest
-    ``xxhash64(HOLDOUT_SALT, seed, features)``, so the same rows for every model) with
-    their features as a Vector column ``VECTOR_COL``, for :func:`measure_centers`. Lazy."""
-    from pyspark.ml.functions import array_to_vector
-
-    vector = (F.col(feat.quoted(spec.columns[0])) if spec.kind == "vector"
-              else array_to_vector(spec.array_expr()))
-    h = F.xxhash64(F.lit(HOLDOUT_SALT), F.lit(int(seed)), *spec.feature_exprs())
-    keep = [F.col(feat.quoted(c)) for c in spec.columns]
-    return (holdout.where(spec.valid_expr(cosine=False)).orderBy(h).limit(int(sample_size))
-            .select(*keep, vector.alias(VECTOR_COL)))
-
-
-def holdout_size(holdout: DataFrame, spec: feat.FeatureSpec) -> Tuple[int, float]:
-    """Rows and total weight (rows when unweighted) of a holdout, in one job: what
-    :func:`measure_centers` divides the cost by."""
-    counts = holdout.agg(F.count(F.lit(1)).alias("n"),
-                         F.sum(spec.weight_expr()).alias("w")).first()
-    return int(counts["n"]), float(counts["w"] or 0.0)
-
-
-def holdout_metrics(rows: int, measured: Mapping[str, Any],
-                    reference: Mapping[str, Any]) -> Dict[str, Any]:
-    """The holdout metrics registered with a model version: rows, cost per row and
-    silhouette (one entry of :func:`measure_centers`) and the reference statistics' mean
-    distance."""
-    return {"rows": rows, "costPerRow": measured["holdout_cost_per_row"],
-            "silhouette": measured["silhouette"], "meanDistance": reference.get("meanDistance")}
-
-
-def measure_centers(holdout: DataFrame, sample: DataFrame, spec: feat.FeatureSpec,
-                    centers: Mapping[str, np.ndarray],
-                    holdout_weight: float) -> Dict[str, Dict[str, Any]]:
-    """Measure several center sets on the same held-out rows, the way :func:`choose_k`
-    judges its grid.
-
-    Parameters
-    ----------
-    holdout : DataFrame
-        Valid held-out rows (features as ``spec`` says).
-    sample : DataFrame
-        Holdout rows with a Vector column ``VECTOR_COL`` (see :func:`silhouette_sample`).
-    spec : FeatureSpec
-    centers : mapping of str to ndarray of shape (k_i, n_features)
-    holdout_weight : float
-        Rows (or total weight) of ``holdout``: the cost is divided by it.
-
-    Returns
-    -------
-    dict
-        Per name: ``holdout_cost`` (sum of squared distances to the nearest center),
-        ``holdout_cost_per_row`` (None for an empty holdout), ``holdout_sizes`` (rows per
-        center) and ``silhouette`` (squared Euclidean, on ``sample``; None for fewer than
-        two clusters).
-    """
-    names = list(centers)
-    costs = clustering_costs(holdout, [centers[n] for n in names], **_features_args(spec))
-    labelled = labels_frame(sample, spec, centers).persist(STORAGE)
-    try:
-        return {n: {"holdout_cost": c["cost"],
-                    "holdout_cost_per_row": (c["cost"] / holdout_weight
-                                             if holdout_weight > 0 else None),
-                    "holdout_sizes": c["sizes"],
-                    "silhouette": sample_silhouette(labelled, f"pred_{n}")}
-                for n, c in zip(names, costs)}
-    finally:
-        labelled.unpersist()
 
 
 def recommend(grid: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
