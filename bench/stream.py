@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from minibatch_kmeans import MiniBatchKMeansModel
     from minibatch_kmeans.app.config import StreamConfig
     from minibatch_kmeans.spark.session import get_spark
-    from minibatch_kmeans.lifecycle.stream import run_stream
+    from minibatch_kmeans.app.stream_job import run_stream
 
     spark = get_spark("bench-stream", master="local[2]",
                       conf={"spark.driver.memory": "4g", "spark.sql.shuffle.partitions": 4,

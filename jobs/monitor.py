@@ -12,7 +12,7 @@ MLflow run. On drift, or with ``monitor.force_retrain``, it trains a challenger 
 slice (warm start from the champion when the schema is unchanged), compares both on the
 same held-out rows, registers the challenger, promotes it when it wins (relative
 threshold; the absolute gate when the champion cannot score the data) and records the
-decision and its reasons on the run and the model version (see minibatch_kmeans.lifecycle.monitor).
+decision and its reasons on the run and the model version (see minibatch_kmeans.app.monitor_job).
 
 Exit codes: 0 no drift (nothing retrained), 3 drift and the challenger promoted, 4 drift
 and the champion kept, 2 bad configuration or input (no champion, a failed quality gate),
@@ -28,7 +28,7 @@ from typing import List, Optional
 
 from minibatch_kmeans.app.cli import run_job
 from minibatch_kmeans.app.config import configure_logging, load_monitor_config, run_id_override
-from minibatch_kmeans.lifecycle.monitor import run_monitor
+from minibatch_kmeans.app.monitor_job import run_monitor
 from minibatch_kmeans.spark.session import job_session
 
 logger = logging.getLogger("minibatch_kmeans_jobs.monitor")

@@ -12,7 +12,7 @@ the model state with the batch id (a micro-batch replayed after a failure is ski
 applied twice), saves the current model at ``output.model``, and registers a model version
 every ``stream.register_every`` micro-batches. The default trigger, ``available_now``,
 processes what is there and stops: a scheduled job that is safe to re-run. See
-minibatch_kmeans.lifecycle.stream.
+minibatch_kmeans.app.stream_job.
 
 Exit codes: 0 the stream ended (its trigger, or ``stream.timeout_seconds``), 2 bad
 configuration or input (``stream.handle_invalid: error`` and a micro-batch with invalid
@@ -28,7 +28,7 @@ from typing import List, Optional
 from minibatch_kmeans.app.cli import run_job
 from minibatch_kmeans.app.config import configure_logging, load_stream_config
 from minibatch_kmeans.spark.session import job_session
-from minibatch_kmeans.lifecycle.stream import run_stream
+from minibatch_kmeans.app.stream_job import run_stream
 
 logger = logging.getLogger("minibatch_kmeans_jobs.stream")
 

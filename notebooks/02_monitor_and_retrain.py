@@ -21,7 +21,7 @@ from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
 from minibatch_kmeans.evaluate.holdout import holdout_split
 from minibatch_kmeans.lifecycle.drift import drift_markdown, reference_statistics
 from minibatch_kmeans.tables.io import read_table
-from minibatch_kmeans.lifecycle.monitor import run_monitor
+from minibatch_kmeans.app.monitor_job import run_monitor
 from minibatch_kmeans.app.notebook import Notebook
 from minibatch_kmeans.lifecycle.registry import tracking
 

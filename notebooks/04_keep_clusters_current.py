@@ -3,7 +3,7 @@
 # MAGIC # Keep the clusters current from a stream
 # MAGIC
 # MAGIC Trains a model on a first stage of files, then streams new files into it with
-# MAGIC `minibatch_kmeans.lifecycle.stream.run_stream` (what `jobs/stream.py` runs): one mini-batch
+# MAGIC `minibatch_kmeans.app.stream_job.run_stream` (what `jobs/stream.py` runs): one mini-batch
 # MAGIC update per micro-batch, old data fading with a half-life, the state saved with the
 # MAGIC batch id so a re-run never applies a micro-batch twice. A second stage of files whose
 # MAGIC clusters moved shows the centers following them. Without `dbutils` the widget
@@ -19,7 +19,7 @@ import pandas as pd
 from minibatch_kmeans import MiniBatchKMeans, MiniBatchKMeansModel
 from minibatch_kmeans.app.config import StreamConfig
 from minibatch_kmeans.app.notebook import Notebook
-from minibatch_kmeans.lifecycle.stream import run_stream
+from minibatch_kmeans.app.stream_job import run_stream
 
 nb = Notebook(globals())
 spark = nb.spark()

@@ -14,7 +14,7 @@ import yaml
 from helpers import moving_blobs, stream_file
 from minibatch_kmeans import MiniBatchKMeansModel
 from minibatch_kmeans.spark.checkpoint import open_store
-from minibatch_kmeans.lifecycle.stream import STATE
+from minibatch_kmeans.app.stream_job import STATE
 from minibatch_kmeans_jobs import stream
 from test_jobs_checkpoint import kill_group
 

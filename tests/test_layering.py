@@ -17,16 +17,7 @@ LAYERS = ("base", "core", "spark", "ml", "tables", "evaluate", "lifecycle", "app
 BASE = {"errors", "paths"}
 
 #: (importer, imported) pairs that break a rule today, and why.
-ALLOWED = {
-    ("lifecycle.monitor", "app.outputs"):
-        "the monitor runner writes the job's run-keyed outputs; runners move to app next",
-    ("lifecycle.stream", "app.config"):
-        "run_stream takes the job's StreamConfig; the runner moves to app next",
-    ("lifecycle.stream", "app.outputs"):
-        "the stream runner writes the job's run-keyed outputs; runners move to app next",
-    ("lifecycle.registry", "app.config"):
-        "the registry's promotion gate reads MonitorSettings; the settings move down next",
-}
+ALLOWED = {}
 
 
 def _modules():

@@ -1,4 +1,4 @@
-"""The streaming job's library part (minibatch_kmeans.lifecycle.stream) on real
+"""The streaming job's library part (minibatch_kmeans.app.stream_job) on real
 Structured Streaming queries over Parquet files written in stages: the centers follow
 moving data, the streamed model equals partialFit on the same micro-batches, a replayed
 micro-batch is not applied twice, and bad rows are quarantined without stopping the stream."""
@@ -15,7 +15,7 @@ from helpers import stream_file as write_file
 from minibatch_kmeans import MiniBatchKMeansModel
 from minibatch_kmeans.app.config import StreamConfig
 from minibatch_kmeans.errors import ConfigError, InvalidInputError
-from minibatch_kmeans.lifecycle.stream import STATE, run_stream
+from minibatch_kmeans.app.stream_job import STATE, run_stream
 from minibatch_kmeans.spark.checkpoint import open_store
 
 SCHEMA = "id long, a double, b double"
@@ -213,7 +213,7 @@ def test_registers_a_version_every_n_micro_batches_once(spark, tmp_path, start_m
     assert not os.path.exists(tmp_path / "out" / "predictions")  # predictions: null
     # a micro-batch replayed after its version was registered but before its state was
     # saved finds that version instead of registering another
-    from minibatch_kmeans.lifecycle.stream import BatchUpdater
+    from minibatch_kmeans.app.stream_job import BatchUpdater
 
     updater = BatchUpdater(cfg, None, "replay")
     model = MiniBatchKMeansModel.load(cfg.output.model)

@@ -1,5 +1,5 @@
 """Run by tests/test_connect.py in its own process: the streaming job's library part
-(minibatch_kmeans.lifecycle.stream.run_stream) through a Spark Connect session, where foreachBatch
+(minibatch_kmeans.app.stream_job.run_stream) through a Spark Connect session, where foreachBatch
 runs in a Python process of the server's. Prints one JSON line."""
 import json
 import sys
@@ -15,7 +15,7 @@ def main(out_dir: str) -> int:
     from helpers import moving_blobs, stream_file
     from minibatch_kmeans import MiniBatchKMeansModel
     from minibatch_kmeans.app.config import StreamConfig
-    from minibatch_kmeans.lifecycle.stream import run_stream
+    from minibatch_kmeans.app.stream_job import run_stream
 
     start = MiniBatchKMeansModel([[1.0, 1.0], [9.0, 1.0], [1.0, 9.0]], [20.0] * 3)
     start.setInputCols(["a", "b"]).write().save(f"{out_dir}/start")

@@ -49,6 +49,7 @@ from ..paths import is_remote
 
 if TYPE_CHECKING:
     from ..tables.quality import QualityRules
+from ..evaluate.holdout import SILHOUETTE_ROWS
 from ..spark.session import redact
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class TuneConfig:
     k: Tuple[int, ...] = ()
     batch_sizes: Optional[Tuple[int, ...]] = None
     holdout_fraction: float = 0.2
-    sample_size: int = 10_000
+    sample_size: int = SILHOUETTE_ROWS
 
 
 @dataclass(frozen=True)
@@ -1090,7 +1091,7 @@ class MonitorSettings:
     force_retrain: bool = False
     where: Optional[str] = None
     ignore_columns: Tuple[str, ...] = ()
-    sample_size: int = 10_000
+    sample_size: int = SILHOUETTE_ROWS
     seed: int = 42
 
 

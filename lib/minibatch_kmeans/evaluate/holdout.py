@@ -19,6 +19,8 @@ from .compare import STORAGE, VECTOR_COL, clustering_costs, labels_frame, sample
 HOLDOUT_SALT = "minibatch_kmeans.tune.holdout"
 #: Hash buckets of :func:`holdout_split`.
 SPLIT_SLOTS = 1 << 30
+#: Holdout rows the silhouette is measured on by default (:func:`silhouette_sample`).
+SILHOUETTE_ROWS = 10_000
 
 
 def in_holdout(key: Column, fraction: float, slots: int) -> Column:

@@ -804,11 +804,10 @@ def track_training(cfg, model, holdout, summary: Mapping[str, Any], *, run_id: s
     summary : mapping
         The training summary (``model.summary.as_dict()`` plus the job's keys).
     """
-    from ..app.config import MonitorSettings
     from .drift import reference_statistics
     from ..spark.features import resolve
-    from ..evaluate.holdout import (holdout_metrics, holdout_size, measure_centers,
-                                    silhouette_sample)
+    from ..evaluate.holdout import (SILHOUETTE_ROWS, holdout_metrics, holdout_size,
+                                    measure_centers, silhouette_sample)
 
     registry = tracking(cfg.tracking_uri, cfg.experiment, registry_uri=cfg.registry_uri,
                         root=cfg.root)
@@ -819,7 +818,7 @@ def track_training(cfg, model, holdout, summary: Mapping[str, Any], *, run_id: s
     spec = resolve(holdout, model.getFeaturesCol(), model._input_cols(), model._weight_col(),
                    n_features=model.numFeatures)
     rows, weight = holdout_size(holdout, spec)
-    sample = silhouette_sample(holdout, spec, MonitorSettings.sample_size, model.getSeed())
+    sample = silhouette_sample(holdout, spec, SILHOUETTE_ROWS, model.getSeed())
     measured = measure_centers(holdout, sample, spec,
                                {"model": np.array(model.clusterCenters())}, weight)["model"]
     reference = reference_statistics(model, holdout)

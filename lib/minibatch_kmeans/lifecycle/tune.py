@@ -33,7 +33,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..evaluate.compare import STORAGE, VECTOR_COL
-from ..evaluate.holdout import HOLDOUT_SALT, in_holdout, measure_centers
+from ..evaluate.holdout import HOLDOUT_SALT, SILHOUETTE_ROWS, in_holdout, measure_centers
 from ..errors import InvalidInputError, InvalidParamError
 from ..spark import features as feat
 
@@ -186,7 +186,7 @@ def _split(df: DataFrame, spec: feat.FeatureSpec, fraction: float, seed: int):
 
 
 def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Sequence[int]] = None,
-             holdout_fraction: float = 0.2, sample_size: int = 10_000, seed: int = 1,
+             holdout_fraction: float = 0.2, sample_size: int = SILHOUETTE_ROWS, seed: int = 1,
              **estimator_params) -> Dict[str, Any]:
     """Fit :class:`~minibatch_kmeans.MiniBatchKMeans` for every k (and batch size) on a
     training part of ``df`` and measure each fit on the held-out rest.

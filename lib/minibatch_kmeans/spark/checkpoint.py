@@ -2,7 +2,7 @@
 
 Two stores with the same two methods, ``save(checkpoint)`` and ``load_latest()``. They
 keep a fit's checkpoints, or any document a :class:`Codec` turns into text and orders
-(the streaming job's state, :mod:`minibatch_kmeans.lifecycle.stream`):
+(the streaming job's state, :mod:`minibatch_kmeans.app.stream_job`):
 
 - :class:`LocalCheckpointStore` for paths the driver can open (plain, ``file:``, and
   ``dbfs:`` through the ``/dbfs`` mount): one file ``checkpoint-<step>.json`` per

@@ -42,7 +42,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..app.config import StreamConfig
+from .config import StreamConfig
 from ..paths import driver_path, is_remote
 from ..errors import ConfigError, InvalidInputError, MiniBatchKMeansError
 from ..ml.estimator import MiniBatchKMeans, MiniBatchKMeansModel
@@ -326,7 +326,7 @@ def _spec(df: DataFrame, params):
 
 def _registry(ml):
     """The MLflow registry of an ``mlflow`` section."""
-    from ..app.outputs import registry_module
+    from .outputs import registry_module
 
     return registry_module().tracking(ml.tracking_uri, ml.experiment,
                                       registry_uri=ml.registry_uri, root=ml.root)

@@ -1,0 +1,104 @@
+"""The monitoring job (``jobs/monitor.py`` and the monitoring notebook): one slice of new
+data under a :class:`~minibatch_kmeans.app.config.MonitorConfig`, in the steps
+:mod:`minibatch_kmeans.lifecycle.monitor` describes, with its quality outputs, drift files
+and MLflow run."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import mlflow
+
+from ..lifecycle.drift import drift_report
+from ..lifecycle.monitor import (KEPT, NO_DRIFT, OUTCOMES, PROMOTED, challenger_metrics, decide,
+                                 drift_metrics, load_champion, register_challenger,
+                                 train_challenger, write_drift_files)
+from ..lifecycle.registry import tracking
+from ..ml.estimator import MiniBatchKMeans
+from ..paths import driver_path
+from ..spark import features as feat
+from ..tables.quality import check_quality
+from .outputs import read_input, write_quality_outputs
+
+
+def run_params(cfg, champion_mv, source: str) -> Dict[str, Any]:
+    """MLflow params of a monitoring run (from a :class:`~minibatch_kmeans.app.config.
+    MonitorConfig`)."""
+    m = cfg.monitor
+    return {"input": source, "where": m.where, "model_name": cfg.mlflow.model_name,
+            "champion_version": str(champion_mv.version), "thresholds": m.thresholds.as_dict(),
+            "holdout_fraction": m.holdout_fraction, "min_improvement": m.min_improvement,
+            "absolute_gate": {"max_cost_per_row": m.absolute_gate.max_cost_per_row,
+                              "min_silhouette": m.absolute_gate.min_silhouette},
+            "force_retrain": m.force_retrain, "challenger": dict(cfg.estimator_params())}
+
+
+@dataclass
+class MonitorResult:
+    """What :func:`run_monitor` found and did."""
+
+    code: int
+    source: str
+    report: Dict[str, Any]
+    outcome: Dict[str, Any]
+    report_path: Optional[str] = None
+
+    def text(self) -> str:
+        """The job's printed summary: drift or not, reasons, outcome, exit code."""
+        why = self.outcome["reasons"].get("why")
+        return (f"{self.source}: {'drift' if self.report['drift'] else 'no drift'}"
+                + "".join(f"\n  - {r}" for r in self.report["reasons"])
+                + f"\n{self.outcome['outcome']}" + (f": {why}" if why else "")
+                + f"\nexit {self.code}; report {self.report_path}")
+
+
+def run_monitor(spark, cfg, run_id: str) -> MonitorResult:
+    """Everything ``jobs/monitor.py`` does for one slice under ``cfg``
+    (:class:`~minibatch_kmeans.app.config.MonitorConfig`), in the steps the module docstring
+    lists; the notebooks call it too."""
+    m, name, files = cfg.monitor, cfg.mlflow.model_name, cfg.drift_files
+    paths = [driver_path(p) if p else None for p in (files.json, files.markdown, files.png)]
+    source = cfg.input.describe() + (f" where {m.where}" if m.where else "")
+    registry = tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment,
+                        registry_uri=cfg.mlflow.registry_uri, root=cfg.mlflow.root)
+    champion_mv, champion, reference = load_champion(registry, name)  # no Spark needed
+    df = read_input(spark, cfg.input)
+    if m.where:
+        df = df.where(m.where)
+    params = cfg.estimator_params()
+    est = MiniBatchKMeans(**params)
+    spec = feat.resolve(df, est.getFeaturesCol(), est._input_cols(), est._weight_col())
+    quality = check_quality(df, spec, cfg.quality, est.getDistanceMeasure() == "cosine",
+                            what=f"new slice {source}")
+    write_quality_outputs(spark, quality, cfg.output, run_id, source)
+    quality.raise_if_failed()
+    report = drift_report(champion, reference, df, m.thresholds, ignore=m.ignore_columns)
+    write_drift_files(report, *paths)
+    retrain = report["drift"] or m.force_retrain
+    with registry.log_run(f"monitor-{run_id}", params=run_params(cfg, champion_mv, source),
+                          metrics=drift_metrics(report),
+                          tags={"job": "monitor", "run_id": run_id,
+                                "drift": str(report["drift"]).lower(),
+                                "drift.reasons": report["reasons"]}):
+        if not retrain:
+            outcome = {"outcome": OUTCOMES[NO_DRIFT], "reasons": {}}
+            code = NO_DRIFT
+        else:
+            challenger = train_challenger(quality.valid(), params, champion, report["schema"],
+                                          m.holdout_fraction, m.seed, m.sample_size)
+            decision, reasons = decide(challenger.metrics, challenger.champion_metrics,
+                                       m.min_improvement, m.absolute_gate,
+                                       challenger.why_not_comparable)
+            mlflow.log_metrics(challenger_metrics(challenger))
+            trigger = "drift" if report["drift"] else "forced"
+            mv, decision, reasons = register_challenger(
+                registry, name, champion_mv, challenger, decision, reasons,
+                tags={"trigger": trigger, "monitor_run_id": run_id}, training_table=source)
+            code = PROMOTED if decision == "promoted" else KEPT
+            outcome = {"outcome": f"{trigger}: challenger version {mv.version} {decision}",
+                       "decision": decision, "version": str(mv.version), "reasons": reasons}
+        write_drift_files(report, *paths, outcome=outcome)
+        for path in paths:
+            if path:
+                mlflow.log_artifact(path, "drift")
+    return MonitorResult(code, source, report, outcome, files.markdown or files.json)
