@@ -187,6 +187,25 @@ def test_declared_convergence_reasons(blob_data):
     assert sum(r["rows"] for r in h) == full.summary.rowsSeen == 2 * 3000
 
 
+def test_summary_fields_are_declared_properties(blob_data):
+    """The summary's documented figures are properties an IDE sees (not only
+    ``__getattr__``), equal to ``as_dict()``'s; other figures still read as attributes."""
+    from minibatch_kmeans.ml.estimator import MiniBatchKMeansSummary
+
+    _, _, _, df = blob_data
+    s = MiniBatchKMeans(k=4, inputCols=cols(3), seed=4).fit(df).summary
+    info = s.as_dict(include_history=False)
+    declared = ["trainingCost", "clusterSizes", "k", "numIter", "numSteps", "fitMode",
+                "numPasses", "numJobs", "passesOverData", "epochRows", "epochsStopReason",
+                "partitionDependent", "stopReason"]
+    for name in declared:
+        assert isinstance(getattr(MiniBatchKMeansSummary, name), property), name
+        assert getattr(s, name) == info[name], name
+    assert s.k == 4 and isinstance(s.trainingCost, float) and s.prepareSeconds >= 0
+    with pytest.raises(AttributeError):
+        s.noSuchFigure
+
+
 @pytest.mark.parametrize("mode", ["local", "pass"])
 def test_pass_fit_reports_its_passes(blob_data, mode):
     X, _, _, df = blob_data
