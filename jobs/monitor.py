@@ -20,45 +20,24 @@ and the champion kept, 2 bad configuration or input (no champion, a failed quali
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
 from typing import List, Optional
 
-from minibatch_kmeans.app.cli import run_job
-from minibatch_kmeans.app.config import configure_logging, load_monitor_config, run_id_override
+from minibatch_kmeans.app.cli import config_job
+from minibatch_kmeans.app.config import load_monitor_config
 from minibatch_kmeans.app.monitor_job import run_monitor
-from minibatch_kmeans.spark.session import job_session
-
-logger = logging.getLogger("minibatch_kmeans_jobs.monitor")
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="monitor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conf", default="conf/monitor.yaml",
-                        help="YAML monitoring config (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field, e.g. --set "
-                        "monitor.force_retrain=true (repeatable)")
-    parser.add_argument("--run-id", help="names this run (quality outputs, MLflow run)")
-    return parser.parse_args(argv)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_monitor_config(args.conf, args.overrides + run_id_override(args.run_id))
+def run(spark, cfg, args):
     run_id = cfg.run_id or time.strftime("monitor-%Y%m%dT%H%M%SZ", time.gmtime())
-    configure_logging(cfg.logging.level)
-    for line in cfg.describe():
-        logger.info("config %s", line)
-    with job_session(cfg.spark.app_name, cfg.spark.master, cfg.spark.conf) as spark:
-        result = run_monitor(spark, cfg, run_id)
-    print(result.text())
-    return result.code
+    return run_monitor(spark, cfg, run_id)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_job("monitor", parse_args, run, argv)
+    return config_job("monitor", __doc__, load_monitor_config, run, argv,
+                      default_conf="conf/monitor.yaml", example="monitor.force_retrain=true",
+                      run_id_help="names this run (quality outputs, MLflow run)")
 
 
 if __name__ == "__main__":

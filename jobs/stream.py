@@ -20,49 +20,21 @@ rows, a state that belongs to another checkpoint or input), 1 anything else.
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from typing import List, Optional
 
-from minibatch_kmeans.app.cli import run_job
-from minibatch_kmeans.app.config import configure_logging, load_stream_config
-from minibatch_kmeans.spark.session import job_session
+from minibatch_kmeans.app.cli import config_job
+from minibatch_kmeans.app.config import load_stream_config
 from minibatch_kmeans.app.stream_job import run_stream
 
-logger = logging.getLogger("minibatch_kmeans_jobs.stream")
 
-
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="stream", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conf", default="conf/stream.yaml",
-                        help="YAML streaming config (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field, e.g. --set "
-                        "stream.half_life=10 (repeatable)")
-    return parser.parse_args(argv)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_stream_config(args.conf, args.overrides)
-    configure_logging(cfg.logging.level)
-    for line in cfg.describe():
-        logger.info("config %s", line)
-    with job_session(cfg.spark.app_name, cfg.spark.master, cfg.spark.conf) as spark:
-        result = run_stream(spark, cfg)
-    print(f"stream {cfg.input.format} {cfg.input.describe()}: {result.batches} micro-batches "
-          f"processed ({result.applied_batches} applied, "
-          f"{result.batches - result.applied_batches} not applied"
-          + (f", {len(result.replayed)} replayed and skipped" if result.replayed else "")
-          + ")" + ("" if result.batch_id is None else
-                   f"; state at micro-batch {result.batch_id}")
-          + ("" if result.num_updates is None else
-             f", model updated {result.num_updates} times, saved to {result.model_path}"))
-    return 0
+def run(spark, cfg, args):
+    return run_stream(spark, cfg)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_job("stream", parse_args, run, argv)
+    return config_job("stream", __doc__, load_stream_config, run, argv,
+                      default_conf="conf/stream.yaml", example="stream.half_life=10")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyspark.ml.linalg import Vectors
+from pyspark.sql import functions as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import v_measure_score
 
 from helpers import blobs, cols, columns_df, sq_cost
-from minibatch_kmeans import MiniBatchKMeans, MiniBatchKMeansModel
+from minibatch_kmeans import InvalidInputError, MiniBatchKMeans, MiniBatchKMeansModel
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +186,22 @@ def test_declared_convergence_reasons(blob_data):
     assert len(h) == full.summary.numSteps
     assert {"batch_inertia", "ewa", "center_shift", "seconds", "rows"} <= set(h[0])
     assert sum(r["rows"] for r in h) == full.summary.rowsSeen == 2 * 3000
+
+
+def test_feature_spec_of_estimator_and_model(spark, blob_data):
+    """featureSpec: where a table's features and weights are for a stage's Params; a model
+    also refuses a table with another number of features."""
+    _, _, _, df = blob_data
+    est = MiniBatchKMeans(k=4, inputCols=cols(3), weightCol="w", seed=1)
+    weighted = df.withColumn("w", F.lit(1.0))
+    spec = est.featureSpec(weighted)
+    assert spec.kind == "columns" and spec.columns == tuple(cols(3)) and spec.weight_col == "w"
+    assert est.featureSpec(weighted, withWeight=False).weight_col is None
+    model = est.fit(weighted)
+    assert model.featureSpec(weighted).n_features == 3
+    narrow = MiniBatchKMeans(k=4, inputCols=cols(2), seed=1).fit(df)
+    with pytest.raises(InvalidInputError, match="names 3 columns but 2 features are expected"):
+        narrow.copy().setInputCols(cols(3)).featureSpec(df)
 
 
 def test_summary_fields_are_declared_properties(blob_data):

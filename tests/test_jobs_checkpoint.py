@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from helpers import blobs
-from minibatch_kmeans import MiniBatchKMeansModel
+from minibatch_kmeans import MiniBatchKMeans, MiniBatchKMeansModel
 from minibatch_kmeans_jobs import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_checkpoint_directory_per_run_id(spark, tmp_path, monkeypatch, in_file, 
         seen.append(self.getCheckpointDir())
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(train.MiniBatchKMeans, "fit", fit)
+    monkeypatch.setattr(MiniBatchKMeans, "fit", fit)
     monkeypatch.chdir(ROOT)
     train.main(["--conf", conf] + (["--run-id", flag] if flag else []))
     assert seen == [str(tmp_path / expected)]

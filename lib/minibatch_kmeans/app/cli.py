@@ -1,4 +1,6 @@
-"""What every job's ``main`` shares: argument errors, exit codes, one-line error messages.
+"""What every job's ``main`` shares: argument errors, exit codes, one-line error messages,
+and for the config-driven jobs the start-up (:func:`config_job`): the arguments, the
+config, logging, the Spark session.
 
 Exit codes: 0 success; 2 bad arguments, configuration or input (a
 :class:`~minibatch_kmeans.errors.MiniBatchKMeansError`, one line on stderr); 1 anything
@@ -12,6 +14,8 @@ import sys
 from typing import Callable, List, Optional
 
 from ..errors import MiniBatchKMeansError
+from ..spark.session import job_session
+from .config import configure_logging, run_id_override
 
 
 def one_line(message: str, limit: Optional[int] = None) -> str:
@@ -35,3 +39,41 @@ def run_job(name: str, parse_args: Callable[[Optional[List[str]]], argparse.Name
         logging.getLogger(f"minibatch_kmeans_jobs.{name}").exception("%s failed", name)
         print(f"error: {type(e).__name__}: " + one_line(e, 500), file=sys.stderr)
         return 1
+
+
+def config_job(name: str, doc: str, load, run, argv: Optional[List[str]] = None, *,
+               default_conf: str, example: str, run_id_help: Optional[str] = None,
+               check=None) -> int:
+    """The ``main`` of a job driven by a YAML config.
+
+    Parses ``--conf``, ``--set`` (and ``--run-id`` when ``run_id_help`` is given), loads
+    the config with ``load(path, overrides)``, sets up logging and logs the config, calls
+    ``check(cfg)`` (what can be refused before Spark starts), then ``run(spark, cfg,
+    args)`` in the job's session; prints the result's ``text()`` and returns its
+    ``code``. Failures map to exit codes as :func:`run_job` says.
+    """
+    def parse_args(argv):
+        parser = argparse.ArgumentParser(prog=name, description=doc.split("\n\n")[0])
+        parser.add_argument("--conf", default=default_conf,
+                            help="YAML job config (default: %(default)s)")
+        parser.add_argument("--set", dest="overrides", action="append", default=[],
+                            metavar="KEY=VALUE", help=f"override a config field, e.g. "
+                            f"--set {example} (repeatable)")
+        if run_id_help:
+            parser.add_argument("--run-id", dest="run_id", metavar="ID", help=run_id_help)
+        return parser.parse_args(argv)
+
+    def start(args) -> int:
+        cfg = load(args.conf, args.overrides + run_id_override(getattr(args, "run_id", None)))
+        configure_logging(cfg.logging.level)
+        log = logging.getLogger(f"minibatch_kmeans_jobs.{name}")
+        for line in cfg.describe():
+            log.info("config %s", line)
+        if check is not None:
+            check(cfg)
+        with job_session(cfg.spark.app_name, cfg.spark.master, cfg.spark.conf) as spark:
+            result = run(spark, cfg, args)
+        print(result.text())
+        return result.code
+
+    return run_job(name, parse_args, start, argv)

@@ -16,7 +16,6 @@ from ..lifecycle.monitor import (KEPT, NO_DRIFT, OUTCOMES, PROMOTED, challenger_
 from ..lifecycle.registry import tracking
 from ..ml.estimator import MiniBatchKMeans
 from ..paths import driver_path
-from ..spark import features as feat
 from ..tables.quality import check_quality
 from .outputs import read_input, write_quality_outputs
 
@@ -67,7 +66,7 @@ def run_monitor(spark, cfg, run_id: str) -> MonitorResult:
         df = df.where(m.where)
     params = cfg.estimator_params()
     est = MiniBatchKMeans(**params)
-    spec = feat.resolve(df, est.getFeaturesCol(), est._input_cols(), est._weight_col())
+    spec = est.featureSpec(df)
     quality = check_quality(df, spec, cfg.quality, est.getDistanceMeasure() == "cosine",
                             what=f"new slice {source}")
     write_quality_outputs(spark, quality, cfg.output, run_id, source)

@@ -49,7 +49,6 @@ from ..ml.estimator import MiniBatchKMeans, MiniBatchKMeansModel
 from ..tables.io import write_table
 from ..tables.quality import check_feature_schema, check_quality, report_top
 from ..spark.checkpoint import Codec, open_store
-from ..spark.features import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -319,9 +318,7 @@ class BatchUpdater:
 def _spec(df: DataFrame, params):
     """Where ``df``'s features are for a model (its feature count checked) or, before the
     first model, for the estimator that will fit it."""
-    n = params.numFeatures if isinstance(params, MiniBatchKMeansModel) else None
-    return resolve(df, params.getFeaturesCol(), params._input_cols(), params._weight_col(),
-                   n_features=n)
+    return params.featureSpec(df)
 
 
 def _registry(ml):
@@ -366,6 +363,19 @@ class StreamResult:
     applied: List[int] = field(default_factory=list)
     skipped: List[int] = field(default_factory=list)
     replayed: List[int] = field(default_factory=list)
+    source: str = ""
+    code: int = 0
+
+    def text(self) -> str:
+        """The job's printed line: micro-batches processed and applied, state, model."""
+        return (f"stream {self.source}: {self.batches} micro-batches processed "
+                f"({self.applied_batches} applied, "
+                f"{self.batches - self.applied_batches} not applied"
+                + (f", {len(self.replayed)} replayed and skipped" if self.replayed else "")
+                + ")" + ("" if self.batch_id is None else
+                         f"; state at micro-batch {self.batch_id}")
+                + ("" if self.num_updates is None else
+                   f", model updated {self.num_updates} times, saved to {self.model_path}"))
 
 
 def _trigger(trigger: str) -> Dict[str, Any]:
@@ -518,4 +528,5 @@ def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
         int(after.get("applied", 0)) - int(before["applied"]),
         int(after["batchId"]) if after else None,
         None if model is None else int(model["metadata"].get("numUpdates", 0)),
-        cfg.output.model, updater.applied, updater.skipped, updater.replayed)
+        cfg.output.model, updater.applied, updater.skipped, updater.replayed,
+        f"{cfg.input.format} {cfg.input.describe()}")

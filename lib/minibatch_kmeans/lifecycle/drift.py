@@ -164,8 +164,7 @@ def _feature_names(spec: feat.FeatureSpec) -> List[str]:
 
 
 def _spec(model, df: DataFrame) -> feat.FeatureSpec:
-    return feat.resolve(df, model.getFeaturesCol(), model._input_cols(),
-                        n_features=model.numFeatures)
+    return model.featureSpec(df, withWeight=False)
 
 
 def _valid(model, spec: feat.FeatureSpec) -> Column:

@@ -185,7 +185,8 @@ def comparable(champion, spec: feat.FeatureSpec, schema: Mapping[str, Any]) -> O
             + ([f"{[r['column'] for r in schema['retyped']]} retyped"]
                if schema["retyped"] else []))
     fs = champion.featureSchema or {}
-    theirs = list(fs.get("columns") or champion._input_cols() or [champion.getFeaturesCol()])
+    given = champion.getInputCols() if champion.isDefined(champion.inputCols) else None
+    theirs = list(fs.get("columns") or given or [champion.getFeaturesCol()])
     if theirs != list(spec.columns) or champion.numFeatures != spec.n_features:
         return (f"the champion uses features {theirs} ({champion.numFeatures}) but the "
                 f"challenger {list(spec.columns)} ({spec.n_features})")
@@ -220,7 +221,7 @@ def train_challenger(valid: DataFrame, params: Mapping[str, Any], champion,
     params.setdefault("k", len(champion_centers))
     params.setdefault("seed", int(seed))
     est = MiniBatchKMeans(**params)
-    spec = feat.resolve(valid, est.getFeaturesCol(), est._input_cols(), est._weight_col())
+    spec = est.featureSpec(valid)
     why = comparable(champion, spec, schema)
     warm = (why is None and not schema["drift"] and est.getK() == len(champion_centers))
     if warm:

@@ -805,7 +805,6 @@ def track_training(cfg, model, holdout, summary: Mapping[str, Any], *, run_id: s
         The training summary (``model.summary.as_dict()`` plus the job's keys).
     """
     from .drift import reference_statistics
-    from ..spark.features import resolve
     from ..evaluate.holdout import (SILHOUETTE_ROWS, holdout_metrics, holdout_size,
                                     measure_centers, silhouette_sample)
 
@@ -815,8 +814,7 @@ def track_training(cfg, model, holdout, summary: Mapping[str, Any], *, run_id: s
     metrics = {k: summary.get(k) for k in ("trainingCost", "numSteps", "numIter", "numRows",
                                            "invalidRows", "fitSeconds", "rowsSeen")}
     # measured as jobs/monitor.py measures a challenger, so versions compare
-    spec = resolve(holdout, model.getFeaturesCol(), model._input_cols(), model._weight_col(),
-                   n_features=model.numFeatures)
+    spec = model.featureSpec(holdout)
     rows, weight = holdout_size(holdout, spec)
     sample = silhouette_sample(holdout, spec, SILHOUETTE_ROWS, model.getSeed())
     measured = measure_centers(holdout, sample, spec,

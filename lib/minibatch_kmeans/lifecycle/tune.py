@@ -241,7 +241,7 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
     params.setdefault("seed", int(seed))
     params.setdefault("computeTrainingCost", False)
     est = _estimator(params, ks[0], sizes)
-    spec = feat.resolve(df, est.getFeaturesCol(), est._input_cols(), est._weight_col())
+    spec = est.featureSpec(df)
     grid_sizes = sizes or [est.getBatchSize()]
 
     data, counts = _split(df, spec, float(holdout_fraction), int(seed))

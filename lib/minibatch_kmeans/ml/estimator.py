@@ -222,6 +222,15 @@ class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionC
     def setDistanceCol(self, value: str):
         return self._set(distanceCol=value)
 
+    def featureSpec(self, dataset: DataFrame, withWeight: bool = True) -> feat.FeatureSpec:
+        """Where ``dataset``'s features (and, ``withWeight``, the weights) are for this
+        stage's Params: its ``inputCols``, or its Vector or array ``featuresCol``
+        (:func:`~minibatch_kmeans.spark.features.resolve`); a model also checks the
+        feature count it was fitted on. Raises InvalidInputError naming what is missing."""
+        return feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
+                            self._weight_col() if withWeight else None,
+                            n_features=getattr(self, "numFeatures", None))
+
     def _input_cols(self) -> Optional[List[str]]:
         return self.getInputCols() if self.isDefined(self.inputCols) else None
 

@@ -1,0 +1,65 @@
+"""The comparison job (``jobs/compare.py``): our fit against MLlib KMeans (and scikit-learn)
+on the configured table, its report files, and with an ``mlflow:`` section an MLflow run."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Any, Dict
+
+from ..errors import ConfigError
+from ..evaluate.compare import compare_with_mllib, markdown
+from ..paths import driver_path, is_remote
+from .outputs import read_input, registry_module
+
+
+@dataclass
+class CompareResult:
+    """What :func:`run_compare` measured (:func:`compare_with_mllib`'s dict)."""
+
+    result: Dict[str, Any]
+    code: int = 0
+
+    def text(self) -> str:
+        return markdown(self.result)
+
+
+def check_compare(cfg) -> None:
+    """What the comparison refuses before Spark starts."""
+    if is_remote(cfg.output.dir):
+        raise ConfigError(f"output.dir={cfg.output.dir!r} is invalid: expected a folder on "
+                          "the driver (or dbfs:/) for compare.json, compare.md and the PNGs")
+    if "k" not in cfg.estimator_params():
+        raise ConfigError("model.k is missing: it is required (the k both models fit)")
+
+
+def run_compare(spark, cfg) -> CompareResult:
+    """Everything ``jobs/compare.py`` does under ``cfg``
+    (:class:`~minibatch_kmeans.app.config.Config` with a ``compare`` section)."""
+    check_compare(cfg)
+    ours = dict(cfg.estimator_params())
+    shared = {"k": ours.pop("k"), "input_cols": ours.pop("inputCols", None),
+              "features_col": ours.pop("featuresCol", "features"),
+              "weight_col": ours.pop("weightCol", None)}
+    for key, name in (("seed", "seed"), ("maxIter", "max_iter")):
+        if key in ours:
+            shared[name] = ours.pop(key)
+    c = cfg.compare
+    df = read_input(spark, cfg.input)
+    result = compare_with_mllib(
+        df, **shared, ours=ours, mllib=dict(c.mllib), sample_size=c.sample_size,
+        local_max_mb=c.local_max_mb, references=c.references,
+        trajectory_points=c.trajectory_points,
+        handle_invalid=c.handle_invalid, output_dir=driver_path(cfg.output.dir))
+    if cfg.mlflow is not None:
+        o, m = result["ours"], result["mllib"]
+        metrics = {"speedup": result["speedup"], "cost_ratio": result["cost_ratio"],
+                   "ours.fit_seconds": o["fit_seconds"], "ours.cost": o["cost"],
+                   "ours.silhouette": o["silhouette"], "mllib.fit_seconds": m["fit_seconds"],
+                   "mllib.cost": m["cost"], "mllib.silhouette": m["silhouette"],
+                   "ari": result["agreement"]["ari"], "nmi": result["agreement"]["nmi"]}
+        pngs = sorted(glob.glob(os.path.join(driver_path(cfg.output.dir), "*.png")))
+        registry_module().log_job_run(
+            cfg.mlflow, "compare", {"k": shared["k"], "ours": ours, "mllib": dict(c.mllib)},
+            metrics, pngs=pngs, tags={"input": cfg.input.describe()})
+    return CompareResult(result)
