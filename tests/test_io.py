@@ -15,7 +15,7 @@ from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from minibatch_kmeans import delta
+from minibatch_kmeans.tables import delta
 from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
 from minibatch_kmeans.tables.io import read_table, write_table
 
