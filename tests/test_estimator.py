@@ -204,6 +204,14 @@ def test_feature_spec_of_estimator_and_model(spark, blob_data):
         narrow.copy().setInputCols(cols(3)).featureSpec(df)
 
 
+def test_drop_summary_keeps_the_training_figures(blob_data):
+    _, _, _, df = blob_data
+    model = MiniBatchKMeans(k=4, inputCols=cols(3), seed=2).fit(df)
+    figures = model.summary.as_dict(include_history=False)
+    assert model.dropSummary() is model and not model.hasSummary
+    assert model.trainingInfo == figures
+
+
 def test_summary_fields_are_declared_properties(blob_data):
     """The summary's documented figures are properties an IDE sees (not only
     ``__getattr__``), equal to ``as_dict()``'s; other figures still read as attributes."""

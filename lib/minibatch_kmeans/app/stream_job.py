@@ -271,7 +271,7 @@ class BatchUpdater:
             new = estimator.fit(valid)
             logger.info("%s: first model fitted on %d rows (k=%d)", what, quality.valid_rows,
                         new.getK())
-            new._training_info, new._summary = new.summary.as_dict(False), None
+            new.dropSummary()
             row.update(weight=float(new.weightSums.sum()), num_updates=0)
         else:
             new = _with_handle_invalid(model, "skip").partialFit(valid, **st.update_options())

@@ -836,6 +836,13 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
             return self._summary.as_dict(include_history=False)
         return self._training_info
 
+    def dropSummary(self) -> "MiniBatchKMeansModel":
+        """Keep the training figures (:attr:`trainingInfo`, saved with the model) and drop
+        the summary, which holds the training DataFrame: a long-running stream must not
+        keep a micro-batch's plan alive. Returns this model."""
+        self._training_info, self._summary = self.trainingInfo, None
+        return self
+
     def copy(self, extra=None) -> "MiniBatchKMeansModel":
         that = super().copy(extra)
         that._centers = self._centers.copy()
