@@ -315,9 +315,9 @@ _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 
 
 def assignment_stats(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
-                  sample_weight: Optional[np.ndarray]) -> BatchStats:
-    """Partial statistics of X under ``centers``: ``_partial_stats`` of ``labels_and_distances``'s
-    labels and distances, without candidates. No validation.
+                     sample_weight: Optional[np.ndarray]) -> BatchStats:
+    """Partial statistics of X under ``centers``: ``_partial_stats`` of the labels and
+    distances of :func:`labels_and_distances`, without candidates. No validation.
 
     With numba, each chunk's labels go straight into one compiled pass that adds the rows
     to the per-center sums, and neither labels nor distances are kept: at 50k x 32, k=100,

@@ -141,11 +141,11 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
                     spec.invalid_counts(df, p.spherical) if n_bad else {}, n_bad,
                     content_hash=int(counts.get("h") or 0), make_df=rows)
     check_prepared(data, p)  # handleInvalid, k against the rows: before any sample
-    warm = None
-    if mode == "pass":
-        sampled = df if whole else df.sample(fraction=fraction, seed=p.seed)
-        _, keys, X, w = reader.collect_all(valid_features(sampled, spec, p.dtype,
-                                                          p.spherical))
+    warm = exact_input = None
+    if mode == "pass":  # the exact passes read every valid row; a sample of them comes first
+        exact_input = valid_features(df, spec, p.dtype, p.spherical)
+        _, keys, X, w = reader.collect_all(exact_input if whole else valid_features(
+            df.sample(fraction=fraction, seed=p.seed), spec, p.dtype, p.spherical))
         warm = start_warmup(df.sparkSession, p.np_dtype)
     logger.info("%d rows: %s fit, %d of them on the driver", n, mode, len(keys))
     mb = Initializer(data, p)
@@ -194,8 +194,6 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
             Cd = np.ascontiguousarray(C, dtype=p.np_dtype)  # unit under cosine already
             return farthest_rows(X, Cd, row_norms_sq(Cd), m)[1]
     else:
-        exact_input = valid_features(df, spec, p.dtype, p.spherical)
-
         def exact_pass(C):
             if warm is not None:
                 warm.join()

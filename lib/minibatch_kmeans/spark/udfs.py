@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
-from ..core.kernels import (BatchStats, labels_and_distances, assignment_stats, normalize_rows,
+from ..core.kernels import (BatchStats, assignment_stats, labels_and_distances, normalize_rows,
                             row_norms_sq, smallest_keys)
 from ..core.loop import select_candidates
 from ..core.minibatch import minibatch_update
