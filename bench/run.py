@@ -82,7 +82,8 @@ def compare_case(spark, name, args, log):
     cols = [f"x{i}" for i in range(d)]
     log.info("case %s: %d x %d, k=%d, default Params", name, rows, d, k)
     t0 = time.perf_counter()
-    r = compare_with_mllib(df.select(*cols), k, input_cols=cols, seed=SEEDS[0], ours={},
+    r = compare_with_mllib(df.select(*cols), MiniBatchKMeans(k=k, inputCols=cols,
+                                                             seed=SEEDS[0]),
                            references=refs, local_max_mb=args.local_max_mb,
                            output_dir=f"out/bench/{args.label}/{name}")
     r["case"], r["data"]["path"] = name, path
@@ -116,13 +117,15 @@ def compare_case(spark, name, args, log):
 def warm_up(spark, args, log):
     """One small comparison first, so that no case pays for starting Python workers or
     for the JVM's first compilation of MLlib's code (both would land on the first case)."""
+    from minibatch_kmeans import MiniBatchKMeans
     from minibatch_kmeans.evaluate.compare import compare_with_mllib
 
     df, _ = get_data(spark, 200_000, 32, 50, args.seed, args.data_dir)
     cols = [f"x{i}" for i in range(32)]
     t0 = time.perf_counter()
-    compare_with_mllib(df.select(*cols).limit(20_000), 50, input_cols=cols, seed=args.seed,
-                       ours={"fitMode": "pass"}, references=(), trajectory_points=2)
+    compare_with_mllib(df.select(*cols).limit(20_000),
+                       MiniBatchKMeans(k=50, inputCols=cols, seed=args.seed, fitMode="pass"),
+                       references=(), trajectory_points=2)
     log.info("warm-up comparison: %.1f s", time.perf_counter() - t0)
 
 
@@ -173,8 +176,8 @@ def datasets_bench(spark, log, seeds=SEEDS):
                "ours_seconds_median": statistics.median(seconds)}
         row["ratio"] = row["ours_median"] / row["sklearn_median"]
         if name == "digits":
-            r = compare_with_mllib(df, k, input_cols=cols, seed=1, ours={}, references=(),
-                                   trajectory_points=2)
+            r = compare_with_mllib(df, MiniBatchKMeans(k=k, inputCols=cols, seed=1),
+                                   references=(), trajectory_points=2)
             row["mllib_seconds"] = r["mllib"]["fit_seconds"]
             row["ours_compare_seconds"] = r["ours"]["fit_seconds"]
             row["speedup"] = r["speedup"]

@@ -63,8 +63,8 @@ nb.show_png(plot_convergence(summary["history"], os.path.join(output_dir, "conve
 
 # COMMAND ----------
 
-result = compare_with_mllib(df, k, input_cols=features, seed=1,
-                            ours={"batchSize": batch_size},
+result = compare_with_mllib(df, MiniBatchKMeans(k=k, inputCols=features, seed=1,
+                                                batchSize=batch_size),
                             sample_size=min(20000, rows), references=[],
                             output_dir=os.path.join(output_dir, "compare"))
 nb.show(markdown(result), "comparison")

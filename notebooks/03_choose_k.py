@@ -14,6 +14,7 @@ import os
 from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
 from minibatch_kmeans.tables.io import read_table
 from minibatch_kmeans.app.notebook import Notebook
+from minibatch_kmeans import MiniBatchKMeans
 from minibatch_kmeans.lifecycle.tune import choose_k, markdown, write_tune
 
 nb = Notebook(globals())
@@ -38,7 +39,7 @@ features = [c for c in df.columns if c.startswith("x")]
 
 # COMMAND ----------
 
-result = choose_k(df, grid, inputCols=features, batchSize=5000, seed=1,
+result = choose_k(df, MiniBatchKMeans(inputCols=features, batchSize=5000, seed=1), grid,
                   sample_size=min(5000, rows // 5))
 files = write_tune(result, output_dir)
 nb.show(markdown(result), "cost and silhouette by k")

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from helpers import blobs, cols, columns_df, sq_cost
 from minibatch_kmeans.evaluate.compare import (clustering_costs, compare_with_mllib, markdown,
                                                match_centers)
+from minibatch_kmeans import MiniBatchKMeans
 from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
 from minibatch_kmeans_jobs import compare as compare_job
 
@@ -25,8 +26,9 @@ def data(spark):
 @pytest.fixture(scope="module")
 def result(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    r = compare_with_mllib(data[2], 5, input_cols=cols(D), seed=3, ours={"batchSize": 500},
-                           sample_size=1000, trajectory_points=5, output_dir=str(out))
+    est = MiniBatchKMeans(k=5, inputCols=cols(D), seed=3, batchSize=500)
+    r = compare_with_mllib(data[2], est, sample_size=1000, trajectory_points=5,
+                           output_dir=str(out))
     return r, out
 
 
@@ -136,28 +138,29 @@ def test_invalid_rows_error_or_skip(spark, tmp_path):
     X, _, _ = blobs(n=400, k=3, d=2, seed=2)
     rows = [tuple(map(float, r)) for r in X] + [(float("nan"), 1.0), (None, 2.0)]
     df = spark.createDataFrame(rows, "x0 double, x1 double")
-    with pytest.raises(InvalidInputError, match="2 .*handle_invalid='skip'"):
-        compare_with_mllib(df, 3, input_cols=cols(2))
-    r = compare_with_mllib(df, 3, input_cols=cols(2), handle_invalid="skip",
-                           ours={"batchSize": 100}, references=["sklearn_minibatch"],
-                           sample_size=200)
+    with pytest.raises(InvalidInputError, match="2 .*handleInvalid='skip'"):
+        compare_with_mllib(df, MiniBatchKMeans(k=3, inputCols=cols(2)))
+    est = MiniBatchKMeans(k=3, inputCols=cols(2), handleInvalid="skip", batchSize=100)
+    r = compare_with_mllib(df, est, references=["sklearn_minibatch"], sample_size=200)
     assert r["data"]["rows"] == 400 and r["data"]["skipped_rows"] == 2
     assert list(r["references"]) == ["sklearn_minibatch"]
     assert sum(r["mllib"]["cluster_sizes"]) == 400
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"ours": {"k": 4}}, r"ours sets \['k'\]"),
-    ({"mllib": {"fast": True}}, r"mllib Params \['fast'\] are not supported"),
-    ({"ours": {"distanceMeasure": "cosine"}}, "squared Euclidean"),
-    ({"sample_size": 1}, "sample_size=1 is invalid"),
-    ({"handle_invalid": "keep"}, "handle_invalid='keep'"),
-    ({"references": ["sklearn_dbscan"]}, "references=.*sklearn_dbscan"),
-    ({"ours": {"batchSize": 0}}, "batchSize"),
+@pytest.mark.parametrize("params, kwargs, match", [
+    ({}, {"mllib": {"fast": True}}, r"mllib Params \['fast'\] are not supported"),
+    ({"distanceMeasure": "cosine"}, {}, "squared Euclidean"),
+    ({}, {"sample_size": 1}, "sample_size=1 is invalid"),
+    ({"handleInvalid": "keep"}, {}, "handleInvalid='keep'"),
+    ({}, {"references": ["sklearn_dbscan"]}, "references=.*sklearn_dbscan"),
+    ({"batchSize": 0}, {}, "batchSize"),
 ])
-def test_bad_options_fail_before_any_fit(data, kwargs, match):
+def test_bad_options_fail_before_any_fit(data, params, kwargs, match):
+    est = MiniBatchKMeans(k=5, inputCols=cols(D), **params)
     with pytest.raises(InvalidParamError, match=match):
-        compare_with_mllib(data[2], 5, input_cols=cols(D), **kwargs)
+        compare_with_mllib(data[2], est, **kwargs)
+    with pytest.raises(InvalidParamError, match="expected a configured MiniBatchKMeans"):
+        compare_with_mllib(data[2], 5)
 
 
 def test_compare_job_writes_the_three_kinds_of_files(spark, data, tmp_path, monkeypatch,

@@ -1,4 +1,4 @@
-"""The delta-rs Structured Streaming source (minibatch_kmeans.tables.delta_stream) on small tables
+"""The delta-rs Structured Streaming source (minibatch_kmeans.tables.delta.stream) on small tables
 written with deltalake: snapshot then commits, caps, restarts, starting versions, partition
 values, change commits, schema changes, vacuumed files, bad arguments, refused features."""
 import datetime as dt
@@ -13,7 +13,7 @@ from deltalake import DeltaTable, TableFeatures, write_deltalake
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import types as T
 
-from minibatch_kmeans.tables.delta_stream import read_delta_stream
+from minibatch_kmeans.tables.delta.stream import read_delta_stream
 from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
 
 UTC = dt.timezone.utc

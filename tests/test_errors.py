@@ -142,11 +142,11 @@ def test_invalid_weights(spark):
 
 
 @pytest.mark.parametrize("param,value,expected", [
-    ("batchSize", 0, "a positive integer"), ("batchSize", -5, "a positive integer"),
-    ("initSize", 0, "a positive integer"), ("initMode", "kmeans", "one of"),
+    ("batchSize", 0, "an integer >= 1"), ("batchSize", -5, "an integer >= 1"),
+    ("initSize", 0, "an integer >= 1"), ("initMode", "kmeans", "one of"),
     ("distanceMeasure", "manhattan", "one of .'euclidean', 'cosine'."),
     ("maxIter", -1, "an integer >= 0"), ("tol", -1.0, "a finite number >= 0"),
-    ("initSteps", 0, "an integer >= 1"), ("reassignmentRatio", -0.1, "a number >= 0"),
+    ("initSteps", 0, "an integer >= 1"), ("reassignmentRatio", -0.1, "a finite number >= 0"),
     ("handleInvalid", "keep", "one of .'error', 'skip'."), ("dtype", "float16", "one of"),
     ("maxNoImprovement", -1, "an integer >= 0"), ("initScope", "everything", "one of"),
 ])

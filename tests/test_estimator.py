@@ -338,6 +338,33 @@ def test_params_defaults_match_spark_kmeans():
     assert copy.getK() == 9 and est.getK() == 7
 
 
+def test_every_param_has_one_rule_read_by_estimator_fit_and_config():
+    """PARAM_RULES covers every Param; the estimator's fit, FitParams and the YAML config
+    give the same message for the same bad value, and agree that maxNoImprovement=0
+    disables early stopping."""
+    from minibatch_kmeans.app.config import Config
+    from minibatch_kmeans.errors import ConfigError, InvalidParamError
+    from minibatch_kmeans.spark.params import PARAM_RULES, FitParams
+
+    assert set(PARAM_RULES) == {p.name for p in MiniBatchKMeans().params}
+    for name, field, value in (("handleInvalid", "handle_invalid", "drop"), ("k", "k", 1),
+                               ("batchSize", "batch_size", 0), ("tol", "tol", -1.0)):
+        with pytest.raises(InvalidParamError) as by_fit:
+            FitParams(**{field: value}).validate()
+        with pytest.raises(InvalidParamError) as by_estimator:
+            MiniBatchKMeans(**{name: value}).validateParams()
+        with pytest.raises(ConfigError) as by_config:
+            Config.from_dict({"input": {"path": "t", "features": {"inputCols": ["x"]}},
+                              "model": {name: value}, "output": {"dir": "out/t"}})
+        assert str(by_fit.value) == str(by_estimator.value)
+        assert str(by_config.value) == "model." + str(by_fit.value)
+    assert FitParams(max_no_improvement=0).validate().max_no_improvement is None
+    cfg = Config.from_dict({"input": {"path": "t", "features": {"inputCols": ["x"]}},
+                            "model": {"maxNoImprovement": 0}, "output": {"dir": "out/t"}})
+    est = MiniBatchKMeans(**cfg.estimator_params())
+    assert est._fit_params().validate().max_no_improvement is None
+
+
 @pytest.mark.parametrize("mode", ["step", "pass"])
 def test_reproducible_with_seed(blob_data, mode):
     _, _, _, df = blob_data

@@ -3,6 +3,7 @@ its own layer and the layers below it, modules import one another without cycles
 module uses another module's ``_private`` names. What is not so yet is in ALLOWED, each
 entry with its reason."""
 import ast
+import re
 import pathlib
 
 import pytest
@@ -10,11 +11,11 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "lib" / "minibatch_kmeans"
 ROOT = "minibatch_kmeans"
 
-#: Layers from the bottom up. A module's layer is its sub-package; the two base modules
-#: serve every layer; the package's own __init__ and the re-exports kept at old import
+#: Layers from the bottom up. A module's layer is its sub-package; the base modules
+#: (errors, paths, checks) serve every layer; the package's own __init__ and the re-exports kept at old import
 #: paths (compare, registry, drift, tune, estimator) are the public face on top.
 LAYERS = ("base", "core", "spark", "ml", "tables", "evaluate", "lifecycle", "app", "face")
-BASE = {"errors", "paths"}
+BASE = {"errors", "paths", "checks"}
 
 #: (importer, imported) pairs that break a rule today, and why.
 ALLOWED = {}
@@ -161,3 +162,17 @@ def test_public_import_paths_keep_working(module):
                 "registry": "Registry", "drift": "drift_report", "tune": "choose_k",
                 "estimator": "MiniBatchKMeansModel"}[module]
     assert hasattr(mod, expected)
+
+
+def test_readme_layout_matches_the_tree():
+    """Every sub-package is in the README's Layout section, and every module file it
+    names exists."""
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("```")[1].split("\njobs/")[0]
+    packages = {p.parent.relative_to(PACKAGE).name for p in PACKAGE.rglob("__init__.py")
+                if p.parent != PACKAGE}
+    missing = sorted(p for p in packages if f"{p}/" not in layout)
+    assert not missing, f"sub-packages not in the README's Layout: {missing}"
+    files = {p.name for p in PACKAGE.rglob("*.py")}
+    named = set(re.findall(r"([a-z_]+\.py)\b", layout))
+    assert named <= files, f"the Layout names files that do not exist: {sorted(named - files)}"

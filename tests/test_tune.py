@@ -7,6 +7,7 @@ import pytest
 
 from minibatch_kmeans.app.config import Config
 from minibatch_kmeans.errors import ConfigError, InvalidInputError, InvalidParamError
+from minibatch_kmeans import MiniBatchKMeans
 from minibatch_kmeans.lifecycle.tune import choose_k, elbow, recommend
 from minibatch_kmeans_jobs import tune as tune_job
 
@@ -136,8 +137,8 @@ def test_choose_k_recommends_4_for_4_blobs(result):
 def test_split_and_fit_do_not_depend_on_partitioning(blobs, result):
     """choose_k on the in-memory DataFrame (other partitions than the job's Parquet input)
     holds out the same rows and fits the same model."""
-    again = choose_k(blobs.repartition(5), [4], holdout_fraction=0.2, sample_size=400,
-                     **PARAMS)
+    again = choose_k(blobs.repartition(5), MiniBatchKMeans(**PARAMS), [4],
+                     holdout_fraction=0.2, sample_size=400)
     assert again["data"]["holdout_rows"] == result["data"]["holdout_rows"]
     assert again["grid"][0]["holdout_cost_per_row"] == pytest.approx(
         result["grid"][2]["holdout_cost_per_row"], rel=1e-5)
@@ -146,41 +147,44 @@ def test_split_and_fit_do_not_depend_on_partitioning(blobs, result):
 
 def test_choose_k_with_batch_sizes_fits_every_pair(blobs):
     params = {k: v for k, v in PARAMS.items() if k != "batchSize"}
-    out = choose_k(blobs, [4], batch_sizes=[1200, 300], sample_size=300, **params)
+    out = choose_k(blobs, MiniBatchKMeans(**params), [4], batch_sizes=[1200, 300],
+                   sample_size=300)
     assert [(g["batch_size"], g["k"]) for g in out["grid"]] == [(1200, 4), (300, 4)]
     best = max(out["grid"], key=lambda g: g["silhouette"])
     assert out["recommended"]["batch_size"] == best["batch_size"]
     assert out["elbows"] == {"1200": None, "300": None}  # one k makes no curve
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(k_values=[4, 3]), "k_values"),
-    (dict(k_values=[1, 2]), "k_values"),
-    (dict(k_values=[2, 2, 3]), "k_values"),
-    (dict(k_values=[]), "k_values"),
-    (dict(k_values=[2, 3], holdout_fraction=1.0), "holdout_fraction"),
-    (dict(k_values=[2, 3], batch_sizes=[0]), "batch_sizes"),
-    (dict(k_values=[2, 3], k=3), "the grid sets k"),
-    (dict(k_values=[2, 3], distanceMeasure="cosine"), "euclidean"),
+@pytest.mark.parametrize("k_values, params, kwargs, match", [
+    ([4, 3], {}, {}, "k_values"),
+    ([1, 2], {}, {}, "k_values"),
+    ([2, 2, 3], {}, {}, "k_values"),
+    ([], {}, {}, "k_values"),
+    ([2, 3], {}, dict(holdout_fraction=1.0), "holdout_fraction"),
+    ([2, 3], {}, dict(batch_sizes=[0]), "batch_sizes"),
+    ([2, 3], dict(checkpointDir="/tmp/x"), {}, "checkpointDir is set"),
+    ([2, 3], dict(distanceMeasure="cosine"), {}, "euclidean"),
+    ([2, 3], dict(initSteps=0), {}, "initSteps=0 is invalid"),
 ])
-def test_choose_k_rejects_bad_options_before_any_job(blobs, kwargs, match):
-    params = {**PARAMS, **{k: v for k, v in kwargs.items() if k != "k_values"}}
+def test_choose_k_rejects_bad_options_before_any_job(blobs, k_values, params, kwargs, match):
     with pytest.raises(InvalidParamError, match=match):
-        choose_k(blobs, kwargs["k_values"], **params)
+        choose_k(blobs, MiniBatchKMeans(**PARAMS, **params), k_values, **kwargs)
+    with pytest.raises(InvalidParamError, match="expected a configured MiniBatchKMeans"):
+        choose_k(blobs, {"k": 3}, [2, 3])
 
 
 def test_invalid_rows_raise_under_handle_invalid_error(spark):
     df = spark.createDataFrame([(float(i), float(i % 7), float("nan") if i == 3 else 0.0)
                                 for i in range(40)], "x0 double, x1 double, x2 double")
     with pytest.raises(InvalidInputError, match=r"1 invalid rows .*NaN.*handleInvalid='skip'"):
-        choose_k(df, [2, 3], **PARAMS)
+        choose_k(df, MiniBatchKMeans(**PARAMS), [2, 3])
 
 
 def test_fewer_holdout_rows_than_k_is_a_clear_error(spark):
     df = spark.createDataFrame([(float(i), float(i % 7), 0.0) for i in range(40)],
                                "x0 double, x1 double, x2 double")
     with pytest.raises(InvalidInputError, match=r"holdout rows .*largest k=30"):
-        choose_k(df, [10, 30], holdout_fraction=0.2, **PARAMS)
+        choose_k(df, MiniBatchKMeans(**PARAMS), [10, 30], holdout_fraction=0.2)
 
 
 # -- configuration and the job ---------------------------------------------------------

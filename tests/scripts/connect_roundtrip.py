@@ -36,8 +36,9 @@ def main(out_dir: str) -> int:
                        "fit_mode": m.summary.fitMode, "cost": m.summary.trainingCost}
     from minibatch_kmeans.evaluate.compare import compare_with_mllib
 
-    compared = compare_with_mllib(df, 3, input_cols=["a", "b"], seed=4,
-                                  ours={"batchSize": 150}, sample_size=300, references=[],
+    compared = compare_with_mllib(df, MiniBatchKMeans(k=3, inputCols=["a", "b"], seed=4,
+                                                      batchSize=150),
+                                  sample_size=300, references=[],
                                   output_dir=f"{out_dir}/compare")
     print(json.dumps({
         "connect": is_connect(spark),

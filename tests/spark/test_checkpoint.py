@@ -262,9 +262,9 @@ def test_estimator_params(data, tmp_path):
     assert MiniBatchKMeans().getCheckpointDir() is None
     assert MiniBatchKMeans().getCheckpointInterval() == 10
     with pytest.raises(InvalidParamError, match="checkpointInterval=0"):
-        MiniBatchKMeans(checkpointInterval=0)._fit_params()
+        MiniBatchKMeans(checkpointInterval=0).validateParams()
     with pytest.raises(InvalidParamError, match="checkpointDir=' '"):
-        MiniBatchKMeans(checkpointDir=" ")._fit_params()
+        MiniBatchKMeans(checkpointDir=" ").validateParams()
     plain = MiniBatchKMeans(k=3, inputCols=cols(2), batchSize=50, maxIter=1, seed=5,
                             fitMode="step").fit(df)
     assert plain.summary.checkpointDir is None and plain.summary.resumedFromStep == 0

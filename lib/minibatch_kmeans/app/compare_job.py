@@ -9,9 +9,9 @@ from typing import Any, Dict
 
 from ..errors import ConfigError
 from ..evaluate.compare import compare_with_mllib, markdown
+from ..ml.estimator import MiniBatchKMeans
 from ..paths import driver_path, is_remote
 from .outputs import read_input, registry_module
-
 
 @dataclass
 class CompareResult:
@@ -37,20 +37,14 @@ def run_compare(spark, cfg) -> CompareResult:
     """Everything ``jobs/compare.py`` does under ``cfg``
     (:class:`~minibatch_kmeans.app.config.Config` with a ``compare`` section)."""
     check_compare(cfg)
-    ours = dict(cfg.estimator_params())
-    shared = {"k": ours.pop("k"), "input_cols": ours.pop("inputCols", None),
-              "features_col": ours.pop("featuresCol", "features"),
-              "weight_col": ours.pop("weightCol", None)}
-    for key, name in (("seed", "seed"), ("maxIter", "max_iter")):
-        if key in ours:
-            shared[name] = ours.pop(key)
     c = cfg.compare
+    params = cfg.estimator_params()
+    params.setdefault("handleInvalid", c.handle_invalid)
     df = read_input(spark, cfg.input)
     result = compare_with_mllib(
-        df, **shared, ours=ours, mllib=dict(c.mllib), sample_size=c.sample_size,
+        df, MiniBatchKMeans(**params), mllib=dict(c.mllib), sample_size=c.sample_size,
         local_max_mb=c.local_max_mb, references=c.references,
-        trajectory_points=c.trajectory_points,
-        handle_invalid=c.handle_invalid, output_dir=driver_path(cfg.output.dir))
+        trajectory_points=c.trajectory_points, output_dir=driver_path(cfg.output.dir))
     if cfg.mlflow is not None:
         o, m = result["ours"], result["mllib"]
         metrics = {"speedup": result["speedup"], "cost_ratio": result["cost_ratio"],
@@ -60,6 +54,6 @@ def run_compare(spark, cfg) -> CompareResult:
                    "ari": result["agreement"]["ari"], "nmi": result["agreement"]["nmi"]}
         pngs = sorted(glob.glob(os.path.join(driver_path(cfg.output.dir), "*.png")))
         registry_module().log_job_run(
-            cfg.mlflow, "compare", {"k": shared["k"], "ours": ours, "mllib": dict(c.mllib)},
+            cfg.mlflow, "compare", {"k": params["k"], "ours": params, "mllib": dict(c.mllib)},
             metrics, pngs=pngs, tags={"input": cfg.input.describe()})
     return CompareResult(result)

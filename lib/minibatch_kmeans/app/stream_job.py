@@ -97,7 +97,7 @@ def _checkpoint_query_id(spark: SparkSession, location: str) -> Optional[str]:
 def read_stream(spark: SparkSession, cfg: StreamConfig) -> DataFrame:
     """The streaming DataFrame the input section names: a Parquet directory (or catalog
     table), or a Delta table through Spark's Delta source when the session has it, else
-    through the delta-rs source of :mod:`minibatch_kmeans.tables.delta_stream`."""
+    through the delta-rs source of :mod:`minibatch_kmeans.tables.delta.stream`."""
     from ..tables import delta
     from ..tables.io import is_delta_dir
 
@@ -116,7 +116,7 @@ def read_stream(spark: SparkSession, cfg: StreamConfig) -> DataFrame:
             raise ConfigError(f"input.table={inp.table!r} with format delta needs Spark's "
                               "Delta source (delta-spark or Databricks); without it set "
                               "input.path to the table's location")
-        from ..tables.delta_stream import read_delta_stream
+        from ..tables.delta.stream import read_delta_stream
 
         return read_delta_stream(spark, inp.path, starting_version=st.starting_version,
                                  max_files_per_trigger=st.max_files_per_trigger or 1000,

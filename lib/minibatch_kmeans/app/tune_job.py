@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import ConfigError
 from ..lifecycle.tune import choose_k, markdown, write_tune
+from ..ml.estimator import MiniBatchKMeans
 from ..paths import driver_path, is_remote
 from .outputs import read_input, registry_module
 
@@ -48,12 +49,12 @@ def run_tune(spark, cfg, config_path: Optional[str] = None) -> TuneResult:
         logger.info("model.k is replaced by the grid tune.k")
     if t.batch_sizes is not None and params.pop("batchSize", None) is not None:
         logger.info("model.batchSize is replaced by tune.batch_sizes")
-    seed = params.pop("seed", None)
-    seed = 1 if seed is None else seed  # seeds the split and every fit
+    params.setdefault("seed", 1)  # seeds the split and every fit
     df = read_input(spark, cfg.input)
     result: Dict[str, Any] = choose_k(
-        df, list(t.k), batch_sizes=None if t.batch_sizes is None else list(t.batch_sizes),
-        holdout_fraction=t.holdout_fraction, sample_size=t.sample_size, seed=seed, **params)
+        df, MiniBatchKMeans(**params), list(t.k),
+        batch_sizes=None if t.batch_sizes is None else list(t.batch_sizes),
+        holdout_fraction=t.holdout_fraction, sample_size=t.sample_size)
     result["data"]["input"] = f"{cfg.input.describe()} ({result['data']['input']})"
     result["configPath"] = config_path
     write_tune(result, driver_path(cfg.output.dir))

@@ -13,8 +13,8 @@ Needs scipy and scikit-learn (``pip install 'minibatch-kmeans[compare]'``).
 
 Examples
 --------
->>> result = compare_with_mllib(df, k=20, input_cols=cols, output_dir="out/compare")
-... # doctest: +SKIP
+>>> est = MiniBatchKMeans(k=20, inputCols=cols)                       # doctest: +SKIP
+>>> result = compare_with_mllib(df, est, output_dir="out/compare")  # doctest: +SKIP
 >>> result["speedup"], result["cost_ratio"]                        # doctest: +SKIP
 (9.8, 0.71)
 """
@@ -35,6 +35,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..core.kernels import labels_and_distances, row_norms_sq
+from ..checks import integer
 from ..errors import InvalidInputError, InvalidParamError, MiniBatchKMeansError
 from ..spark import features as feat
 from ..spark.prepare import feature_names
@@ -50,8 +51,6 @@ MLLIB_PARAMS = ("maxIter", "tol", "initMode", "initSteps", "solver", "maxBlockSi
                 "distanceMeasure")
 #: The single-machine references, in the order they run.
 REFERENCES = ("sklearn_minibatch", "sklearn_kmeans")
-#: Estimator Params the comparison sets itself.
-_SHARED = ("k", "seed", "maxIter", "featuresCol", "inputCols", "weightCol")
 
 
 def _require(module: str):
@@ -254,8 +253,8 @@ def _input_frame(df: DataFrame, spec: feat.FeatureSpec, handle_invalid: str):
     if n_bad and handle_invalid != "skip":
         reasons = spec.summarize_invalid(n_bad, spec.invalid_counts(df, cosine=False))
         raise InvalidInputError(
-            f"the input has {reasons}; expected none with handle_invalid='error' (set "
-            "handle_invalid='skip' to leave them out of both fits)")
+            f"the input has {reasons}; expected none with handleInvalid='error' (set "
+            "handleInvalid='skip' on the estimator to leave them out of both fits)")
     data = df.where(valid) if n_bad else df
     data = data.select(*[F.col(feat.quoted(c)) for c in keep],
                        vector.alias(VECTOR_COL)).persist(STORAGE)
@@ -330,31 +329,26 @@ def _fit_sklearn(X: np.ndarray, w: Optional[np.ndarray], k: int, seed: int, max_
     return out
 
 
-def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
-                       input_cols: Optional[Sequence[str]] = None,
-                       weight_col: Optional[str] = None, seed: int = 1, max_iter: int = 20,
-                       ours: Optional[Mapping[str, Any]] = None,
-                       mllib: Optional[Mapping[str, Any]] = None,
-                       sample_size: int = 100_000, local_max_mb: int = 1024,
-                       references: Sequence[str] = REFERENCES,
-                       trajectory_points: int = 12, handle_invalid: str = "error",
+def compare_with_mllib(df: DataFrame, estimator, *,
+                       mllib: Optional[Mapping[str, Any]] = None, sample_size: int = 100_000,
+                       local_max_mb: int = 1024, references: Sequence[str] = REFERENCES,
+                       trajectory_points: int = 12,
                        output_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Fit our MiniBatchKMeans and MLlib KMeans on the same cached input and compare them.
+    """Fit a configured :class:`~minibatch_kmeans.MiniBatchKMeans` and MLlib ``KMeans`` on
+    the same cached input and compare them.
 
     Parameters
     ----------
     df : DataFrame
-        The input; features as ``input_cols`` (numeric columns) or ``features_col``
-        (Vector or ``array<double>``).
-    k, seed, max_iter : int
-        Shared by both fits (our ``maxIter`` counts epochs, MLlib's Lloyd iterations).
-    weight_col : str, optional
-        Row weights, used by both fits and by every cost.
-    ours : mapping, optional
-        More :class:`~minibatch_kmeans.MiniBatchKMeans` Params (``batchSize``, ``dtype``...).
+        The input, with the features (and weight column) the estimator names.
+    estimator : MiniBatchKMeans
+        Our side, as a user would fit it (as ``CrossValidator`` takes one). Its ``k``,
+        ``seed``, ``maxIter``, ``weightCol`` and ``handleInvalid`` also set MLlib's fit
+        (our ``maxIter`` counts epochs, MLlib's Lloyd iterations); invalid rows are left
+        out of both fits under ``handleInvalid="skip"``. Euclidean distance only.
     mllib : mapping, optional
         MLlib ``KMeans`` Params among :data:`MLLIB_PARAMS`; ``solver`` defaults to
-        ``"block"`` (its fastest for dense data) and ``maxIter`` to ``max_iter``.
+        ``"block"`` (its fastest for dense data) and ``maxIter`` to the estimator's.
     sample_size : int
         Rows (at most, seeded) for silhouette, ARI/NMI and the PCA picture.
     local_max_mb : int
@@ -367,8 +361,6 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
     trajectory_points : int
         How many of our intermediate center sets get a full-data cost (the cost against
         seconds curve and ``ours.seconds_to_mllib_cost``).
-    handle_invalid : {"error", "skip"}
-        Rows with null/NaN/infinite features: raise, or leave them out of both fits.
     output_dir : str, optional
         Driver-local folder for ``compare.json``, ``compare.md`` and the PNGs.
 
@@ -379,53 +371,27 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
         ``cost_ratio`` (our cost / MLlib's), ``references`` (scikit-learn, when run),
         ``environment`` and ``files``.
     """
-    from pyspark.ml.clustering import KMeans
-
     _require("scipy.optimize")
     metrics = _require("sklearn.metrics")
-    spec = feat.resolve(df, features_col, input_cols, weight_col)
-    est, mllib = _check_options(spec, k, seed, max_iter, ours, mllib, handle_invalid,
-                                references, sample_size=sample_size,
-                                trajectory_points=trajectory_points, local_max_mb=local_max_mb)
-    data, n, n_skipped = _input_frame(df, spec, handle_invalid)
+    est, km = _check_options(estimator, mllib, references, sample_size=sample_size,
+                             trajectory_points=trajectory_points, local_max_mb=local_max_mb)
+    spec = est.featureSpec(df)
+    k, seed = est.getK(), est.getSeed()
+    data, n, n_skipped = _input_frame(df, spec, est.getHandleInvalid())
     try:
         if n < k:
             raise InvalidInputError(f"k={k} but the input has only {n} valid rows: expected "
                                     "at least k rows")
-        # Ours first: the fit includes our prepare and init; the trajectory is recorded.
-        t0 = time.perf_counter()
-        on_step, finish = _trajectory_recorder(trajectory_points, t0)
-        model = est._fit(data, on_step=on_step)
-        ours_seconds = time.perf_counter() - t0
-        trajectory = finish()
-        logger.info("ours: %.1f s, %d steps (%s)", ours_seconds, model.summary.numSteps,
-                    model.summary.stopReason)
-        km = KMeans(k=k, seed=seed, featuresCol=VECTOR_COL, **mllib)
-        if weight_col is not None:
-            km.setWeightCol(weight_col)
-        t0 = time.perf_counter()
-        mmodel = km.fit(data)
-        mllib_seconds = time.perf_counter() - t0
-        logger.info("MLlib: %.1f s, %d iterations", mllib_seconds, mmodel.summary.numIter)
-        sets = {"ours": np.array(model.clusterCenters()),
-                "mllib": np.array(mmodel.clusterCenters())}
-        need_mb = n * spec.n_features * 8 / 2**20
-        if references and local_max_mb and need_mb <= local_max_mb:
-            X, w = _collect_features(data, spec)
-            refs = _fit_sklearn(X, w, k, seed, max_iter, est.getBatchSize(), references)
-            del X, w
-            for name, r in refs.items():
-                sets[name] = r.pop("centers")
-        else:
-            refs = {"skipped": "turned off (local_max_mb=0 or no references)"
-                    if not (local_max_mb and references) else
-                    f"the features take {need_mb:,.0f} MiB as float64, over "
-                    f"local_max_mb={local_max_mb}"}
+        fits = _fit_both(est, km, data, trajectory_points)
+        sets = {"ours": np.array(fits["model"].clusterCenters()),
+                "mllib": np.array(fits["mllib_model"].clusterCenters())}
+        refs = _run_references(data, spec, n, sets, est, references, local_max_mb)
         # One shared cost pass: the final models, then our trajectory.
-        names = list(sets)
+        names, trajectory = list(sets), fits["trajectory"]
         measured = clustering_costs(data, [sets[m] for m in names]
                                     + [t.pop("centers") for t in trajectory],
-                                    features_col, input_cols, weight_col)
+                                    est.getFeaturesCol(), list(spec.columns)
+                                    if spec.kind == "columns" else None, spec.weight_col)
         final = dict(zip(names, measured))
         for snap, m in zip(trajectory, measured[len(names):]):
             snap["cost"] = m["cost"]
@@ -435,40 +401,12 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
     finally:
         data.unpersist()
 
-    summ, msumm = model.summary, mmodel.summary
-    mllib_cost = final["mllib"]["cost"]
-    # "reached": as low to float64 precision (the same centers summed in another order
-    # differ in the last bits: 16000517.082788626 against ...624 on make demo's table)
-    reached = [t["seconds"] for t in trajectory if t["cost"] <= mllib_cost * (1 + 1e-12)]
     result: Dict[str, Any] = {
         "data": {"rows": n, "features": spec.n_features, "k": k, "skipped_rows": n_skipped,
-                 "input": spec.describe(), "weight_col": weight_col,
+                 "input": spec.describe(), "weight_col": spec.weight_col,
                  "sample_rows": n_sample},
-        "ours": {
-            "fit_seconds": ours_seconds, "cost": final["ours"]["cost"],
-            "silhouette": sil["ours"], "steps": summ.numSteps, "epochs": summ.numIter,
-            "rows_seen": summ.rowsSeen, "stop_reason": summ.stopReason,
-            "batch_size": summ.batchSize, "prepare_seconds": summ.prepareSeconds,
-            "fit_mode": summ.fitMode, "passes": summ.numPasses,
-            "passes_over_data": summ.passesOverData,
-            "jobs": summ.numJobs,
-            "init_seconds": summ.initSeconds, "loop_seconds": summ.loopSeconds,
-            "final_pass_seconds": summ.finalPassSeconds,
-            "seconds_per_step": summ.loopSeconds / max(1, summ.numSteps),
-            "seconds_to_mllib_cost": reached[0] if reached else None,
-            "cluster_sizes": final["ours"]["sizes"],
-            "params": {p.name: v for p, v in est.extractParamMap().items()
-                       if p.name != "initialCenters"},
-            "trajectory": trajectory,
-        },
-        "mllib": {
-            "fit_seconds": mllib_seconds, "cost": mllib_cost, "silhouette": sil["mllib"],
-            "iterations": int(msumm.numIter),
-            "reported_training_cost": float(msumm.trainingCost),
-            "cluster_sizes": final["mllib"]["sizes"],
-            "params": {p.name: v for p, v in km.extractParamMap().items()},
-            "native_blas": native_blas(),
-        },
+        "ours": _ours_section(est, fits, final, sil),
+        "mllib": _mllib_section(km, fits, final, sil),
         "agreement": {
             "ari": float(metrics.adjusted_rand_score(labels["ours"], labels["mllib"])),
             "nmi": float(metrics.normalized_mutual_info_score(labels["ours"],
@@ -476,8 +414,9 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
             "center_distance_mean": match["mean"], "center_distance_max": match["max"],
             "matching": match["pairs"],
         },
-        "speedup": mllib_seconds / ours_seconds,
-        "cost_ratio": final["ours"]["cost"] / mllib_cost if mllib_cost > 0 else None,
+        "speedup": fits["mllib_seconds"] / fits["ours_seconds"],
+        "cost_ratio": (final["ours"]["cost"] / final["mllib"]["cost"]
+                       if final["mllib"]["cost"] > 0 else None),
         "references": refs,
         "environment": environment,
     }
@@ -494,48 +433,110 @@ def compare_with_mllib(df: DataFrame, k: int, *, features_col: str = "features",
     return result
 
 
-def _check_options(spec, k, seed, max_iter, ours, mllib, handle_invalid, references,
-                   **counts):
-    """Validate the options before any Spark job: (our estimator, MLlib's Params)."""
+def _fit_both(est, km, data: DataFrame, trajectory_points: int) -> Dict[str, Any]:
+    """Ours first (its prepare and init included, its trajectory recorded), then MLlib's,
+    each timed as a user waits for it."""
+    t0 = time.perf_counter()
+    on_step, finish = _trajectory_recorder(trajectory_points, t0)
+    model = est.fitWithCallback(data, on_step)
+    ours_seconds = time.perf_counter() - t0
+    trajectory = finish()
+    logger.info("ours: %.1f s, %d steps (%s)", ours_seconds, model.summary.numSteps,
+                model.summary.stopReason)
+    t0 = time.perf_counter()
+    mllib_model = km.fit(data)
+    mllib_seconds = time.perf_counter() - t0
+    logger.info("MLlib: %.1f s, %d iterations", mllib_seconds, mllib_model.summary.numIter)
+    return {"model": model, "ours_seconds": ours_seconds, "trajectory": trajectory,
+            "mllib_model": mllib_model, "mllib_seconds": mllib_seconds}
+
+
+def _run_references(data, spec, n, sets, est, references, local_max_mb) -> Dict[str, Any]:
+    """scikit-learn's fits when the features fit in ``local_max_mb`` (their centers go
+    into ``sets``), else why they were skipped."""
+    need_mb = n * spec.n_features * 8 / 2**20
+    if not (references and local_max_mb and need_mb <= local_max_mb):
+        return {"skipped": "turned off (local_max_mb=0 or no references)"
+                if not (local_max_mb and references) else
+                f"the features take {need_mb:,.0f} MiB as float64, over "
+                f"local_max_mb={local_max_mb}"}
+    X, w = _collect_features(data, spec)
+    refs = _fit_sklearn(X, w, est.getK(), est.getSeed(), est.getMaxIter(),
+                        est.getBatchSize(), references)
+    for name, r in refs.items():
+        sets[name] = r.pop("centers")
+    return refs
+
+
+def _ours_section(est, fits, final, sil) -> Dict[str, Any]:
+    summ, trajectory = fits["model"].summary, fits["trajectory"]
+    # "reached": as low to float64 precision (the same centers summed in another order
+    # differ in the last bits: 16000517.082788626 against ...624 on make demo's table)
+    reached = [t["seconds"] for t in trajectory
+               if t["cost"] <= final["mllib"]["cost"] * (1 + 1e-12)]
+    return {
+        "fit_seconds": fits["ours_seconds"], "cost": final["ours"]["cost"],
+        "silhouette": sil["ours"], "steps": summ.numSteps, "epochs": summ.numIter,
+        "rows_seen": summ.rowsSeen, "stop_reason": summ.stopReason,
+        "batch_size": summ.batchSize, "prepare_seconds": summ.prepareSeconds,
+        "fit_mode": summ.fitMode, "passes": summ.numPasses,
+        "passes_over_data": summ.passesOverData, "jobs": summ.numJobs,
+        "init_seconds": summ.initSeconds, "loop_seconds": summ.loopSeconds,
+        "final_pass_seconds": summ.finalPassSeconds,
+        "seconds_per_step": summ.loopSeconds / max(1, summ.numSteps),
+        "seconds_to_mllib_cost": reached[0] if reached else None,
+        "cluster_sizes": final["ours"]["sizes"],
+        "params": {p.name: v for p, v in est.extractParamMap().items()
+                   if p.name != "initialCenters"},
+        "trajectory": trajectory,
+    }
+
+
+def _mllib_section(km, fits, final, sil) -> Dict[str, Any]:
+    msumm = fits["mllib_model"].summary
+    return {
+        "fit_seconds": fits["mllib_seconds"], "cost": final["mllib"]["cost"],
+        "silhouette": sil["mllib"], "iterations": int(msumm.numIter),
+        "reported_training_cost": float(msumm.trainingCost),
+        "cluster_sizes": final["mllib"]["sizes"],
+        "params": {p.name: v for p, v in km.extractParamMap().items()},
+        "native_blas": native_blas(),
+    }
+
+
+def _check_options(estimator, mllib, references, **counts):
+    """Validate the options before any Spark job: (a copy of our estimator, MLlib's
+    KMeans with the shared and given Params)."""
+    from pyspark.ml.clustering import KMeans
+
     from ..ml.estimator import MiniBatchKMeans
 
-    if handle_invalid not in ("error", "skip"):
-        raise InvalidParamError(f"handle_invalid={handle_invalid!r} is invalid: expected "
-                                "'error' or 'skip'")
+    if not isinstance(estimator, MiniBatchKMeans):
+        raise InvalidParamError(
+            f"estimator={estimator!r} is invalid: expected a configured MiniBatchKMeans, "
+            "e.g. compare_with_mllib(df, MiniBatchKMeans(k=20, inputCols=cols))")
     if isinstance(references, str) or not set(references) <= set(REFERENCES):
         raise InvalidParamError(f"references={references!r} is invalid: expected a list of "
                                 f"some of {list(REFERENCES)}")
     for name, value in counts.items():
         lo = 0 if name == "local_max_mb" else (1 if name == "trajectory_points" else 2)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise InvalidParamError(f"{name}={value!r} is invalid: expected an integer >= {lo}")
-    ours = dict(ours or {})
-    clash = sorted(set(ours) & set(_SHARED))
-    if clash:
-        raise InvalidParamError(f"ours sets {clash}, which compare_with_mllib's own arguments "
-                                "set (k, seed, max_iter, features_col, input_cols, weight_col)"
-                                ": pass them there")
+        integer(name, value, lo)
     mllib = dict(mllib or {})
     unknown = sorted(set(mllib) - set(MLLIB_PARAMS))
     if unknown:
         raise InvalidParamError(f"mllib Params {unknown} are not supported: expected some of "
                                 f"{list(MLLIB_PARAMS)} (k, seed and weightCol are shared)")
-    if "euclidean" != ours.get("distanceMeasure", "euclidean") or \
+    est = estimator.copy().validateParams()
+    if "euclidean" != est.getDistanceMeasure() or \
             "euclidean" != mllib.get("distanceMeasure", "euclidean"):
         raise InvalidParamError("the comparison measures squared Euclidean cost: expected "
                                 "distanceMeasure='euclidean' for both models")
     mllib.setdefault("solver", "block")
-    mllib.setdefault("maxIter", max_iter)
-    # Ours runs with its defaults, exact passes included: the time a user waits for.
-    est = MiniBatchKMeans(k=k, seed=seed, maxIter=max_iter, **ours)
-    if spec.kind == "columns":
-        est.setInputCols(list(spec.columns))
-    else:
-        est.setFeaturesCol(spec.columns[0])
-    if spec.weight_col is not None:
-        est.setWeightCol(spec.weight_col)
-    est._fit_params()  # bad Params fail here
-    return est, mllib
+    mllib.setdefault("maxIter", est.getMaxIter())
+    km = KMeans(k=est.getK(), seed=est.getSeed(), featuresCol=VECTOR_COL, **mllib)
+    if est.isDefined(est.weightCol) and est.getWeightCol():
+        km.setWeightCol(est.getWeightCol())
+    return est, km
 
 
 def _feature_columns(spec: feat.FeatureSpec, with_weight: bool = False) -> list:

@@ -439,12 +439,7 @@ def drift_report(model, reference: Mapping, df: DataFrame,
     names = _feature_names(spec)
     _check_reference(model, reference, names)
     ref_features = reference["features"]
-    valid = _valid(model, spec)
-    aggs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(~valid, 1)).alias("invalid")]
-    for j, x in enumerate(spec.feature_exprs()):
-        v = F.when(valid, x)
-        aggs += [F.avg(v).alias(f"mean{j}"), F.stddev_samp(v).alias(f"std{j}")]
-    row = df.agg(*aggs).first()
+    row = _valid_moments(model, spec, df)
     rows, invalid = int(row["rows"]), int(row["invalid"])
     report.update(rows=rows, invalidRows=invalid, validRows=rows - invalid)
     if rows == invalid:
@@ -456,37 +451,65 @@ def drift_report(model, reference: Mapping, df: DataFrame,
     n_sample = min((len(ref_features[n]["sample"]) for n in names), default=0)
     sample = _hashed_sample(model, spec, df, n_sample, int(reference.get("sampleSeed",
                                                                          SAMPLE_SEED)))
-    features, drifted = {}, []
+    features = {}
     for j, name in enumerate(names):
-        ref = ref_features[name]
-        now = _proportions(bin_counts[j])
-        value = psi(ref["proportions"], now)
-        ks_stat = ks_p = None
-        ref_sample = np.asarray(ref["sample"], dtype=np.float64)
-        if len(ref_sample) and len(sample):
-            ks = ks_2samp(ref_sample, sample[:, j])
-            ks_stat, ks_p = float(ks.statistic), float(ks.pvalue)
-        mean, std = _num(row[f"mean{j}"]), _num(row[f"std{j}"])
-        shift = (None if mean is None or ref["mean"] is None or not ref["std"]
-                 else (mean - ref["mean"]) / ref["std"])
-        why = []
-        if value > thresholds.psi:
-            why.append(f"PSI {value:.3g} > {thresholds.psi:g}")
-        if (ks_p is not None and ks_p < thresholds.ks_pvalue
-                and ks_stat >= thresholds.ks_statistic):
-            why.append(f"KS statistic {ks_stat:.3g} (p={ks_p:.2g})")
-        features[name] = {"psi": value, "ksStatistic": ks_stat, "ksPvalue": ks_p,
-                          "ksSampleRows": int(min(len(ref_sample), len(sample))),
-                          "mean": mean, "std": std, "referenceMean": ref["mean"],
-                          "referenceStd": ref["std"], "meanShiftStd": _num(shift),
-                          "proportions": now, "drift": bool(why), "reasons": why}
-        if why:
-            drifted.append(name)
+        ref_sample = np.asarray(ref_features[name]["sample"], dtype=np.float64)
+        ks = ks_2samp(ref_sample, sample[:, j]) if len(ref_sample) and len(sample) else None
+        features[name] = _feature_drift(ref_features[name], bin_counts[j], ks,
+                                        int(min(len(ref_sample), len(sample))),
+                                        row[f"mean{j}"], row[f"std{j}"], thresholds)
+    drifted = [name for name in names if features[name]["drift"]]
     report["features"], report["driftedFeatures"] = features, drifted
     if drifted:
         report["reasons"].append(f"{len(drifted)} of {len(names)} features drifted: "
                                  + "; ".join(f"{n} ({', '.join(features[n]['reasons'])})"
                                              for n in drifted))
+    _cluster_drift(report, reference, counts, thresholds)
+    _distance_drift(report, reference, counts, dist, thresholds)
+    return _finish(report)
+
+
+def _valid_moments(model, spec: feat.FeatureSpec, df: DataFrame):
+    """One aggregation over ``df``: ``rows``, ``invalid`` (rows the model cannot cluster)
+    and per feature ``j`` the mean (``mean{j}``) and sample standard deviation
+    (``std{j}``) of the valid rows."""
+    valid = _valid(model, spec)
+    aggs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(~valid, 1)).alias("invalid")]
+    for j, x in enumerate(spec.feature_exprs()):
+        v = F.when(valid, x)
+        aggs += [F.avg(v).alias(f"mean{j}"), F.stddev_samp(v).alias(f"std{j}")]
+    return df.agg(*aggs).first()
+
+
+def _feature_drift(ref: Mapping, bin_counts: np.ndarray, ks, ks_rows: int, mean, std,
+                   thresholds: DriftThresholds) -> dict:
+    """One feature's entry of the drift report: PSI of its rows per reference bin
+    (``bin_counts``), the Kolmogorov-Smirnov test result ``ks`` (None without samples) on
+    ``ks_rows`` sample rows, the mean shift, and whether (and why) it drifted."""
+    now = _proportions(bin_counts)
+    value = psi(ref["proportions"], now)
+    ks_stat = ks_p = None
+    if ks is not None:
+        ks_stat, ks_p = float(ks.statistic), float(ks.pvalue)
+    mean, std = _num(mean), _num(std)
+    shift = (None if mean is None or ref["mean"] is None or not ref["std"]
+             else (mean - ref["mean"]) / ref["std"])
+    why = []
+    if value > thresholds.psi:
+        why.append(f"PSI {value:.3g} > {thresholds.psi:g}")
+    if (ks_p is not None and ks_p < thresholds.ks_pvalue
+            and ks_stat >= thresholds.ks_statistic):
+        why.append(f"KS statistic {ks_stat:.3g} (p={ks_p:.2g})")
+    return {"psi": value, "ksStatistic": ks_stat, "ksPvalue": ks_p, "ksSampleRows": ks_rows,
+            "mean": mean, "std": std, "referenceMean": ref["mean"],
+            "referenceStd": ref["std"], "meanShiftStd": _num(shift),
+            "proportions": now, "drift": bool(why), "reasons": why}
+
+
+def _cluster_drift(report: dict, reference: Mapping, counts: np.ndarray,
+                   thresholds: DriftThresholds) -> None:
+    """Add the cluster proportion drift to ``report``: ``clusters`` (the reference and
+    current shares of rows, their Jensen-Shannon divergence) and a reason when it drifted."""
     ref_props = [c["proportion"] or 0.0 for c in reference["clusters"]]
     now_props = _proportions(counts)
     js = js_divergence(ref_props, now_props)
@@ -496,6 +519,12 @@ def drift_report(model, reference: Mapping, df: DataFrame,
     if js > thresholds.js:
         report["reasons"].append(f"cluster proportions: Jensen-Shannon divergence {js:.3g} > "
                                  f"{thresholds.js:g}")
+
+
+def _distance_drift(report: dict, reference: Mapping, counts: np.ndarray, dist: np.ndarray,
+                    thresholds: DriftThresholds) -> None:
+    """Add the mean distance to the nearest center to ``report``, its ratio to the
+    reference's and a reason when the ratio is above the threshold."""
     n_valid = int(counts.sum())
     mean_dist = dist.sum() / n_valid
     report["meanDistance"] = _num(mean_dist)
@@ -507,7 +536,6 @@ def drift_report(model, reference: Mapping, df: DataFrame,
         if ratio > thresholds.distance_ratio:
             report["reasons"].append(f"mean distance to the nearest center is {ratio:.3g} "
                                      f"times the reference (> {thresholds.distance_ratio:g})")
-    return _finish(report)
 
 
 def _finish(report: dict) -> dict:

@@ -17,8 +17,8 @@ or ``"databricks"`` (workspace registry).
 
 The pyfunc model is stored as "models from code" (a three-line file that imports
 :class:`MiniBatchKMeansPyfunc` from this module; no pickle) plus the saved model directory
-and a copy of this package. It scores a pandas DataFrame with NumPy alone: no SparkSession,
-no JVM.
+and a copy of this package. It scores a pandas DataFrame with NumPy alone
+(:class:`~minibatch_kmeans.lifecycle.saved_model.SavedModel`): no SparkSession, no JVM.
 
 Examples
 --------
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import glob
 import json
 import logging
 import math
@@ -44,7 +43,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -57,9 +55,10 @@ try:
     from mlflow.tracking import MlflowClient
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("minibatch_kmeans.lifecycle.registry needs MLflow: pip install "
-                      "'minibatch-kmeans[mlops]'") from e
+                      "'minibatch-kmeans[mlops]'", name=e.name) from e
 
-from ..errors import InvalidInputError, MiniBatchKMeansError, ModelPersistenceError
+from ..errors import MiniBatchKMeansError
+from .saved_model import SavedModel
 
 logger = logging.getLogger(__name__)
 
@@ -235,150 +234,6 @@ def _version_str(version: Any) -> str:
     if isinstance(version, ModelVersion):
         return str(version.version)
     return str(int(version))
-
-
-# -- reading a saved model without Spark -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SavedModel:
-    """A saved :class:`~minibatch_kmeans.MiniBatchKMeansModel` read with pyarrow and plain
-    file I/O (no Spark), enough to score pandas data.
-
-    Attributes
-    ----------
-    centers : ndarray of shape (k, n_features)
-    weight_sums : ndarray of shape (k,)
-    metadata : dict
-        The model's metadata JSON (``class``, ``uid``, ``paramMap``, ``featureSchema``...).
-    params : dict
-        Default params overlaid with the set ones.
-    """
-
-    centers: np.ndarray
-    weight_sums: np.ndarray
-    metadata: dict
-    params: dict
-
-    @classmethod
-    def read(cls, path: str) -> "SavedModel":
-        """Read ``path/metadata`` (JSON text) and ``path/data`` (Parquet)."""
-        import pyarrow.parquet as pq
-
-        parts = sorted(p for p in glob.glob(os.path.join(path, "metadata", "part-*"))
-                       if not os.path.basename(p).startswith("."))
-        text = ""
-        for part in parts:
-            with open(part, encoding="utf-8") as f:
-                text = f.read().strip()
-            if text:
-                break
-        if not text:
-            raise ModelPersistenceError(
-                f"cannot read a model from {path!r}: no metadata/part-* file with the JSON "
-                "metadata (expected a directory written by MiniBatchKMeansModel.save)")
-        meta = json.loads(text.splitlines()[0])
-        if not str(meta.get("class", "")).endswith("MiniBatchKMeansModel"):
-            raise ModelPersistenceError(
-                f"cannot read a MiniBatchKMeansModel from {path!r}: it holds a "
-                f"{meta.get('class')}")
-        table = pq.read_table(os.path.join(path, "data")).to_pandas()
-        table = table.sort_values("clusterIdx")
-        centers = np.vstack([np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]])
-        params = dict(meta.get("defaultParamMap", {}))
-        params.update(meta.get("paramMap", {}))
-        return cls(centers, table["weightSum"].to_numpy(np.float64), meta, params)
-
-    @property
-    def feature_schema(self) -> Optional[dict]:
-        return self.metadata.get("featureSchema")
-
-    @property
-    def kind(self) -> str:
-        fs = self.feature_schema
-        if fs:
-            return fs["kind"]
-        return "columns" if self.params.get("inputCols") else "vector"
-
-    @property
-    def feature_columns(self) -> List[str]:
-        fs = self.feature_schema
-        if fs:
-            return list(fs["columns"])
-        return list(self.params.get("inputCols") or [self.params.get("featuresCol",
-                                                                      "features")])
-
-    def to_spark_model(self):
-        """The :class:`~minibatch_kmeans.MiniBatchKMeansModel` (as ``load`` would return;
-        reads nothing through Spark, so it works for a driver-local path on a cluster)."""
-        from ..ml.estimator import MiniBatchKMeansModel
-
-        return MiniBatchKMeansModel._from_dict({"metadata": self.metadata,
-                                                "centers": self.centers,
-                                                "weightSums": self.weight_sums})
-
-    def feature_matrix(self, frame: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
-        """The features of a pandas frame as float64 ``(n, d)`` and a mask of invalid rows
-        (null, NaN, infinite, wrong length, or all-zero under cosine distance)."""
-        d = self.centers.shape[1]
-        cols = self.feature_columns
-        missing = [c for c in cols if c not in frame.columns]
-        if missing:
-            raise InvalidInputError(
-                f"the input has columns {list(frame.columns)} but the model needs "
-                f"{missing} ({self.kind} features {cols})")
-        if self.kind == "columns":
-            X = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64,
-                                                                             na_value=np.nan)
-            bad = np.zeros(len(frame), dtype=bool)
-        else:
-            X = np.full((len(frame), d), np.nan)
-            bad = np.zeros(len(frame), dtype=bool)
-            for i, v in enumerate(frame[cols[0]].tolist()):
-                if v is None:
-                    continue
-                row = np.asarray(v.toArray() if hasattr(v, "toArray") else v,
-                                 dtype=np.float64).reshape(-1)
-                if row.shape[0] == d:
-                    X[i] = row
-                else:
-                    bad[i] = True
-        bad |= ~np.isfinite(X).all(axis=1)
-        if self.params.get("distanceMeasure") == "cosine":
-            bad |= ~np.nan_to_num(X).any(axis=1)
-        return X, bad
-
-    def predict_pandas(self, frame: pd.DataFrame, with_distance: bool = False) -> pd.DataFrame:
-        """Nearest center (column ``prediction``) and, when asked, the distance to it
-        (``distance``), for each row of ``frame``, with the Spark model's arithmetic.
-
-        Invalid rows raise under ``handleInvalid='error'``; under ``'skip'`` they get a
-        null prediction and a NaN distance (Spark's transform drops them)."""
-        from ..ml.estimator import predict_matrix
-
-        X, bad = self.feature_matrix(frame)
-        skip = self.params.get("handleInvalid", "error") == "skip"
-        if bad.any() and not skip:
-            raise InvalidInputError(
-                f"{int(bad.sum())} rows have null, NaN or infinite features, a wrong length "
-                "or a zero vector under cosine distance; expected none with "
-                "handleInvalid='error'")
-        dtype = np.float32 if self.params.get("dtype", "float32") == "float32" else np.float64
-        labels = np.zeros(len(frame), dtype=np.int32)
-        dist = np.full(len(frame), np.nan)
-        ok = ~bad
-        if ok.any():
-            lab, dis = predict_matrix(X[ok], self.centers,
-                                       self.params.get("distanceMeasure") == "cosine", dtype)
-            labels[ok] = lab
-            dist[ok] = dis
-        pred = pd.Series(labels, index=frame.index, name="prediction")
-        if bad.any():
-            pred = pred.astype("Int32").mask(bad)
-        out = pred.to_frame()
-        if with_distance:
-            out["distance"] = dist
-        return out
 
 
 # -- the pyfunc model --------------------------------------------------------------------
@@ -774,8 +629,8 @@ class Registry:
 
 
 def version_tags(mv: ModelVersion, keys: Sequence[str] = ("feature_schema", "input_schema",
-                                                         "holdout_metrics", "reference_stats",
-                                                         "training_info")) -> Dict[str, Any]:
+                                                          "holdout_metrics", "reference_stats",
+                                                          "training_info")) -> Dict[str, Any]:
     """A version's tags with the JSON ones (``keys``) decoded."""
     out: Dict[str, Any] = dict(mv.tags)
     for key in keys:

@@ -17,7 +17,8 @@ the chord from its first point to its last.
 
 Examples
 --------
->>> result = choose_k(df, [5, 10, 15, 20], inputCols=cols, seed=7)   # doctest: +SKIP
+>>> est = MiniBatchKMeans(inputCols=cols, seed=7)                   # doctest: +SKIP
+>>> result = choose_k(df, est, [5, 10, 15, 20])                     # doctest: +SKIP
 >>> result["recommended"]["k"], result["elbow"]["k"]                  # doctest: +SKIP
 (10, 10)
 """
@@ -44,9 +45,8 @@ logger = logging.getLogger(__name__)
 #: training part still fills every batch.
 #: Holdout membership resolution: rows whose hash mod 2^24 is below fraction * 2^24.
 _BUCKETS = 1 << 24
-#: Estimator Params the grid (or the tuning itself) sets.
-_REFUSED = {"k": "the grid sets k: pass k_values",
-            "initialCenters": "every k needs its own initialisation",
+#: Estimator Params the tuning refuses.
+_REFUSED = {"initialCenters": "every k needs its own initialisation",
             "checkpointDir": "grid fits do not checkpoint"}
 
 
@@ -142,23 +142,27 @@ def _check_options(holdout_fraction, sample_size, seed):
         raise InvalidParamError(f"seed={seed!r} is invalid: expected an integer")
 
 
-def _estimator(params: Dict[str, Any], k: int, batch_sizes):
+def _check_estimator(estimator):
+    """A validated copy of ``estimator`` for the grid (computeTrainingCost off unless
+    set), or InvalidParamError before any Spark job."""
     from ..ml.estimator import MiniBatchKMeans
 
+    if not isinstance(estimator, MiniBatchKMeans):
+        raise InvalidParamError(
+            f"estimator={estimator!r} is invalid: expected a configured MiniBatchKMeans, "
+            "e.g. choose_k(df, MiniBatchKMeans(inputCols=cols), [5, 10, 15])")
     for name, why in _REFUSED.items():
-        if name in params:
-            raise InvalidParamError(f"{name} is set ({_short(params[name])}): expected it "
-                                    f"unset ({why})")
-    if batch_sizes is not None and "batchSize" in params:
-        raise InvalidParamError(f"batchSize={params['batchSize']!r} and batch_sizes="
-                                f"{batch_sizes!r} are both set: expected at most one")
-    if params.get("distanceMeasure", "euclidean") != "euclidean":
-        raise InvalidParamError(f"distanceMeasure={params['distanceMeasure']!r} is invalid: "
-                                "choosing k measures squared Euclidean cost and silhouette, "
-                                "so expected 'euclidean'")
-    est = MiniBatchKMeans(k=k, **params)
-    est._fit_params()  # bad Params fail here, before any Spark job
-    return est
+        if estimator.isSet(name):
+            raise InvalidParamError(f"{name} is set ({_short(estimator.getOrDefault(name))}): "
+                                    f"expected it unset ({why})")
+    if estimator.getDistanceMeasure() != "euclidean":
+        raise InvalidParamError(f"distanceMeasure={estimator.getDistanceMeasure()!r} is "
+                                "invalid: choosing k measures squared Euclidean cost and "
+                                "silhouette, so expected 'euclidean'")
+    est = estimator.copy()
+    if not est.isSet(est.computeTrainingCost):
+        est.setComputeTrainingCost(False)
+    return est.validateParams()
 
 
 def _short(value) -> str:
@@ -185,35 +189,35 @@ def _split(df: DataFrame, spec: feat.FeatureSpec, fraction: float, seed: int):
     return data, counts
 
 
-def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Sequence[int]] = None,
-             holdout_fraction: float = 0.2, sample_size: int = SILHOUETTE_ROWS, seed: int = 1,
-             **estimator_params) -> Dict[str, Any]:
-    """Fit :class:`~minibatch_kmeans.MiniBatchKMeans` for every k (and batch size) on a
-    training part of ``df`` and measure each fit on the held-out rest.
+def choose_k(df: DataFrame, estimator, k_values: Sequence[int],
+             batch_sizes: Optional[Sequence[int]] = None, holdout_fraction: float = 0.2,
+             sample_size: int = SILHOUETTE_ROWS, seed: Optional[int] = None) -> Dict[str, Any]:
+    """Fit a configured :class:`~minibatch_kmeans.MiniBatchKMeans` for every k (and batch
+    size) on a training part of ``df`` and measure each fit on the held-out rest.
 
     Parameters
     ----------
     df : DataFrame
-        The input; features as ``inputCols`` or ``featuresCol`` in ``estimator_params``.
+        The input, with the features (and weight column) the estimator names.
+    estimator : MiniBatchKMeans
+        The Params every grid point shares (as ``CrossValidator`` takes an estimator);
+        each fit is a copy with the grid's ``k`` (and batch size). Not with
+        ``initialCenters`` or ``checkpointDir``; Euclidean distance only.
+        ``computeTrainingCost`` defaults to False (the holdout is measured here). With
+        ``handleInvalid="skip"`` invalid rows are left out, otherwise they raise
+        :class:`InvalidInputError`.
     k_values : sequence of int
         Distinct values >= 2, increasing.
     batch_sizes : sequence of int, optional
-        Batch sizes to try for every k (default: ``batchSize`` of ``estimator_params``,
-        or the estimator's default).
+        Batch sizes to try for every k (default: the estimator's ``batchSize``).
     holdout_fraction : float
         Share of rows held out, by a hash of the row's features and ``seed`` (identical
         rows fall on the same side).
     sample_size : int
         Holdout rows (at most) for the silhouette: those with the smallest holdout hashes,
         the same rows for every fit.
-    seed : int
-        Seeds the split; also the estimator's seed unless ``estimator_params`` sets one.
-    **estimator_params
-        Other :class:`~minibatch_kmeans.MiniBatchKMeans` Params (``inputCols``, ``maxIter``,
-        ``weightCol``...); not ``k``, ``initialCenters`` or ``checkpointDir``; Euclidean
-        distance only. ``computeTrainingCost`` defaults to False (the holdout is measured
-        here). With ``handleInvalid="skip"`` invalid rows are left out, otherwise they
-        raise :class:`InvalidInputError`.
+    seed : int, optional
+        Seeds the split (default: the estimator's seed).
 
     Returns
     -------
@@ -236,11 +240,9 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
     """
     ks = check_k_values(k_values)
     sizes = _check_batch_sizes(batch_sizes)
+    est = _check_estimator(estimator)
+    seed = est.getSeed() if seed is None else seed
     _check_options(holdout_fraction, sample_size, seed)
-    params = dict(estimator_params)
-    params.setdefault("seed", int(seed))
-    params.setdefault("computeTrainingCost", False)
-    est = _estimator(params, ks[0], sizes)
     spec = est.featureSpec(df)
     grid_sizes = sizes or [est.getBatchSize()]
 
@@ -249,47 +251,13 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
     try:
         n_bad = counts.get(-1, (0, 0.0))[0]
         (n_train, _), (n_hold, w_hold) = counts.get(0, (0, 0.0)), counts.get(1, (0, 0.0))
-        if n_bad and est.getHandleInvalid() != "skip":
-            reasons = spec.summarize_invalid(n_bad, spec.invalid_counts(df, cosine=False))
-            raise InvalidInputError(
-                f"the input has {reasons}; expected none with handleInvalid='error' (set "
-                "handleInvalid='skip' to leave them out)")
-        k_max = ks[-1]
-        if n_hold < k_max or n_train < k_max:
-            raise InvalidInputError(
-                f"the split has {n_train} training and {n_hold} holdout rows (holdout_fraction="
-                f"{holdout_fraction}, {n_bad} invalid rows left out): expected at least the "
-                f"largest k={k_max} rows in each; use fewer k, more rows or another "
-                "holdout_fraction")
-        logger.info("split %d rows: %d training, %d holdout (%d invalid left out)",
-                    n_train + n_hold + n_bad, n_train, n_hold, n_bad)
+        _check_split(est, df, spec, ks[-1], holdout_fraction, n_bad, n_train, n_hold)
         cols = [c for c in data.columns if not c.startswith("_")]
         train = data.where(F.col("_part") == 0).select(*cols)
         holdout = data.where(F.col("_part") == 1).select(*cols)
-        from pyspark.ml.functions import array_to_vector
-
-        vector = (F.col(feat.quoted(spec.columns[0])) if spec.kind == "vector"
-                  else array_to_vector(spec.array_expr()))
-        sample = (data.where(F.col("_part") == 1).orderBy("_h").limit(sample_size)
-                  .select(*cols, vector.alias(VECTOR_COL)).persist(STORAGE))
+        sample = _silhouette_sample(data, spec, cols, sample_size)
         n_sample = sample.count()
-
-        grid: List[Dict[str, Any]] = []
-        centers: Dict[str, np.ndarray] = {}
-        for b in grid_sizes:
-            for k in ks:
-                fit_est = est.copy({est.k: k} if b is None else {est.k: k, est.batchSize: b})
-                t0 = time.perf_counter()
-                model = fit_est.fit(train)
-                seconds = time.perf_counter() - t0
-                s = model.summary
-                name = f"g{len(grid)}"
-                centers[name] = np.array(model.clusterCenters())
-                grid.append({"k": k, "batch_size": int(s.batchSize), "seconds": seconds,
-                             "steps": int(s.numSteps), "epochs": int(s.numIter),
-                             "stop_reason": s.stopReason, "_name": name})
-                logger.info("k=%d, batch %d: %.1f s, %d steps (%s)", k, s.batchSize,
-                            seconds, s.numSteps, s.stopReason)
+        grid, centers = _fit_grid(est, train, ks, grid_sizes)
         measured = measure_centers(holdout, sample, spec, centers, w_hold)
         for g in grid:
             g.update(measured[g.pop("_name")])
@@ -315,6 +283,54 @@ def choose_k(df: DataFrame, k_values: Sequence[int], batch_sizes: Optional[Seque
     }
     result.update(recommend(grid))
     return result
+
+
+def _check_split(est, df, spec, k_max, holdout_fraction, n_bad, n_train, n_hold) -> None:
+    """Raise for invalid rows under handleInvalid='error', or too few rows on a side."""
+    if n_bad and est.getHandleInvalid() != "skip":
+        reasons = spec.summarize_invalid(n_bad, spec.invalid_counts(df, cosine=False))
+        raise InvalidInputError(
+            f"the input has {reasons}; expected none with handleInvalid='error' (set "
+            "handleInvalid='skip' to leave them out)")
+    if n_hold < k_max or n_train < k_max:
+        raise InvalidInputError(
+            f"the split has {n_train} training and {n_hold} holdout rows (holdout_fraction="
+            f"{holdout_fraction}, {n_bad} invalid rows left out): expected at least the "
+            f"largest k={k_max} rows in each; use fewer k, more rows or another "
+            "holdout_fraction")
+    logger.info("split %d rows: %d training, %d holdout (%d invalid left out)",
+                n_train + n_hold + n_bad, n_train, n_hold, n_bad)
+
+
+def _silhouette_sample(data: DataFrame, spec: feat.FeatureSpec, cols, sample_size: int):
+    """The holdout rows with the smallest hashes, with an MLlib Vector column, cached."""
+    from pyspark.ml.functions import array_to_vector
+
+    vector = (F.col(feat.quoted(spec.columns[0])) if spec.kind == "vector"
+              else array_to_vector(spec.array_expr()))
+    return (data.where(F.col("_part") == 1).orderBy("_h").limit(sample_size)
+            .select(*cols, vector.alias(VECTOR_COL)).persist(STORAGE))
+
+
+def _fit_grid(est, train: DataFrame, ks: Sequence[int], grid_sizes):
+    """One fit per (batch size, k): the grid's rows and {row name: centers}."""
+    grid: List[Dict[str, Any]] = []
+    centers: Dict[str, np.ndarray] = {}
+    for b in grid_sizes:
+        for k in ks:
+            fit_est = est.copy({est.k: k} if b is None else {est.k: k, est.batchSize: b})
+            t0 = time.perf_counter()
+            model = fit_est.fit(train)
+            seconds = time.perf_counter() - t0
+            s = model.summary
+            name = f"g{len(grid)}"
+            centers[name] = np.array(model.clusterCenters())
+            grid.append({"k": k, "batch_size": int(s.batchSize), "seconds": seconds,
+                         "steps": int(s.numSteps), "epochs": int(s.numIter),
+                         "stop_reason": s.stopReason, "_name": name})
+            logger.info("k=%d, batch %d: %.1f s, %d steps (%s)", k, s.batchSize,
+                        seconds, s.numSteps, s.stopReason)
+    return grid, centers
 
 
 def recommend(grid: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:

@@ -9,240 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
-import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import DenseVector, SparseVector, Vector
-from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import (HasCheckpointInterval, HasDistanceMeasure, HasFeaturesCol,
-                                     HasInputCols, HasMaxIter, HasPredictionCol, HasSeed, HasTol,
-                                     HasWeightCol)
+from pyspark.ml.param import Params
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from ..core.minibatch import minibatch_update, split_dying
-from ..errors import InvalidInputError, InvalidParamError, ModelPersistenceError
+from ..errors import InvalidInputError, ModelPersistenceError
 from ..spark import features as feat
 from ..spark.features import column_types
 from ..spark.fit import FitParams, cost_from_inertia, fit
+from ..spark.params import PARAM_RULES
 from ..spark.prepare import feature_names
 from ..spark.udfs import STATS_SCHEMA, stats_function, table_to_stats
+from .params import UPDATE_RULES, MiniBatchKMeansParams, discount_rule
+from .predict import predict_matrix, predict_udf
+from .summary import MiniBatchKMeansSummary
 
 logger = logging.getLogger(__name__)
-
-#: Deterministic default seed (pyspark's HasSeed default hashes the class name with
-#: Python's per-process randomised ``hash``, which would make default fits irreproducible).
-DEFAULT_SEED = zlib.crc32(b"minibatch_kmeans.MiniBatchKMeans")
-
-
-class _MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionCol, HasTol,
-                             HasDistanceMeasure, HasWeightCol, HasInputCols,
-                             HasCheckpointInterval):
-    """Params shared by :class:`MiniBatchKMeans` and :class:`MiniBatchKMeansModel`."""
-
-    k = Param(Params._dummy(), "k", "The number of clusters to create. Must be > 1.",
-              typeConverter=TypeConverters.toInt)
-    initMode = Param(Params._dummy(), "initMode",
-                     'The initialization algorithm: "k-means||" (Spark\'s default), '
-                     '"k-means++" (greedy, on a driver-side sample) or "random".',
-                     typeConverter=TypeConverters.toString)
-    initSteps = Param(Params._dummy(), "initSteps",
-                      "The number of rounds of k-means|| initialization. Must be > 0.",
-                      typeConverter=TypeConverters.toInt)
-    initScope = Param(Params._dummy(), "initScope",
-                      'Where k-means|| runs: "sample" (the driver-side init sample, default) '
-                      'or "table" (distributed over the whole table, as Spark MLlib).',
-                      typeConverter=TypeConverters.toString)
-    initRuns = Param(Params._dummy(), "initRuns",
-                     "Initializations to try on the init sample, keeping the one of lowest "
-                     "inertia (scikit-learn's n_init); 0 (default) means 3 for random and 1 "
-                     "otherwise.", typeConverter=TypeConverters.toInt)
-    batchSize = Param(Params._dummy(), "batchSize",
-                      "Approximate number of rows per mini-batch. Must be > 0. Unset "
-                      "(default): automatic, 4096 rows per step (4 k when larger) for "
-                      "fitMode auto/local/pass, 10000 for fitMode step.",
-                      typeConverter=TypeConverters.toInt)
-    fitMode = Param(Params._dummy(), "fitMode",
-                    'How the fit spends Spark jobs: "auto" (default: "local" for a small '
-                    'table, else "pass"), "local" (collect the valid rows and fit on the '
-                    'driver), "pass" (mini-batch epochs on the driver over a random '
-                    "sample, then exact passes over the input; the sample depends on the "
-                    'partitioning) or "step" (a prepared copy and one Spark job per '
-                    "mini-batch; partition-independent).",
-                    typeConverter=TypeConverters.toString)
-    localSteps = Param(Params._dummy(), "localSteps",
-                       "Mini-batch steps per Spark job (default 1). With m > 1 each job reads "
-                       "m batches and every task updates its own copy of the centers after "
-                       "each of its sub-batches; the driver merges the tasks' sums by weight. "
-                       "Fewer jobs for nearly the same result (see the README).",
-                       typeConverter=TypeConverters.toInt)
-    initSize = Param(Params._dummy(), "initSize",
-                     "Rows sampled to the driver for initialization. Default (unset): "
-                     "3 * batchSize, or 3 * k when that is larger; at most the row count.",
-                     typeConverter=TypeConverters.toInt)
-    maxNoImprovement = Param(Params._dummy(), "maxNoImprovement",
-                             "Stop after this many steps without improvement of the smoothed "
-                             "batch inertia; 0 disables.", typeConverter=TypeConverters.toInt)
-    reassignmentRatio = Param(Params._dummy(), "reassignmentRatio",
-                              "Centers whose accumulated weight is below this fraction of the "
-                              "largest are re-seeded from the batch; 0 disables.",
-                              typeConverter=TypeConverters.toFloat)
-    handleInvalid = Param(Params._dummy(), "handleInvalid",
-                          'Rows with null, NaN or infinite features (or a zero vector under '
-                          'cosine distance): "error" (default) raises, "skip" skips and '
-                          'counts them.', typeConverter=TypeConverters.toString)
-    initialCenters = Param(Params._dummy(), "initialCenters",
-                           "Initial centers (k lists of n_features numbers) for a warm start; "
-                           "overrides initMode.", typeConverter=TypeConverters.toListListFloat)
-    distanceCol = Param(Params._dummy(), "distanceCol",
-                        "Optional output column: distance of each row to its center "
-                        "(Euclidean, or cosine distance 1 - cos).",
-                        typeConverter=TypeConverters.toString)
-    dtype = Param(Params._dummy(), "dtype",
-                  'Compute precision: "float32" (default, faster) or "float64". Sums and '
-                  "costs are always accumulated in float64.",
-                  typeConverter=TypeConverters.toString)
-    computeTrainingCost = Param(Params._dummy(), "computeTrainingCost",
-                                "Run one final full pass for the exact training cost and "
-                                "cluster sizes (default true); false estimates the cost from "
-                                "the last epoch's batches.", typeConverter=TypeConverters.toBoolean)
-    prepareStorage = Param(Params._dummy(), "prepareStorage",
-                           'Where the prepared training rows live: "memory" (a cache), '
-                           '"disk" (a scratch Parquet copy laid out by batch, for tables '
-                           'larger than memory) or "auto" (default: disk when the rows would '
-                           'take more than half of the storage memory the session\'s '
-                           'settings tell; memory when they do not tell).',
-                           typeConverter=TypeConverters.toString)
-    scratchDir = Param(Params._dummy(), "scratchDir",
-                       'Directory for prepareStorage="disk" (a fresh subdirectory, deleted '
-                       "after the fit); default: the system's temporary directory, which "
-                       "only a local session can use. On a cluster it must be reachable by "
-                       "the driver and every executor.", typeConverter=TypeConverters.toString)
-    checkpointDir = Param(Params._dummy(), "checkpointDir",
-                          "Directory for the fit's checkpoints (unset: none). The fit saves its "
-                          "state there every checkpointInterval steps and when it ends, and a "
-                          "fit that finds a checkpoint there resumes from it (same Params and "
-                          "input required). Any path Spark can write; local, file: and dbfs: "
-                          "paths are written by the driver.",
-                          typeConverter=TypeConverters.toString)
-    # pyspark's shared Param, with our meaning: steps between checkpoints to checkpointDir
-    # (the shared doc speaks of the SparkContext's checkpoint directory and -1).
-    checkpointInterval = Param(Params._dummy(), "checkpointInterval",
-                               "Steps between checkpoints to checkpointDir (>= 1, default 10); "
-                               "ignored when checkpointDir is unset.",
-                               typeConverter=TypeConverters.toInt)
-
-    def __init__(self, *args: Any):
-        super().__init__(*args)
-        self._setDefault(k=2, maxIter=20, tol=1e-4, seed=DEFAULT_SEED, initMode="k-means||",
-                         initSteps=2, initScope="sample", initRuns=0, distanceMeasure="euclidean",
-                         fitMode="auto", maxNoImprovement=10, reassignmentRatio=0.01,
-                         handleInvalid="error", dtype="float32", computeTrainingCost=True,
-                         prepareStorage="auto", localSteps=1, checkpointInterval=10)
-
-    def getK(self) -> int:
-        return self.getOrDefault(self.k)
-
-    def getInitMode(self) -> str:
-        return self.getOrDefault(self.initMode)
-
-    def getInitSteps(self) -> int:
-        return self.getOrDefault(self.initSteps)
-
-    def getInitScope(self) -> str:
-        return self.getOrDefault(self.initScope)
-
-    def getInitRuns(self) -> int:
-        return self.getOrDefault(self.initRuns)
-
-    def getBatchSize(self) -> Optional[int]:
-        """The batch size set, or None (automatic)."""
-        return self.getOrDefault(self.batchSize) if self.isDefined(self.batchSize) else None
-
-    def getFitMode(self) -> str:
-        return self.getOrDefault(self.fitMode)
-
-    def getLocalSteps(self) -> int:
-        return self.getOrDefault(self.localSteps)
-
-    def getInitSize(self) -> Optional[int]:
-        return self.getOrDefault(self.initSize) if self.isDefined(self.initSize) else None
-
-    def getMaxNoImprovement(self) -> int:
-        return self.getOrDefault(self.maxNoImprovement)
-
-    def getReassignmentRatio(self) -> float:
-        return self.getOrDefault(self.reassignmentRatio)
-
-    def getHandleInvalid(self) -> str:
-        return self.getOrDefault(self.handleInvalid)
-
-    def getInitialCenters(self) -> Optional[List[List[float]]]:
-        return self.getOrDefault(self.initialCenters) if self.isDefined(self.initialCenters) \
-            else None
-
-    def getDistanceCol(self) -> Optional[str]:
-        return self.getOrDefault(self.distanceCol) if self.isDefined(self.distanceCol) else None
-
-    def getDtype(self) -> str:
-        return self.getOrDefault(self.dtype)
-
-    def getComputeTrainingCost(self) -> bool:
-        return self.getOrDefault(self.computeTrainingCost)
-
-    def getPrepareStorage(self) -> str:
-        return self.getOrDefault(self.prepareStorage)
-
-    def getScratchDir(self) -> Optional[str]:
-        return self.getOrDefault(self.scratchDir) if self.isDefined(self.scratchDir) else None
-
-    def getCheckpointDir(self) -> Optional[str]:
-        return (self.getOrDefault(self.checkpointDir) if self.isDefined(self.checkpointDir)
-                else None)
-
-    # setters that apply to the estimator and the model alike; each returns self
-    def setFeaturesCol(self, value: str):
-        return self._set(featuresCol=value)
-
-    def setPredictionCol(self, value: str):
-        return self._set(predictionCol=value)
-
-    def setInputCols(self, value: List[str]):
-        return self._set(inputCols=value)
-
-    def setHandleInvalid(self, value: str):
-        return self._set(handleInvalid=value)
-
-    def setDistanceCol(self, value: str):
-        return self._set(distanceCol=value)
-
-    def featureSpec(self, dataset: DataFrame, withWeight: bool = True) -> feat.FeatureSpec:
-        """Where ``dataset``'s features (and, ``withWeight``, the weights) are for this
-        stage's Params: its ``inputCols``, or its Vector or array ``featuresCol``
-        (:func:`~minibatch_kmeans.spark.features.resolve`); a model also checks the
-        feature count it was fitted on. Raises InvalidInputError naming what is missing."""
-        return feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
-                            self._weight_col() if withWeight else None,
-                            n_features=getattr(self, "numFeatures", None))
-
-    def _input_cols(self) -> Optional[List[str]]:
-        return self.getInputCols() if self.isDefined(self.inputCols) else None
-
-    def _weight_col(self) -> Optional[str]:
-        return self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() \
-            else None
-
-    def _check_choice(self, param: Param, choices) -> None:
-        value = self.getOrDefault(param)
-        if value not in choices:
-            raise InvalidParamError(
-                f"{param.name}={value!r} is invalid: expected one of {list(choices)}")
 
 
 # -- persistence ----------------------------------------------------------------------
@@ -319,7 +109,7 @@ class _ParamsWriter(MLWriter):
     def saveImpl(self, path: str) -> None:
         spark = _spark()
         extra = self.instance._extra_metadata() if hasattr(self.instance,
-                                                            "_extra_metadata") else None
+                                                           "_extra_metadata") else None
         _write_text(spark, _metadata_json(self.instance, spark, extra), f"{path}/metadata",
                     self.shouldOverwrite)
         if isinstance(self.instance, MiniBatchKMeansModel):
@@ -354,42 +144,7 @@ class _ReadWrite(MLReadable, MLWritable):
 # -- the estimator --------------------------------------------------------------------
 
 
-#: partialFit's time units: Spark's StreamingKMeans calls rows "points".
-TIME_UNITS = {"batches": "batches", "rows": "rows", "points": "rows"}
-
-
-def discount_rule(decay_factor, half_life, time_unit):
-    """partialFit's forgetting rule: a function from the batch's weight to the discount
-    applied to the accumulated weights (validated here, before any Spark job)."""
-    def number(name, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not np.isfinite(value):
-            raise InvalidParamError(f"{name}={value!r} is invalid: expected a number")
-        return float(value)
-
-    if decay_factor is not None and half_life is not None:
-        raise InvalidParamError(f"decayFactor={decay_factor!r} and halfLife={half_life!r} "
-                                "are both set: expected one of them")
-    unit = TIME_UNITS.get(time_unit) if isinstance(time_unit, str) else None
-    if unit is None:
-        raise InvalidParamError(f"timeUnit={time_unit!r} is invalid: expected 'batches' or "
-                                "'rows'")
-    if half_life is not None:
-        if number("halfLife", half_life) <= 0:
-            raise InvalidParamError(f"halfLife={half_life!r} is invalid: expected a number "
-                                    "of batches or rows > 0")
-        a = 0.5 ** (1.0 / float(half_life))
-    elif decay_factor is None:
-        a = 1.0
-    else:
-        a = number("decayFactor", decay_factor)
-        if not 0.0 <= a <= 1.0:
-            raise InvalidParamError(f"decayFactor={decay_factor!r} is invalid: expected a "
-                                    "number in [0, 1]")
-    return (lambda weight: a) if unit == "batches" else (lambda weight: a ** weight)
-
-
-class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
+class MiniBatchKMeans(Estimator, MiniBatchKMeansParams, _ReadWrite):
     """Mini-batch k-means (Sculley 2010) for Spark DataFrames.
 
     Each step reads one random batch of about ``batchSize`` rows (not the whole table, as
@@ -520,34 +275,29 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
         return self._set(checkpointInterval=value)
 
     def _fit_params(self) -> FitParams:
-        no_imp = self.getMaxNoImprovement()
-        if no_imp < 0:
-            raise InvalidParamError(
-                f"maxNoImprovement={no_imp!r} is invalid: expected an integer >= 0 "
-                "(0 disables)")
-        return FitParams(
-            k=self.getK(), max_iter=self.getMaxIter(), tol=self.getTol(), seed=self.getSeed(),
-            init_mode=self.getInitMode(), init_steps=self.getInitSteps(),
-            init_scope=self.getInitScope(), init_runs=self.getInitRuns(),
-            distance=self.getDistanceMeasure(),
-            batch_size=self.getBatchSize(), fit_mode=self.getFitMode(),
-            local_steps=self.getLocalSteps(),
-            init_size=self.getInitSize(),
-            max_no_improvement=no_imp or None, reassignment_ratio=self.getReassignmentRatio(),
-            handle_invalid=self.getHandleInvalid(), initial_centers=self.getInitialCenters(),
-            dtype=self.getDtype(), compute_training_cost=self.getComputeTrainingCost(),
-            prepare_storage=self.getPrepareStorage(), scratch_dir=self.getScratchDir(),
-            checkpoint_dir=self.getCheckpointDir(),
-            checkpoint_interval=self.getCheckpointInterval(),
-        ).validate()
+        """The fit's Params (validated by the fit against PARAM_RULES)."""
+        return FitParams(**{field: self.getOrDefault(name) if self.isDefined(name) else None
+                            for name, (field, _) in PARAM_RULES.items() if field is not None})
+
+    def validateParams(self) -> "MiniBatchKMeans":
+        """Check every Param against its rule (what ``fit`` does first), before any Spark
+        job; raises InvalidParamError naming the Param, the value and what was expected.
+        Returns self."""
+        self._fit_params().validate()
+        return self
+
+    def fitWithCallback(self, dataset: DataFrame, onStep) -> "MiniBatchKMeansModel":
+        """:meth:`fit`, calling ``onStep(record, state)`` on the driver after every
+        mini-batch step: ``record`` is the step's
+        :class:`~minibatch_kmeans.core.minibatch.StepRecord`, ``state`` the running
+        :class:`~minibatch_kmeans.core.minibatch.MiniBatchState` (``centers``, a NumPy
+        array to copy if kept, ``rows_seen``...). The comparison with MLlib records its
+        cost-against-time trajectory with it."""
+        return self._fit(dataset, on_step=onStep)
 
     def _fit(self, dataset: DataFrame, on_step=None) -> "MiniBatchKMeansModel":
-        """``on_step(record, state)``, when given, is called after every step (the
-        comparison uses it to record the centers' trajectory)."""
-        params = self._fit_params()
-        spec = feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
-                            self._weight_col())
-        result = fit(dataset, spec, params, on_step=on_step)
+        spec = self.featureSpec(dataset)
+        result = fit(dataset, spec, self._fit_params(), on_step=on_step)
         model = MiniBatchKMeansModel(result.centers, result.weight_sums, spec,
                                      input_schema=column_types(dataset))
         self._copyValues(model)
@@ -559,7 +309,7 @@ class MiniBatchKMeans(Estimator, _MiniBatchKMeansParams, _ReadWrite):
 # -- the model ------------------------------------------------------------------------
 
 
-class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
+class MiniBatchKMeansModel(Model, MiniBatchKMeansParams, _ReadWrite):
     """A fitted mini-batch k-means model.
 
     Parameters
@@ -653,10 +403,8 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         return self._summary
 
     def _spec_for(self, dataset: DataFrame, with_weight: bool = False) -> feat.FeatureSpec:
-        self._check_choice(self.handleInvalid, ("error", "skip"))
-        return feat.resolve(dataset, self.getFeaturesCol(), self._input_cols(),
-                            self._weight_col() if with_weight else None,
-                            n_features=self.numFeatures)
+        self._checked("handleInvalid")
+        return self.featureSpec(dataset, withWeight=with_weight)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         spec = self._spec_for(dataset)
@@ -666,8 +414,8 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         elif spec.kind != "columns":  # a longer array would otherwise pass unnoticed
             args.append(F.size(spec.array_expr()))
         dist_col = self.getDistanceCol()
-        udf = _predict_udf(self._centers, self._cosine, self._compute_dtype(),
-                           dist_col is not None, spec)
+        udf = predict_udf(self._centers, self._cosine, self._compute_dtype(),
+                          dist_col is not None, spec)
         pred = self.getPredictionCol()
         if dist_col is None:
             return dataset.withColumn(pred, udf(*args))
@@ -721,10 +469,7 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
             In [0, 1); 0 never re-seeds. Spark's fixed value is 1e-8.
         """
         discount_of = discount_rule(decayFactor, halfLife, timeUnit)
-        if isinstance(reseedRatio, bool) or not isinstance(reseedRatio, (int, float)) \
-                or not 0.0 <= reseedRatio < 1.0:
-            raise InvalidParamError(f"reseedRatio={reseedRatio!r} is invalid: expected a "
-                                    "number in [0, 1)")
+        UPDATE_RULES["reseedRatio"]("reseedRatio", reseedRatio)
         stats = self._batch_stats(dataset)
         batch_weight = float(stats.weights.sum())
         discount = discount_of(batch_weight)
@@ -853,177 +598,3 @@ class MiniBatchKMeansModel(Model, _MiniBatchKMeansParams, _ReadWrite):
         return that
 
 
-def predict_matrix(X: np.ndarray, centers: np.ndarray, cosine: bool, dtype):
-    """Labels and distances (Euclidean, or cosine distance) of rows of X."""
-    from ..core.kernels import labels_and_distances, row_norms_sq
-    from ..core.kernels import normalize_rows
-
-    Xc = np.ascontiguousarray(X, dtype=dtype)
-    C = np.ascontiguousarray(centers, dtype=dtype)
-    if cosine:
-        Xc = normalize_rows(Xc)
-    labels, dist_sq = labels_and_distances(Xc, C, row_norms_sq(C))
-    dist = dist_sq / 2.0 if cosine else np.sqrt(dist_sq)
-    return labels, dist
-
-
-def _predict_udf(centers: np.ndarray, cosine: bool, dtype, with_distance: bool,
-                 spec: feat.FeatureSpec):
-    """An Arrow UDF mapping one double column per feature (and, for array input, the
-    array's length) to the nearest center.
-
-    An Arrow UDF (not a pandas one) hands each column over as a ``pyarrow.Array``, which
-    becomes a NumPy column without building pandas Series: transform + writing the
-    predictions of 2M x 32 rows took 7.5 s against 9.6 s with the pandas UDF it replaced."""
-    from pyspark.sql.functions import arrow_udf
-
-    d = centers.shape[1]
-    described = spec.describe()
-    rtype = (T.StructType([T.StructField("prediction", T.IntegerType()),
-                           T.StructField("distance", T.DoubleType())])
-             if with_distance else T.IntegerType())
-
-    def predict(*cols: pa.Array) -> pa.Array:
-        X = np.empty((len(cols[0]), d))
-        for j in range(d):  # nulls arrive as NaN
-            X[:, j] = cols[j].to_numpy(zero_copy_only=False)
-        bad = ~np.isfinite(X).all(axis=1)
-        if len(cols) > d:  # array/vector input: the length must be d (null: NaN)
-            bad |= cols[d].to_numpy(zero_copy_only=False) != d
-        if cosine:
-            bad |= ~X.any(axis=1)
-        if bad.any():
-            raise InvalidInputError(
-                f"{int(bad.sum())} rows have null, NaN or infinite features"
-                + (", a wrong length" if len(cols) > d else "")
-                + (" or a zero vector (cosine distance)" if cosine else "")
-                + f" ({described}); expected none with handleInvalid='error' (set "
-                "handleInvalid='skip' to leave them out)")
-        labels, dist = predict_matrix(X, centers, cosine, dtype)
-        labels = pa.array(labels.astype(np.int32))
-        if not with_distance:
-            return labels
-        return pa.StructArray.from_arrays([labels, pa.array(dist, pa.float64())],
-                                          names=["prediction", "distance"])
-
-    return arrow_udf(predict, rtype)
-
-
-class MiniBatchKMeansSummary:
-    """Training summary of a :class:`MiniBatchKMeansModel` (KMeansSummary's fields, and
-    ours: numSteps, stopReason and the per-step history).
-
-    Attributes
-    ----------
-    trainingCost : float
-        Exact cost of the final centers over all valid training rows (an exact pass), or
-        an estimate when ``computeTrainingCost=False``.
-    clusterSizes : list of int
-    k, numIter, numSteps : int
-        numIter: epochs (of the epochs pass, in the pass fit); numSteps: mini-batch steps.
-    fitMode : {"local", "pass", "step"}
-    numPasses, numJobs : int
-        Passes over the data (the pass fit; None for the step fit) and Spark jobs.
-    passesOverData : float
-        Rows handed to Python or the driver over the row count (the epochs pass runs on a
-        sample of a large table; the step fit counts its prepare copy as one).
-    epochRows, epochsStopReason
-        Rows the epochs pass ran over, and why its epochs stopped (the pass fit).
-    partitionDependent : bool
-        Whether the result depends on the partitioning (the pass fit's sample does).
-    stopReason : {"maxIter", "tol", "maxNoImprovement", "interrupted"}
-    history : list of dict
-        Per step (per pass in the pass fit): step, epoch, bucket, rows, batch_inertia (per
-        unit weight), ewa, center_shift, reassigned, seconds, kind ("step", "epochs" or
-        "exact").
-    """
-
-    def __init__(self, model: MiniBatchKMeansModel, dataset: DataFrame, info: Dict[str, Any],
-                 history: List[dict]):
-        self._model = model
-        self._dataset = dataset
-        self._info = dict(info)
-        self.history = history
-
-    def __getattr__(self, name):
-        """The fit's other figures (``as_dict()`` lists them all), for example
-        ``prepareSeconds``."""
-        info = self.__dict__.get("_info", {})
-        if name in info:
-            return info[name]
-        raise AttributeError(name)
-
-    @property
-    def trainingCost(self) -> float:
-        return self._info.get("trainingCost")
-
-    @property
-    def clusterSizes(self) -> Optional[List[int]]:
-        return self._info.get("clusterSizes")
-
-    @property
-    def k(self) -> int:
-        return self._info.get("k")
-
-    @property
-    def numIter(self) -> int:
-        return self._info.get("numIter")
-
-    @property
-    def numSteps(self) -> int:
-        return self._info.get("numSteps")
-
-    @property
-    def fitMode(self) -> str:
-        return self._info.get("fitMode")
-
-    @property
-    def numPasses(self) -> Optional[int]:
-        return self._info.get("numPasses")
-
-    @property
-    def numJobs(self) -> Optional[int]:
-        return self._info.get("numJobs")
-
-    @property
-    def passesOverData(self) -> Optional[float]:
-        return self._info.get("passesOverData")
-
-    @property
-    def epochRows(self) -> Optional[int]:
-        return self._info.get("epochRows")
-
-    @property
-    def epochsStopReason(self) -> Optional[str]:
-        return self._info.get("epochsStopReason")
-
-    @property
-    def partitionDependent(self) -> bool:
-        return self._info.get("partitionDependent")
-
-    @property
-    def stopReason(self) -> str:
-        return self._info.get("stopReason")
-
-    @property
-    def predictions(self) -> DataFrame:
-        """The training data transformed by the model (computed lazily)."""
-        return self._model.transform(self._dataset)
-
-    @property
-    def predictionCol(self) -> str:
-        return self._model.getPredictionCol()
-
-    @property
-    def featuresCol(self) -> str:
-        return self._model.getFeaturesCol()
-
-    @property
-    def cluster(self) -> DataFrame:
-        return self.predictions.select(self.predictionCol)
-
-    def as_dict(self, include_history: bool = True) -> dict:
-        out = dict(self._info)
-        if include_history:
-            out["history"] = self.history
-        return out

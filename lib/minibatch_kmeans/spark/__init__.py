@@ -1,1 +1,2 @@
-"""The distributed adapter: DataFrame API only (no RDD, no sparkContext, no _jvm)."""
+"""The distributed adapter: DataFrame API only (no RDD, no sparkContext, no _jvm). Imports
+core and the base modules only."""

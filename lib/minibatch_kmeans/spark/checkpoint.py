@@ -37,9 +37,10 @@ import tempfile
 import time
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
-from ..core.checkpoint import Checkpoint, from_json, to_json
+from ..core.checkpoint import FINAL_REASONS, Checkpoint, check_resumable, from_json, to_json
 from ..errors import InvalidParamError
 from ..paths import driver_path, is_remote
+from .params import fit_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -230,3 +231,41 @@ def timed_save(store, ckpt: Checkpoint) -> str:
                 f" ({ckpt.stop_reason})" if ckpt.stop_reason else "", where,
                 time.perf_counter() - t0)
     return where
+
+
+class FitCheckpoints:
+    """A fit's checkpoints in ``checkpointDir`` (none without it): the store, the
+    fingerprint and derived values a checkpoint must match, the latest one found there
+    (``saved``, checked resumable; None when there is none) and the step last saved."""
+
+    def __init__(self, params, spark, data, initial_centers, derived: dict):
+        self.params, self.derived = params, derived
+        self.store = self.fingerprint = self.saved = None
+        if params.checkpoint_dir is not None:
+            self.store = open_store(params.checkpoint_dir, spark)
+            self.fingerprint = fit_fingerprint(params, data, initial_centers)
+            self.saved = self.store.load_latest()
+        if self.saved is not None:
+            check_resumable(self.saved, self.fingerprint, derived,
+                            source=f"the checkpoint in checkpointDir={params.checkpoint_dir!r}")
+        self.last_saved = None
+
+    def save(self, state, reason: Optional[str] = None) -> None:
+        """Save the state (with the stop reason once the fit ends), if checkpointing."""
+        if self.store is not None:
+            timed_save(self.store, Checkpoint(state, self.fingerprint, self.derived, reason))
+            self.last_saved = state.step
+
+    def save_if_due(self, state) -> None:
+        """Before a step: save every ``checkpointInterval`` steps. Saved before the next
+        step, not after the last one: a checkpoint without a stop reason is always one the
+        fit went on from."""
+        if self.store is not None and state.step > self.last_saved \
+                and state.step % self.params.checkpoint_interval == 0:
+            self.save(state)
+
+    def save_at_end(self, state, reason: str) -> None:
+        """After the loop: save with the stop reason, unless the state was saved already
+        and the reason is not final (an interrupted fit resumes from that checkpoint)."""
+        if state.step != self.last_saved or reason in FINAL_REASONS:
+            self.save(state, reason)

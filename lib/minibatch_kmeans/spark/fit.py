@@ -12,15 +12,14 @@ import math
 import time
 import warnings
 
-from ..core.checkpoint import FINAL_REASONS, Checkpoint, check_resumable
 from ..core.kernels import BatchStats
 from ..core.loop import candidate_salt, max_candidates, run_steps
 from ..core.minibatch import StepRecord
-from .checkpoint import open_store, timed_save
+from .checkpoint import FitCheckpoints
 from .features import FeatureSpec
 from .initialize import Initializer
 from .params import (FitParams, FitResult, check_initial_centers, check_prepared,
-                     cost_from_inertia, default_init_size, fit_fingerprint)
+                     cost_from_inertia, default_init_size)
 from .passes import fit_passes
 from .prepare import N_SLOTS, prepare
 from .session import jit_sized_codegen
@@ -48,33 +47,21 @@ class SparkMiniBatch(Initializer):
         return s
 
     def run(self, initial_centers=None, should_stop=None, on_step=None) -> FitResult:
+        """Initialise (or resume from the checkpoint in ``checkpointDir``), run the steps,
+        and measure the final centers; arguments as :func:`fit`."""
         p, data = self.p, self.data
         t_start = time.perf_counter()
         n = data.n_rows
-        batch_size = p.step_batch_size
-        if batch_size > n:
-            warnings.warn(f"batchSize={batch_size} is larger than the {n} valid rows; "
-                          f"using batchSize={n}", RuntimeWarning, stacklevel=3)
-            logger.warning("batchSize=%d clamped to the %d valid rows", batch_size, n)
-            batch_size = n
-        # With localSteps = m, one step (one Spark job) covers m batches: m sub-steps.
-        n_batches = max(1, min(N_SLOTS, int(round(n / batch_size))))
-        self.local_steps = min(p.local_steps, n_batches)
-        data.n_buckets = max(1, int(round(n_batches / self.local_steps)))
+        batch_size = self._plan_steps(n)
         init_size = default_init_size(p.k, batch_size, n, p.init_size)
         max_steps = p.max_iter * data.n_buckets
         # What the fit derived before its loop: a checkpoint must have derived the same.
         derived = {"batchSizeUsed": batch_size, "localStepsUsed": self.local_steps,
                    "numBuckets": data.n_buckets, "initSizeUsed": init_size,
                    "maxSteps": max_steps}
-        store = fingerprint = saved = None
-        if p.checkpoint_dir is not None:
-            store = open_store(p.checkpoint_dir, data.df.sparkSession)
-            fingerprint = fit_fingerprint(p, data, initial_centers)
-            saved = store.load_latest()
+        checkpoints = FitCheckpoints(p, data.df.sparkSession, data, initial_centers, derived)
+        saved = checkpoints.saved
         if saved is not None:
-            check_resumable(saved, fingerprint, derived,
-                            source=f"the checkpoint in checkpointDir={p.checkpoint_dir!r}")
             state = self.state = saved.state
             logger.info("resuming from step %d of %d (checkpoint in %s%s)", saved.step,
                         max_steps, p.checkpoint_dir,
@@ -86,19 +73,51 @@ class SparkMiniBatch(Initializer):
         self.timings["init_seconds"] = time.perf_counter() - t_start
         n_cand = max_candidates(p.k, batch_size)
         t_loop = time.perf_counter()
-        last_saved = state.step
+        reason = self._run_steps(checkpoints, max_steps, n_cand, should_stop, on_step, t_start)
+        loop_seconds = time.perf_counter() - t_loop
+        logger.info("stopped after %d steps (%s), %.2f s", state.step, reason, loop_seconds)
+        summary = self._summary(batch_size, init_size, reason, resumed_from, loop_seconds)
+        t_final = time.perf_counter()
+        summary.update(self._training_cost())
+        # Passes over the data: the prepare copy, the steps' rows, the final cost pass.
+        summary["passesOverData"] = (1 + state.rows_seen / max(n, 1)
+                                     + bool(p.compute_training_cost))
+        summary["numJobs"] = 1 + state.step + bool(p.compute_training_cost)
+        summary["numPasses"] = None  # steps, not passes: see passesOverData
+        summary["finalPassSeconds"] = time.perf_counter() - t_final
+        summary["fitSeconds"] = time.perf_counter() - t_start
+        return FitResult(state.centers, state.weight_sums, summary, state.history)
 
-        def save(reason=None):
-            nonlocal last_saved
-            timed_save(store, Checkpoint(state, fingerprint, derived, reason))
-            last_saved = state.step
+    def _plan_steps(self, n: int) -> int:
+        """The batch size (``batchSize``, at most the ``n`` valid rows), and the buckets the
+        steps visit: sets ``local_steps`` and ``data.n_buckets``. With localSteps = m, one
+        step (one Spark job) covers a bucket of m batches: m sub-steps."""
+        batch_size = self.p.step_batch_size
+        if batch_size > n:
+            # 4, as run's 3 before: the frame of fit (_plan_steps < run < _fit_steps < fit)
+            warnings.warn(f"batchSize={batch_size} is larger than the {n} valid rows; "
+                          f"using batchSize={n}", RuntimeWarning, stacklevel=4)
+            logger.warning("batchSize=%d clamped to the %d valid rows", batch_size, n)
+            batch_size = n
+        n_batches = max(1, min(N_SLOTS, int(round(n / batch_size))))
+        self.local_steps = min(self.p.local_steps, n_batches)
+        self.data.n_buckets = max(1, int(round(n_batches / self.local_steps)))
+        return batch_size
+
+    def _run_steps(self, checkpoints: FitCheckpoints, max_steps: int, n_cand: int,
+                   should_stop, on_step, t_start: float) -> str:
+        """Run the steps from ``self.state`` on (none when the checkpoint it resumed from is
+        final), logging every ``logEvery`` steps and checkpointing every
+        ``checkpointInterval`` steps and when the loop ends; returns the stop reason."""
+        p, state, saved = self.p, self.state, checkpoints.saved
+        if saved is not None and saved.finished:
+            logger.info("the checkpoint at step %d is final (%s): no steps to run",
+                        saved.step, saved.stop_reason)
+            return saved.stop_reason
+        checkpoints.last_saved = state.step
 
         def before_step() -> bool:
-            # Saved before the next step, not after the last one: a checkpoint without a
-            # stop reason is always one the fit went on from.
-            if store is not None and state.step > last_saved \
-                    and state.step % p.checkpoint_interval == 0:
-                save()
+            checkpoints.save_if_due(state)
             return should_stop is not None and bool(should_stop())
 
         def log_step(rec: StepRecord):
@@ -111,22 +130,21 @@ class SparkMiniBatch(Initializer):
             if on_step is not None:
                 on_step(rec, state)
 
-        if saved is not None and saved.finished:
-            reason = saved.stop_reason
-            logger.info("the checkpoint at step %d is final (%s): no steps to run",
-                        saved.step, reason)
-        else:
-            reason = run_steps(state, data.n_buckets, max_steps, p.seed, self.run_batch,
-                               n_cand, on_step=log_step, should_stop=before_step)
-            if store is not None and (state.step != last_saved or reason in FINAL_REASONS):
-                save(reason)
-        loop_seconds = time.perf_counter() - t_loop
-        logger.info("stopped after %d steps (%s), %.2f s", state.step, reason, loop_seconds)
-        summary = {
+        reason = run_steps(state, self.data.n_buckets, max_steps, p.seed, self.run_batch,
+                           n_cand, on_step=log_step, should_stop=before_step)
+        checkpoints.save_at_end(state, reason)
+        return reason
+
+    def _summary(self, batch_size: int, init_size: int, reason: str, resumed_from: int,
+                 loop_seconds: float) -> dict:
+        """The summary's figures of the fit's plan and loop; the training cost, the jobs
+        and the final seconds come after."""
+        p, data, state = self.p, self.data, self.state
+        return {
             "k": p.k,
             "fitMode": "step",
             "numFeatures": self.d,
-            "numRows": n,
+            "numRows": data.n_rows,
             "numSkipped": data.n_invalid,
             "skippedByReason": {data.spec.reason_text(c): v for c, v in data.invalid.items()},
             "batchSize": batch_size,
@@ -144,28 +162,22 @@ class SparkMiniBatch(Initializer):
             "initSeconds": self.timings["init_seconds"],
             "loopSeconds": loop_seconds,
         }
-        t_final = time.perf_counter()
+
+    def _training_cost(self) -> dict:
+        """trainingCost, clusterSizes and trainingCostExact of the final centers: exact, by
+        one more job over every valid row, with computeTrainingCost; else as scikit-learn
+        without compute_labels, the EWA of batch inertia (no job)."""
+        p, data, state = self.p, self.data, self.state
         if p.compute_training_cost:
             final = self.stats(data.valid(with_key=False), state.centers)
-            summary["trainingCost"] = cost_from_inertia(final.inertia, p.spherical)
-            summary["clusterSizes"] = [int(c) for c in final.counts]
-            summary["trainingCostExact"] = True
-        else:  # as scikit-learn without compute_labels: the EWA of batch inertia
-            h = state.history
-            per_weight = (state.convergence.ewa if state.convergence.ewa is not None
-                          else (h[-1].batch_inertia if h else 0.0))
-            summary["trainingCost"] = cost_from_inertia(per_weight * data.weight_total,
-                                                        p.spherical)
-            summary["clusterSizes"] = None
-            summary["trainingCostExact"] = False
-        # Passes over the data: the prepare copy, the steps' rows, the final cost pass.
-        summary["passesOverData"] = (1 + state.rows_seen / max(n, 1)
-                                     + bool(p.compute_training_cost))
-        summary["numJobs"] = 1 + state.step + bool(p.compute_training_cost)
-        summary["numPasses"] = None  # steps, not passes: see passesOverData
-        summary["finalPassSeconds"] = time.perf_counter() - t_final
-        summary["fitSeconds"] = time.perf_counter() - t_start
-        return FitResult(state.centers, state.weight_sums, summary, state.history)
+            return {"trainingCost": cost_from_inertia(final.inertia, p.spherical),
+                    "clusterSizes": [int(c) for c in final.counts],
+                    "trainingCostExact": True}
+        h = state.history
+        per_weight = (state.convergence.ewa if state.convergence.ewa is not None
+                      else (h[-1].batch_inertia if h else 0.0))
+        return {"trainingCost": cost_from_inertia(per_weight * data.weight_total, p.spherical),
+                "clusterSizes": None, "trainingCostExact": False}
 
 
 def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None, on_step=None) -> FitResult:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
@@ -14,6 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..core.minibatch import StepRecord
+from ..checks import Rule
 from ..errors import InvalidInputError, InvalidParamError
 from .prepare import STORAGES, Prepared
 
@@ -29,6 +29,50 @@ DTYPES = ("float32", "float64")
 FIT_MODES = ("auto", "local", "pass", "step")
 #: batchSize of the step mode when unset.
 STEP_BATCH = 10000
+
+#: Every Param's constraint, written once: Param name -> (FitParams field, or None for a
+#: Param the fit does not see, rule). FitParams.validate, the estimator and model, and the
+#: YAML config's model section all check with it, so each rule and message is one entry.
+PARAM_RULES = {
+    "k": ("k", Rule("integer", 2)),
+    "maxIter": ("max_iter", Rule("integer", 0)),
+    "tol": ("tol", Rule("number", 0)),
+    "seed": ("seed", Rule("integer", optional=True)),
+    "initMode": ("init_mode", Rule("choice", choices=INIT_MODES)),
+    "initSteps": ("init_steps", Rule("integer", 1)),
+    "initScope": ("init_scope", Rule("choice", choices=INIT_SCOPES)),
+    "initRuns": ("init_runs", Rule("integer", 0, expected="an integer >= 0 (0: 3 runs for "
+                                                          "random init, else 1)")),
+    "distanceMeasure": ("distance", Rule("choice", choices=DISTANCES)),
+    "batchSize": ("batch_size", Rule("integer", 1, optional=True,
+                                     expected="an integer >= 1, or unset for automatic")),
+    "fitMode": ("fit_mode", Rule("choice", choices=FIT_MODES)),
+    "localSteps": ("local_steps", Rule("integer", 1, expected="an integer >= 1 (1: one "
+                                                              "step per Spark job)")),
+    "initSize": ("init_size", Rule("integer", 1, optional=True,
+                                   expected="an integer >= 1, or unset for 3 * batchSize")),
+    "maxNoImprovement": ("max_no_improvement",
+                         Rule("integer", 0, optional=True,
+                              expected="an integer >= 0 (0 disables early stopping)")),
+    "reassignmentRatio": ("reassignment_ratio",
+                          Rule("number", 0, expected="a finite number >= 0 (0 disables "
+                                                     "reassignment)")),
+    "handleInvalid": ("handle_invalid", Rule("choice", choices=HANDLE_INVALID)),
+    "initialCenters": ("initial_centers", Rule("matrix", optional=True)),
+    "dtype": ("dtype", Rule("choice", choices=DTYPES)),
+    "computeTrainingCost": ("compute_training_cost", Rule("boolean")),
+    "prepareStorage": ("prepare_storage", Rule("choice", choices=STORAGES)),
+    "scratchDir": ("scratch_dir", Rule("string", optional=True)),
+    "checkpointDir": ("checkpoint_dir", Rule("string", optional=True)),
+    "checkpointInterval": ("checkpoint_interval",
+                           Rule("integer", 1, expected="an integer >= 1 (steps between "
+                                                       "checkpoints)")),
+    "featuresCol": (None, Rule("string")),
+    "inputCols": (None, Rule("names", optional=True)),
+    "predictionCol": (None, Rule("string")),
+    "distanceCol": (None, Rule("string", optional=True)),
+    "weightCol": (None, Rule("string", optional=True)),
+}
 
 
 @dataclass
@@ -61,52 +105,13 @@ class FitParams:
     log_every: int = 10
 
     def validate(self) -> "FitParams":
-        def bad(name, value, expected):
-            raise InvalidParamError(f"{name}={value!r} is invalid: expected {expected}")
-
-        if not isinstance(self.k, (int, np.integer)) or self.k < 2:
-            bad("k", self.k, "an integer >= 2")
-        if self.max_iter < 0:
-            bad("maxIter", self.max_iter, "an integer >= 0")
-        if not (self.tol >= 0) or not math.isfinite(self.tol):
-            bad("tol", self.tol, "a finite number >= 0")
-        if self.init_mode not in INIT_MODES:
-            bad("initMode", self.init_mode, f"one of {list(INIT_MODES)}")
-        if self.init_steps < 1:
-            bad("initSteps", self.init_steps, "an integer >= 1")
-        if self.init_runs < 0:
-            bad("initRuns", self.init_runs, "an integer >= 0 (0: 3 for random, else 1)")
-        if self.init_scope not in INIT_SCOPES:
-            bad("initScope", self.init_scope, f"one of {list(INIT_SCOPES)}")
-        if self.distance not in DISTANCES:
-            bad("distanceMeasure", self.distance, f"one of {list(DISTANCES)}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, (int, np.integer))
-                                            or self.batch_size < 1):
-            bad("batchSize", self.batch_size, "a positive integer, or unset for automatic")
-        if self.fit_mode not in FIT_MODES:
-            bad("fitMode", self.fit_mode, f"one of {list(FIT_MODES)}")
-        if self.local_steps < 1:
-            bad("localSteps", self.local_steps, "a positive integer (1: one step per job)")
-        if self.init_size is not None and self.init_size < 1:
-            bad("initSize", self.init_size, "a positive integer (or unset for 3 * batchSize)")
-        if self.max_no_improvement is not None and self.max_no_improvement < 1:
-            bad("maxNoImprovement", self.max_no_improvement, "a positive integer, or None")
-        if not (self.reassignment_ratio >= 0):
-            bad("reassignmentRatio", self.reassignment_ratio, "a number >= 0 (0 disables)")
-        if self.handle_invalid not in HANDLE_INVALID:
-            bad("handleInvalid", self.handle_invalid, f"one of {list(HANDLE_INVALID)}")
-        if self.dtype not in DTYPES:
-            bad("dtype", self.dtype, f"one of {list(DTYPES)}")
-        if self.prepare_storage not in STORAGES:
-            bad("prepareStorage", self.prepare_storage, f"one of {list(STORAGES)}")
-        if self.checkpoint_dir is not None and (not isinstance(self.checkpoint_dir, str)
-                                                or not self.checkpoint_dir.strip()):
-            bad("checkpointDir", self.checkpoint_dir, "a non-empty path, or unset for no "
-                                                      "checkpoints")
-        if not isinstance(self.checkpoint_interval, (int, np.integer)) \
-                or isinstance(self.checkpoint_interval, bool) or self.checkpoint_interval < 1:
-            bad("checkpointInterval", self.checkpoint_interval, "an integer >= 1 (steps "
-                                                                "between checkpoints)")
+        """Check every field against :data:`PARAM_RULES` (errors name the Params);
+        ``max_no_improvement`` 0 becomes None (disabled). Returns self."""
+        for name, (field_name, rule) in PARAM_RULES.items():
+            if field_name is not None:
+                setattr(self, field_name, rule(name, getattr(self, field_name)))
+        if self.max_no_improvement == 0:
+            self.max_no_improvement = None
         return self
 
     @property

@@ -31,18 +31,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any, NamedTuple, Optional, Tuple
+
 import numpy as np
 
 from ..core import rng as rng_mod
-from ..core.checkpoint import Checkpoint, check_resumable
 from ..core.kernels import assignment_stats, row_norms_sq
 from ..core.loop import candidate_salt, max_candidates, select_candidates
-from ..core.passes import merge_epochs, minibatch_epochs, refine_on_rows, run_passes
-from .checkpoint import open_store, timed_save
+from ..core.passes import (PassesOutcome, merge_epochs, minibatch_epochs, refine_on_rows,
+                           run_passes)
+from .checkpoint import FitCheckpoints
 from .features import FeatureSpec
 from .initialize import Initializer
-from .params import (FitParams, FitResult, check_prepared, cost_from_inertia, default_init_size,
-                     fit_fingerprint)
+from .params import FitParams, FitResult, check_prepared, cost_from_inertia, default_init_size
 from .prepare import Prepared, count_rows, plan_rows, prepared_rows, valid_features
 from .session import default_parallelism, is_cached
 from .udfs import (FARTHEST_SCHEMA, farthest_function, farthest_rows, table_to_farthest,
@@ -113,22 +114,101 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     :func:`minibatch_kmeans.spark.fit.fit`; checkpoints are saved after every pass."""
     p = params
     t_start = time.perf_counter()
-    d, k = spec.n_features, p.k
-    batch = p.batch_size or auto_batch_size(k)
-    # The row count: Spark's own for a materialised cache, else a count (metadata only
-    # on files). A small table is then collected whole, counted on the driver; a large
-    # one is counted by one JVM job and sampled by another.
+    mode, fraction = _choose_mode_and_fraction(df, spec.n_features, p)
+    data, rows = _read_input(df, spec, p, mode, fraction)
+    n = data.n_rows
+    logger.info("%d rows: %s fit, %d of them on the driver", n, mode, len(rows.keys))
+    mb = Initializer(data, p)
+    batch = min(p.batch_size or auto_batch_size(p.k), n)
+    init_size = default_init_size(p.k, batch, n, p.init_size)
+    plan = _Plan(mode, fraction >= 1.0, batch, init_size)
+    sample = _init_sample(mb, rows, init_size, plan.whole)
+    count_seconds = time.perf_counter() - t_start
+    checkpoints = FitCheckpoints(p, df.sparkSession, data, p.initial_centers, plan.derived())
+    saved = checkpoints.saved
+    if saved is not None:
+        state = saved.state
+        logger.info("resuming after pass %d (checkpoint in %s)", saved.step, p.checkpoint_dir)
+    else:
+        state = mb.state_from_sample(*sample, p.initial_centers, batch)
+    resumed_from = state.step
+    init_seconds = time.perf_counter() - t_start - count_seconds
+    passes = _Passes(p, mb, rows, state, batch)
+    t_loop = time.perf_counter()
+    outcome = _run_loop(p, plan, state, passes, checkpoints, should_stop, on_step)
+    loop_seconds = time.perf_counter() - t_loop
+    t_final = time.perf_counter()
+    extra = 0
+    if outcome.exact is None and p.compute_training_cost and outcome.reason != "interrupted":
+        outcome.exact = passes.exact(state.centers)  # resumed from a finished checkpoint
+        extra = 1
+    summary = _summary(p, plan, data, state, outcome, driver_rows=len(rows.keys),
+                       resumed_from=resumed_from, extra_exact=extra,
+                       seconds={"prepareSeconds": count_seconds, "initSeconds": init_seconds,
+                                "loopSeconds": loop_seconds})
+    summary["finalPassSeconds"] = time.perf_counter() - t_final
+    summary["fitSeconds"] = time.perf_counter() - t_start
+    logger.info("%s fit: %d passes (%s), %.2f s", mode, summary["numPasses"], outcome.reason,
+                summary["fitSeconds"])
+    return FitResult(state.centers, state.weight_sums, summary, state.history)
+
+
+def order_salt(seed: int, pass_index: int) -> int:
+    """The salt of an epochs pass's visiting order."""
+    return int(rng_mod.salt(seed, rng_mod.EPOCH, pass_index))
+
+
+class _DriverRows(NamedTuple):
+    """The rows a pass fit holds on the driver (all valid rows, or the Bernoulli sample of
+    them), and in "pass" mode where its exact passes read every valid row."""
+
+    #: :func:`~minibatch_kmeans.core.rng.row_keys` of the rows
+    keys: np.ndarray
+    #: the rows' features in the compute dtype (unit rows under cosine distance)
+    X: np.ndarray
+    #: the rows' weights, or None
+    w: Optional[np.ndarray]
+    #: "pass" mode: every valid row (:func:`.prepare.valid_features`), which each exact and
+    #: farthest pass reads by one Spark job; "local" mode: None, X holds every valid row
+    exact_input: Any = None
+    #: "pass" mode: the job warming the Python workers up (:func:`start_warmup`)
+    warm: Optional[threading.Thread] = None
+
+
+class _Plan(NamedTuple):
+    """What a pass fit derived before its loop."""
+
+    mode: str  # "local" or "pass"
+    whole: bool  # the epochs pass runs over every valid row, not a sample of them
+    batch: int
+    init_size: int
+
+    def derived(self) -> dict:
+        """The values a checkpoint must have been derived with to resume."""
+        return {"fitMode": self.mode, "batchSizeUsed": self.batch,
+                "initSizeUsed": self.init_size, "maxPasses": MAX_PASSES}
+
+
+def _choose_mode_and_fraction(df, n_features: int, p: FitParams) -> Tuple[str, float]:
+    """The fit mode, "local" or "pass" (:func:`choose_mode`), and the fraction of the rows
+    the epochs pass samples (1.0: all of them), from the row count: Spark's own for a
+    materialised cache, else a count (metadata only on files)."""
     estimate = plan_rows(df) if is_cached(df) else None
     if estimate is None:
         estimate = df.count()
-    mode = choose_mode(p.fit_mode, estimate, d, p.np_dtype)
+    mode = choose_mode(p.fit_mode, estimate, n_features, p.np_dtype)
     fraction = 1.0 if mode == "local" else min(
-        1.0, epoch_sample_rows(k, d, p.np_dtype) / max(estimate, 1))
-    whole = fraction >= 1.0
+        1.0, epoch_sample_rows(p.k, n_features, p.np_dtype) / max(estimate, 1))
+    return mode, fraction
 
-    def rows():  # keyed rows, for an init that must sample by itself: seldom needed
-        return prepared_rows(df, spec, p.seed, p.dtype, p.spherical)
 
+def _read_input(df, spec: FeatureSpec, p: FitParams, mode: str,
+                fraction: float) -> Tuple[Prepared, _DriverRows]:
+    """The input counted and checked (handleInvalid, k against the rows), and the rows the
+    driver holds. "local": one job collects every row to the driver, which counts them.
+    "pass": a JVM job counts them; once the counts pass the checks, another brings the
+    Bernoulli sample of ``fraction`` of the valid rows (all of them at 1.0), and the Python
+    workers start warming up in the background."""
     reader = Initializer(Prepared(None, spec, 0, 0.0), p)
     if mode == "local":  # every row on the driver, counted there
         counts, keys, X, w = reader.collect_all(
@@ -136,73 +216,100 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     else:
         counts = count_rows(df, spec, p.seed, p.dtype, p.spherical,
                             content_hash=p.checkpoint_dir is not None)
+    data = _counted_input(df, spec, p, counts)
+    check_prepared(data, p)  # handleInvalid, k against the rows: before any sample
+    if mode == "local":
+        return data, _DriverRows(keys, X, w)
+    # the exact passes read every valid row; a sample of them comes first
+    exact_input = valid_features(df, spec, p.dtype, p.spherical)
+    _, keys, X, w = reader.collect_all(exact_input if fraction >= 1.0 else valid_features(
+        df.sample(fraction=fraction, seed=p.seed), spec, p.dtype, p.spherical))
+    return data, _DriverRows(keys, X, w, exact_input, start_warmup(df.sparkSession,
+                                                                   p.np_dtype))
+
+
+def _counted_input(df, spec: FeatureSpec, p: FitParams, counts) -> Prepared:
+    """The input as its counts (as :func:`.prepare.count_columns` names them) describe it: a
+    :class:`Prepared` without a table, whose keyed rows are built only if an init must
+    sample by itself; one more job counts the invalid values by reason, if any."""
     n, n_bad = int(counts["n"] or 0), int(counts["bad"] or 0)
-    data = Prepared(None, spec, n, float(counts["w"] or 0.0),
+
+    def rows():  # keyed rows, for an init that must sample by itself: seldom needed
+        return prepared_rows(df, spec, p.seed, p.dtype, p.spherical)
+
+    return Prepared(None, spec, n, float(counts["w"] or 0.0),
                     spec.invalid_counts(df, p.spherical) if n_bad else {}, n_bad,
                     content_hash=int(counts.get("h") or 0), make_df=rows)
-    check_prepared(data, p)  # handleInvalid, k against the rows: before any sample
-    warm = exact_input = None
-    if mode == "pass":  # the exact passes read every valid row; a sample of them comes first
-        exact_input = valid_features(df, spec, p.dtype, p.spherical)
-        _, keys, X, w = reader.collect_all(exact_input if whole else valid_features(
-            df.sample(fraction=fraction, seed=p.seed), spec, p.dtype, p.spherical))
-        warm = start_warmup(df.sparkSession, p.np_dtype)
-    logger.info("%d rows: %s fit, %d of them on the driver", n, mode, len(keys))
-    mb = Initializer(data, p)
-    batch = min(batch, n)
-    init_size = default_init_size(k, batch, n, p.init_size)
-    if len(keys) >= min(init_size, n):
-        _, sample_X, sample_w, all_rows = mb.draw(keys, X, w, init_size,
-                                                  whole and init_size >= n)
-        sample = (sample_X.astype(np.float64), sample_w, all_rows)
-    else:  # a Bernoulli sample far short of the init's: the init samples by itself
-        sample = mb.init_sample(init_size)[1:]
-    count_seconds = time.perf_counter() - t_start
-    derived = {"fitMode": mode, "batchSizeUsed": batch, "initSizeUsed": init_size,
-               "maxPasses": MAX_PASSES}
-    store = fingerprint = saved = None
-    if p.checkpoint_dir is not None:
-        store = open_store(p.checkpoint_dir, df.sparkSession)
-        fingerprint = fit_fingerprint(p, data, p.initial_centers)
-        saved = store.load_latest()
-    if saved is not None:
-        check_resumable(saved, fingerprint, derived,
-                        source=f"the checkpoint in checkpointDir={p.checkpoint_dir!r}")
-        state = saved.state
-        logger.info("resuming after pass %d (checkpoint in %s)", saved.step, p.checkpoint_dir)
-    else:
-        state = mb.state_from_sample(*sample, p.initial_centers, batch)
-    resumed_from = state.step
-    init_seconds = time.perf_counter() - t_start - count_seconds
-    tol_abs, no_imp = state.convergence.tol, p.max_no_improvement
 
-    def epochs_pass(C, W, n_cand):  # on the driver, over the rows it holds
-        r = minibatch_epochs(X, C, W, batch, p.max_iter, order_salt(p.seed, state.step),
-                             keys=keys, sample_weight=w, tol=tol_abs,
-                             max_no_improvement=no_imp, spherical=p.spherical,
+
+def _init_sample(mb: Initializer, rows: _DriverRows, init_size: int, whole: bool):
+    """The init's sample, (X float64, weights or None, whether it is every valid row): drawn
+    from the rows on the driver when they are enough, else by the init itself."""
+    n = mb.data.n_rows
+    if len(rows.keys) >= min(init_size, n):
+        _, sample_X, sample_w, all_rows = mb.draw(rows.keys, rows.X, rows.w, init_size,
+                                                  whole and init_size >= n)
+        return sample_X.astype(np.float64), sample_w, all_rows
+    # a Bernoulli sample far short of the init's: the init samples by itself
+    return mb.init_sample(init_size)[1:]
+
+
+class _Passes:
+    """The passes :func:`~minibatch_kmeans.core.passes.run_passes` runs: the epochs pass
+    (and the Lloyd steps refining it) over the rows the driver holds, and the exact and
+    farthest passes over every valid row, on the driver when it holds them all ("local"
+    mode), else by one Spark job each."""
+
+    def __init__(self, p: FitParams, mb: Initializer, rows: _DriverRows, state, batch: int):
+        self.p, self.mb, self.rows, self.state, self.batch = p, mb, rows, state, batch
+        self.tol_abs = state.convergence.tol
+
+    def epochs(self, C, W, n_cand):
+        """Mini-batch epochs on the driver, over the rows it holds, and the re-seeding
+        candidates among them."""
+        p, rows, step = self.p, self.rows, self.state.step
+        r = minibatch_epochs(rows.X, C, W, self.batch, p.max_iter, order_salt(p.seed, step),
+                             keys=rows.keys, sample_weight=rows.w, tol=self.tol_abs,
+                             max_no_improvement=p.max_no_improvement, spherical=p.spherical,
                              reassignment_ratio=p.reassignment_ratio)
         r.stats.cand_keys, r.stats.cand_rows = select_candidates(
-            keys, X, candidate_salt(p.seed, state.step), n_cand)
+            rows.keys, rows.X, candidate_salt(p.seed, step), n_cand)
         return merge_epochs([r], n_cand)
 
-    if mode == "local":
-        def exact_pass(C):
-            Cd = np.ascontiguousarray(C, dtype=p.np_dtype)
-            return assignment_stats(X, Cd, row_norms_sq(Cd), w)
+    def refine(self, C):
+        """Lloyd steps over the sample on the driver (:func:`refine_on_rows`)."""
+        return refine_on_rows(self.rows.X, C, self.rows.w, tol=self.p.tol,
+                              spherical=self.p.spherical)
 
-        def farthest_pass(C, m):
+    def exact(self, C):
+        """Every valid row assigned to the centers C: their BatchStats."""
+        rows = self.rows
+        if rows.exact_input is None:
+            Cd = np.ascontiguousarray(C, dtype=self.p.np_dtype)
+            return assignment_stats(rows.X, Cd, row_norms_sq(Cd), rows.w)
+        if rows.warm is not None:
+            rows.warm.join()
+        return self.mb.stats(rows.exact_input, C)
+
+    def farthest(self, C, m):
+        """The ``m`` valid rows farthest from their nearest center, farthest first."""
+        rows, p = self.rows, self.p
+        if rows.exact_input is None:
             Cd = np.ascontiguousarray(C, dtype=p.np_dtype)  # unit under cosine already
-            return farthest_rows(X, Cd, row_norms_sq(Cd), m)[1]
-    else:
-        def exact_pass(C):
-            if warm is not None:
-                warm.join()
-            return mb.stats(exact_input, C)
+            return farthest_rows(rows.X, Cd, row_norms_sq(Cd), m)[1]
+        fn = farthest_function(C, p.np_dtype, m, p.spherical)
+        return table_to_farthest(rows.exact_input.mapInArrow(fn, FARTHEST_SCHEMA).toArrow(),
+                                 self.mb.d, m)
 
-        def farthest_pass(C, m):
-            fn = farthest_function(C, p.np_dtype, m, p.spherical)
-            return table_to_farthest(exact_input.mapInArrow(fn, FARTHEST_SCHEMA).toArrow(),
-                                     d, m)
+
+def _run_loop(p: FitParams, plan: _Plan, state, passes: _Passes,
+              checkpoints: FitCheckpoints, should_stop, on_step) -> PassesOutcome:
+    """:func:`~minibatch_kmeans.core.passes.run_passes` from the state on (none when the
+    checkpoint it resumed from is final), logging and checkpointing after every pass and
+    when they end."""
+    saved = checkpoints.saved
+    if saved is not None and saved.finished:
+        return PassesOutcome(saved.stop_reason, None, {})
 
     def before_pass() -> bool:
         return should_stop is not None and bool(should_stop())
@@ -211,72 +318,57 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
         logger.info("pass %d (%s): %d rows, %.4g per unit weight, shift %.3g, %.2f s",
                     rec.step, rec.kind, rec.rows, rec.batch_inertia, rec.center_shift,
                     rec.seconds)
-        if store is not None:
-            timed_save(store, Checkpoint(state, fingerprint, derived))
+        checkpoints.save(state)
         if on_step is not None:
             on_step(rec, state)
 
-    t_loop = time.perf_counter()
-    if saved is not None and saved.finished:
-        outcome_reason, exact, info = saved.stop_reason, None, {}
-    else:
-        outcome = run_passes(state, epochs_pass, exact_pass, max_passes=MAX_PASSES,
-                             tol=p.tol, n_candidates=max_candidates(k, batch),
-                             exact_passes=p.compute_training_cost,
-                             farthest_pass=farthest_pass, on_pass=after_pass,
-                             should_stop=before_pass, refine=None if whole else (
-                                 lambda C: refine_on_rows(X, C, w, tol=p.tol,
-                                                          spherical=p.spherical)))
-        outcome_reason, exact, info = outcome.reason, outcome.exact, outcome.epochs_info
-        if store is not None:
-            timed_save(store, Checkpoint(state, fingerprint, derived, outcome_reason))
-    loop_seconds = time.perf_counter() - t_loop
+    outcome = run_passes(state, passes.epochs, passes.exact, max_passes=MAX_PASSES,
+                         tol=p.tol, n_candidates=max_candidates(p.k, plan.batch),
+                         exact_passes=p.compute_training_cost,
+                         farthest_pass=passes.farthest, on_pass=after_pass,
+                         should_stop=before_pass,
+                         refine=None if plan.whole else passes.refine)
+    checkpoints.save(state, outcome.reason)
+    return outcome
+
+
+def _summary(p: FitParams, plan: _Plan, data: Prepared, state, outcome: PassesOutcome, *,
+             driver_rows: int, resumed_from: int, extra_exact: int, seconds: dict) -> dict:
+    """The fit's summary but for finalPassSeconds and fitSeconds. ``driver_rows``: the rows
+    the epochs pass ran over; ``extra_exact``: 1 when an exact pass ran after the loop (for
+    a fit resumed from a finished checkpoint); ``seconds``: prepareSeconds, initSeconds and
+    loopSeconds."""
+    spec, n, info, local = data.spec, data.n_rows, outcome.epochs_info, plan.mode == "local"
     history = state.history[resumed_from:]
     # an exact pass that moved empty centers ran one more job to find the farthest rows
     relocations = sum(1 for r in history if r.kind == "exact" and r.reassigned)
-    t_final = time.perf_counter()
-    extra = 0
-    if exact is None and p.compute_training_cost and outcome_reason != "interrupted":
-        exact = exact_pass(state.centers)  # resumed from a finished checkpoint
-        extra = 1
-    exact_runs = sum(1 for r in history if r.kind == "exact") + extra
+    exact_runs = sum(1 for r in history if r.kind == "exact") + extra_exact
     reasons = info.get("stopReasons") or {}
     summary = {
-        "k": k, "numFeatures": d, "numRows": n, "numSkipped": data.n_invalid,
+        "k": p.k, "numFeatures": spec.n_features, "numRows": n, "numSkipped": data.n_invalid,
         "skippedByReason": {spec.reason_text(c): v for c, v in data.invalid.items()},
-        "fitMode": mode, "batchSize": batch, "initSize": init_size,
-        "numPasses": len(history) + extra + relocations, "epochRows": info.get("rows"),
+        "fitMode": plan.mode, "batchSize": plan.batch, "initSize": plan.init_size,
+        "numPasses": len(history) + extra_exact + relocations, "epochRows": info.get("rows"),
         # rows handed to the driver or to Python, per row of the table. local: once, in
         # one job (its passes run on the driver); pass: the sample, then every exact and
         # farthest pass, besides two JVM-only jobs (the count and the sample's filter)
-        "passesOverData": 1.0 if mode == "local" else (
-            len(keys) / max(n, 1) + exact_runs + relocations),
-        "numJobs": 1 if mode == "local" else 2 + exact_runs + relocations + 1,
+        "passesOverData": 1.0 if local else (
+            driver_rows / max(n, 1) + exact_runs + relocations),
+        "numJobs": 1 if local else 2 + exact_runs + relocations + 1,
         "epochsStopReason": next(iter(reasons), None),
         "numSteps": int(info.get("steps", 0)), "numIter": int(info.get("epochs", 0)),
-        "stopReason": outcome_reason, "rowsSeen": state.rows_seen,
+        "stopReason": outcome.reason, "rowsSeen": state.rows_seen,
         "resumedFromStep": resumed_from, "checkpointDir": p.checkpoint_dir,
         "localSteps": None, "numBuckets": None, "prepareStorage": None,
-        "prepareBlocks": None, "partitionDependent": not whole,
-        "prepareSeconds": count_seconds, "initSeconds": init_seconds,
-        "loopSeconds": loop_seconds,
+        "prepareBlocks": None, "partitionDependent": not plan.whole, **seconds,
     }
-    if exact is not None:
-        summary["trainingCost"] = cost_from_inertia(exact.inertia, p.spherical)
-        summary["clusterSizes"] = [int(c) for c in exact.counts]
+    if outcome.exact is not None:
+        summary["trainingCost"] = cost_from_inertia(outcome.exact.inertia, p.spherical)
+        summary["clusterSizes"] = [int(c) for c in outcome.exact.counts]
         summary["trainingCostExact"] = True
     else:  # the epochs pass's last epoch, as scikit-learn without compute_labels
         last = state.history[-1].batch_inertia if state.history else 0.0
         summary["trainingCost"] = cost_from_inertia(last * data.weight_total, p.spherical)
         summary["clusterSizes"] = None
         summary["trainingCostExact"] = False
-    summary["finalPassSeconds"] = time.perf_counter() - t_final
-    summary["fitSeconds"] = time.perf_counter() - t_start
-    logger.info("%s fit: %d passes (%s), %.2f s", mode, summary["numPasses"], outcome_reason,
-                summary["fitSeconds"])
-    return FitResult(state.centers, state.weight_sums, summary, state.history)
-
-
-def order_salt(seed: int, pass_index: int) -> int:
-    """The salt of an epochs pass's visiting order."""
-    return int(rng_mod.salt(seed, rng_mod.EPOCH, pass_index))
+    return summary

@@ -66,9 +66,10 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import (ReadAllAvailable, ReadLimit, ReadMaxFiles,
                                               SupportsTriggerAvailableNow)
 
-from ..errors import InvalidInputError, InvalidParamError
-from .delta import (is_absolute_uri, log_uri, open_table, partition_value, reader_problems,
-                    spark_schema, table_filesystem, unsupported_features_error)
+from ...errors import InvalidInputError, InvalidParamError
+from .log import (is_absolute_uri, log_uri, open_table, reader_problems, spark_schema,
+                  table_filesystem, unsupported_features_error)
+from .values import partition_value
 
 logger = logging.getLogger(__name__)
 
