@@ -151,6 +151,7 @@ def test_invalid_rows_error_or_skip(spark, tmp_path):
     ({}, {"mllib": {"fast": True}}, r"mllib Params \['fast'\] are not supported"),
     ({"distanceMeasure": "cosine"}, {}, "squared Euclidean"),
     ({}, {"sample_size": 1}, "sample_size=1 is invalid"),
+    ({}, {"sample_size": 2_000_000}, r"sample_size=2000000 is invalid: expected an integer in"),
     ({"handleInvalid": "keep"}, {}, "handleInvalid='keep'"),
     ({}, {"references": ["sklearn_dbscan"]}, "references=.*sklearn_dbscan"),
     ({"batchSize": 0}, {}, "batchSize"),

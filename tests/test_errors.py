@@ -146,7 +146,10 @@ def test_invalid_weights(spark):
     ("initSize", 0, "an integer >= 1"), ("initMode", "kmeans", "one of"),
     ("distanceMeasure", "manhattan", "one of .'euclidean', 'cosine'."),
     ("maxIter", -1, "an integer >= 0"), ("tol", -1.0, "a finite number >= 0"),
-    ("initSteps", 0, "an integer >= 1"), ("reassignmentRatio", -0.1, "a finite number >= 0"),
+    ("initSteps", 0, r"an integer in \[1, 100\]"), ("initSteps", 101, r"an integer in \[1, 100\]"),
+    ("initRuns", 101, r"an integer in \[0, 100\]"),
+    ("reassignmentRatio", -0.1, r"a number in \[0, 1\]"),
+    ("reassignmentRatio", float("inf"), r"a number in \[0, 1\]"),
     ("handleInvalid", "keep", "one of .'error', 'skip'."), ("dtype", "float16", "one of"),
     ("maxNoImprovement", -1, "an integer >= 0"), ("initScope", "everything", "one of"),
 ])

@@ -426,6 +426,55 @@ def test_save_refuses_existing_path_without_overwrite(tmp_path, blob_data):
         MiniBatchKMeans.load(path)
 
 
+def test_save_is_switched_in_by_its_metadata_and_load_checks_k_and_d(
+        tmp_path, blob_data, monkeypatch):
+    """A save whose data write fails halfway leaves the old model loadable; metadata that
+    disagrees with the data (k=5 over 3 centers, another feature count) is refused by name,
+    by load and by the Spark-free reader."""
+    import glob
+    import json
+    import os
+
+    from minibatch_kmeans import ModelPersistenceError
+    from minibatch_kmeans.lifecycle.saved_model import SavedModel
+
+    _, _, _, df = blob_data
+    old = MiniBatchKMeans(k=4, inputCols=cols(3), batchSize=300, maxIter=1, seed=1).fit(df)
+    new = MiniBatchKMeans(k=3, inputCols=cols(3), batchSize=300, maxIter=1, seed=2).fit(df)
+    path = str(tmp_path / "m")
+    old.save(path)
+
+    def broken(self, spark, data_path):  # the centers half written, then the driver dies
+        os.makedirs(data_path)
+        open(os.path.join(data_path, "part-00000.parquet"), "wb").write(b"PAR1 torn")
+        raise OSError("driver lost")
+
+    monkeypatch.setattr(MiniBatchKMeansModel, "_save_data", broken)
+    with pytest.raises(OSError, match="driver lost"):
+        new.write().overwrite().save(path)
+    monkeypatch.undo()
+    again = MiniBatchKMeansModel.load(path)
+    assert again.getK() == 4
+    np.testing.assert_array_equal(again.clusterCenters(), old.clusterCenters())
+    new.write().overwrite().save(path)  # the switch; earlier data folders are removed
+    assert MiniBatchKMeansModel.load(path).getK() == 3
+    assert len(glob.glob(os.path.join(path, "data*"))) == 1
+
+    meta_file = glob.glob(os.path.join(path, "metadata", "part-*"))[0]
+    meta = json.loads(open(meta_file).read())
+    for key, value, match in (("k", 5, "says k=5 but its data holds 3 centers"),
+                              ("numFeatures", 4, "says 4 features but its data holds 3 "
+                                                 "centers of .3. values")):
+        bad = dict(meta, numCenters=value) if key == "k" else dict(meta, numFeatures=value)
+        open(meta_file, "w").write(json.dumps(bad) + "\n")
+        for crc in glob.glob(os.path.join(path, "metadata", ".*.crc")):
+            os.remove(crc)  # Hadoop's checksum of the file as Spark wrote it
+        with pytest.raises(ModelPersistenceError, match="is incomplete: its metadata " + match):
+            MiniBatchKMeansModel.load(path)
+        with pytest.raises(ModelPersistenceError, match="is incomplete"):
+            SavedModel.read(path)
+
+
 def test_transform_skip_drops_invalid_rows_and_error_raises(spark, blob_data):
     X, _, _, df = blob_data
     m = MiniBatchKMeans(k=4, inputCols=cols(3), batchSize=300, seed=1).fit(df)

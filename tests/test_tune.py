@@ -161,6 +161,7 @@ def test_choose_k_with_batch_sizes_fits_every_pair(blobs):
     ([2, 2, 3], {}, {}, "k_values"),
     ([], {}, {}, "k_values"),
     ([2, 3], {}, dict(holdout_fraction=1.0), "holdout_fraction"),
+    ([2, 3], {}, dict(sample_size=2_000_000), r"sample_size=2000000 is invalid"),
     ([2, 3], {}, dict(batch_sizes=[0]), "batch_sizes"),
     ([2, 3], dict(checkpointDir="/tmp/x"), {}, "checkpointDir is set"),
     ([2, 3], dict(distanceMeasure="cosine"), {}, "euclidean"),

@@ -23,16 +23,25 @@ def fail(name: str, value, expected: str, error=InvalidParamError, secret: bool 
 
 
 def integer(name: str, value, minimum: Optional[int] = None, optional: bool = False,
-            expected: Optional[str] = None, error=InvalidParamError) -> Optional[int]:
+            expected: Optional[str] = None, error=InvalidParamError,
+            maximum: Optional[int] = None) -> Optional[int]:
+    """An integer >= minimum and <= maximum (an integral float is taken as its int)."""
     if value is None and optional:
         return None
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok and isinstance(value, float) and value.is_integer():
         value, ok = int(value), True
-    if not ok or (minimum is not None and value < minimum):
-        fail(name, value, expected or ("an integer" + (f" >= {minimum}" if minimum is not None
-                                                       else "")
-                                       + (" or null" if optional else "")), error)
+    if not ok or (minimum is not None and value < minimum) \
+            or (maximum is not None and value > maximum):
+        if expected is None:
+            expected = "an integer"
+            if minimum is not None and maximum is not None:
+                expected = f"an integer in [{minimum}, {maximum}]"
+            elif minimum is not None:
+                expected += f" >= {minimum}"
+            if optional:
+                expected += " or null"
+        fail(name, value, expected, error)
     return int(value)
 
 
@@ -122,7 +131,8 @@ class Rule:
     def __call__(self, name: str, value, error=InvalidParamError):
         """The value accepted under ``name``, or ``error``."""
         if self.kind == "integer":
-            return integer(name, value, self.minimum, self.optional, self.expected, error)
+            return integer(name, value, self.minimum, self.optional, self.expected, error,
+                           self.maximum)
         if self.kind == "number":
             return number(name, value, self.minimum, self.maximum, self.above, self.below,
                           self.optional, self.expected, error)

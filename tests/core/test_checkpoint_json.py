@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from minibatch_kmeans.core.checkpoint import (Checkpoint, check_resumable, from_json,
-                                              mismatches, to_json)
+from minibatch_kmeans.core.checkpoint import (HISTORY_KEPT, Checkpoint, check_resumable,
+                                              from_json, mismatches, to_json)
 from minibatch_kmeans.core.kernels import BatchStats
 from minibatch_kmeans.core.minibatch import Convergence, MiniBatchState
 from minibatch_kmeans.errors import InvalidParamError
@@ -54,6 +54,28 @@ def test_round_trip_is_exact():
     assert back.fingerprint == FINGERPRINT and back.derived == DERIVED
     assert back.step == state.step and back.stop_reason is None and not back.finished
     assert to_json(back) == text
+
+
+def test_checkpoint_size_does_not_grow_with_the_steps():
+    """A checkpoint keeps the last HISTORY_KEPT records: over a 10,000-step fit saved every
+    10 steps the bytes written grow with the steps (at most 1,000 x one late checkpoint),
+    not with their square (the whole history in every save: about 50 x that again)."""
+    state = stepped_state(steps=10_000, seed=3)
+    late = len(to_json(Checkpoint(state, FINGERPRINT, DERIVED)))
+    state.history = state.history[:2 * HISTORY_KEPT]
+    size = len(to_json(Checkpoint(state, FINGERPRINT, DERIVED)))
+    assert size == pytest.approx(late, rel=0.05)
+    back = from_json(to_json(Checkpoint(state, FINGERPRINT, DERIVED)))
+    kept = state.history[-HISTORY_KEPT:]
+    assert [r.step for r in back.state.history] == [r.step for r in kept]
+    whole = stepped_state(steps=10_000, seed=3)
+    written = 0
+    for end in range(10, 10_001, 10):
+        state.history = whole.history[:end]
+        written += len(to_json(Checkpoint(state, FINGERPRINT, DERIVED)))
+    assert written <= 1000 * late * 1.05
+    # the last save of the old format alone: the whole history, 10,000 records
+    assert len(json.dumps([r.as_dict() for r in whole.history], default=float)) > 50 * late
 
 
 def test_resumed_state_steps_exactly_like_the_original():

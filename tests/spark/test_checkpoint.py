@@ -63,9 +63,39 @@ def test_local_write_is_atomic(tmp_path, monkeypatch):
     assert files(tmp_path) == ["checkpoint-000000000005.json"]
     assert (tmp_path / "checkpoint-000000000005.json").read_text() == before
     (tmp_path / ".checkpoint-abc.tmp").write_text('{"format": "minibatch_kmea')  # SIGKILL
+    hour_ago = os.path.getmtime(tmp_path / ".checkpoint-abc.tmp") - 2 * 3600
+    os.utime(tmp_path / ".checkpoint-abc.tmp", (hour_ago, hour_ago))
+    (tmp_path / ".checkpoint-other.tmp").write_text('{"format"')  # a live writer's, just begun
     assert store.load_latest().step == 5
     store.save(ckpt(10))
-    assert files(tmp_path) == ["checkpoint-000000000005.json", "checkpoint-000000000010.json"]
+    assert files(tmp_path) == [".checkpoint-other.tmp", "checkpoint-000000000005.json",
+                               "checkpoint-000000000010.json"]
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_older_one(spark, tmp_path):
+    """A torn or corrupted newest checkpoint is passed over for the one kept before it, in
+    both stores; when none reads, the newest one's error names it."""
+    store = LocalCheckpointStore(str(tmp_path / "local"))
+    store.save(ckpt(5))
+    store.save(ckpt(10))
+    (tmp_path / "local" / "checkpoint-000000000010.json").write_text('{"format": "minibat')
+    assert LocalCheckpointStore(str(tmp_path / "local")).load_latest().step == 5
+    (tmp_path / "local" / "checkpoint-000000000005.json").write_text("garbage")
+    with pytest.raises(InvalidParamError, match="checkpoint-000000000010.json.*not a readable"):
+        LocalCheckpointStore(str(tmp_path / "local")).load_latest()
+
+    uri = f"file://{tmp_path}/spark"
+    remote = SparkCheckpointStore(spark, uri)
+    remote.save(ckpt(5))
+    remote.save(ckpt(10))  # slot-1
+    part = next(p for p in os.listdir(tmp_path / "spark" / "slot-1") if p.startswith("part-"))
+    (tmp_path / "spark" / "slot-1" / part).write_text('{"format": "minibat')
+    for crc in (tmp_path / "spark" / "slot-1").glob(".*.crc"):
+        crc.unlink()
+    again = SparkCheckpointStore(spark, uri)
+    assert again.load_latest().step == 5
+    again.save(ckpt(15))  # overwrites the unreadable slot
+    assert SparkCheckpointStore(spark, uri).load_latest().step == 15
 
 
 def test_a_foreign_file_is_not_resumed(tmp_path):
@@ -99,7 +129,7 @@ def test_spark_store_alternates_two_slots(spark, tmp_path):
     assert latest.step == 15
     assert np.array_equal(latest.state.centers, ckpt(15).state.centers)
     again.save(ckpt(20, "tol"))  # goes to slot-1, keeping 15 in slot-0
-    assert SparkCheckpointStore(spark, uri)._read(0).step == 15
+    assert SparkCheckpointStore(spark, uri).read_slot(0).step == 15
     final = SparkCheckpointStore(spark, uri).load_latest()
     assert (final.step, final.stop_reason) == (20, "tol")
 
@@ -113,7 +143,7 @@ def test_spark_store_skips_an_uncommitted_slot(spark, tmp_path):
     assert store.load_latest().step == 5
     store.save(ckpt(10))  # into the broken slot, not over step 5
     assert SparkCheckpointStore(spark, uri).load_latest().step == 10
-    assert SparkCheckpointStore(spark, uri)._read(0).step == 5
+    assert SparkCheckpointStore(spark, uri).read_slot(0).step == 5
 
 
 # -- the fit ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The algorithm core: NumPy only, no Spark import.
+"""The algorithm core: NumPy only (numba optional), no Spark import; imports only the
+base modules (errors, paths, checks).
 
 Kernels (:mod:`.kernels`), initialisation (:mod:`.init`), the update rule, reassignment
 and early stopping (:mod:`.minibatch`), and the driver loop shared by the Spark fit and

@@ -6,7 +6,9 @@ A checkpoint holds
 - ``state``: centers and weight sums (float64, exactly: Python's ``repr`` of a float, which
   ``json`` writes, reads back to the same bits), step, rows seen, the reassignment
   counter, every :class:`Convergence` field (the EWA, its minimum, the no-improvement
-  counter and the scaled ``tol``) and the history records;
+  counter and the scaled ``tol``) and the last :data:`HISTORY_KEPT` history records (so
+  that a checkpoint's size does not grow with the fit's length: a resumed fit's history
+  starts there);
 - ``fingerprint``: what the fit's result depends on (Params by name, the feature layout,
   the prepared table's row count and weight): resuming under another fingerprint raises;
 - ``derived``: what the fit derived before its loop (batch size after clamping, local
@@ -48,6 +50,10 @@ FORMAT = "minibatch_kmeans.checkpoint"
 VERSION = 1
 #: Stop reasons after which a fit is over; a checkpoint with one of these resumes to no steps.
 FINAL_REASONS = (STOP_MAX_ITER, STOP_TOL, STOP_NO_IMPROVEMENT)
+#: History records a checkpoint keeps (the latest): its size stays bounded however long
+#: the fit (about 20 KB of history at most), and a fit saved every 10 steps writes bytes in
+#: proportion to its steps, not to their square.
+HISTORY_KEPT = 100
 #: Relative tolerance for float fingerprint values (a weight total summed by Spark may
 #: differ in its last bits with the order of the partitions).
 FLOAT_RTOL = 1e-9
@@ -114,7 +120,7 @@ def to_dict(ckpt: Checkpoint) -> dict:
             "reassignmentRatio": float(s.reassignment_ratio),
             "spherical": bool(s.spherical),
             "convergence": dataclasses.asdict(s.convergence),
-            "history": [dataclasses.asdict(r) for r in s.history],
+            "history": [dataclasses.asdict(r) for r in s.history[-HISTORY_KEPT:]],
         },
     }
 

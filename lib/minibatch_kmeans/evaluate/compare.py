@@ -49,6 +49,9 @@ STORAGE = StorageLevel.MEMORY_AND_DISK_DESER
 #: MLlib KMeans Params that ``mllib=`` may set (the rest are shared or fixed).
 MLLIB_PARAMS = ("maxIter", "tol", "initMode", "initSteps", "solver", "maxBlockSizeInMB",
                 "distanceMeasure")
+#: The most sample rows a comparison or tuning takes for its silhouette, agreement and
+#: picture (they are collected to the driver).
+MAX_SAMPLE_ROWS = 1_000_000
 #: The single-machine references, in the order they run.
 REFERENCES = ("sklearn_minibatch", "sklearn_kmeans")
 
@@ -520,7 +523,7 @@ def _check_options(estimator, mllib, references, **counts):
                                 f"some of {list(REFERENCES)}")
     for name, value in counts.items():
         lo = 0 if name == "local_max_mb" else (1 if name == "trajectory_points" else 2)
-        integer(name, value, lo)
+        integer(name, value, lo, maximum=MAX_SAMPLE_ROWS if name == "sample_size" else None)
     mllib = dict(mllib or {})
     unknown = sorted(set(mllib) - set(MLLIB_PARAMS))
     if unknown:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, ModelPersistenceError
-
+from ..ml.persistence import check_saved_shape, data_dir
 
 @dataclass(frozen=True)
 class SavedModel:
@@ -39,7 +39,7 @@ class SavedModel:
 
     @classmethod
     def read(cls, path: str) -> "SavedModel":
-        """Read ``path/metadata`` (JSON text) and ``path/data`` (Parquet)."""
+        """Read ``path/metadata`` (JSON text) and the data folder it names (Parquet)."""
         import pyarrow.parquet as pq
 
         parts = sorted(p for p in glob.glob(os.path.join(path, "metadata", "part-*"))
@@ -59,9 +59,11 @@ class SavedModel:
             raise ModelPersistenceError(
                 f"cannot read a MiniBatchKMeansModel from {path!r}: it holds a "
                 f"{meta.get('class')}")
-        table = pq.read_table(os.path.join(path, "data")).to_pandas()
+        table = pq.read_table(os.path.join(path, data_dir(meta))).to_pandas()
         table = table.sort_values("clusterIdx")
-        centers = np.vstack([np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]])
+        rows = [np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]]
+        check_saved_shape(path, meta, list(table["clusterIdx"]), [len(c) for c in rows])
+        centers = np.vstack(rows)
         params = dict(meta.get("defaultParamMap", {}))
         params.update(meta.get("paramMap", {}))
         return cls(centers, table["weightSum"].to_numpy(np.float64), meta, params)

@@ -33,8 +33,9 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ..evaluate.compare import STORAGE, VECTOR_COL
+from ..evaluate.compare import MAX_SAMPLE_ROWS, STORAGE, VECTOR_COL
 from ..evaluate.holdout import HOLDOUT_SALT, SILHOUETTE_ROWS, in_holdout, measure_centers
+from ..checks import integer
 from ..errors import InvalidInputError, InvalidParamError
 from ..spark import features as feat
 
@@ -135,9 +136,7 @@ def _check_options(holdout_fraction, sample_size, seed):
             or not 0 < holdout_fraction < 1:
         raise InvalidParamError(f"holdout_fraction={holdout_fraction!r} is invalid: expected "
                                 "a number between 0 and 1 (exclusive)")
-    if not _is_int(sample_size) or sample_size < 2:
-        raise InvalidParamError(f"sample_size={sample_size!r} is invalid: expected an "
-                                "integer >= 2")
+    integer("sample_size", sample_size, 2, maximum=MAX_SAMPLE_ROWS)
     if not _is_int(seed):
         raise InvalidParamError(f"seed={seed!r} is invalid: expected an integer")
 

@@ -29,6 +29,8 @@ from ..spark.params import PARAM_RULES
 from ..spark.prepare import feature_names
 from ..spark.udfs import STATS_SCHEMA, stats_function, table_to_stats
 from .params import UPDATE_RULES, MiniBatchKMeansParams, discount_rule
+from .persistence import (check_saved_shape, data_dir, new_data_dir, path_exists,
+                          remove_old_data)
 from .predict import predict_matrix, predict_udf
 from .summary import MiniBatchKMeansSummary
 
@@ -107,13 +109,25 @@ class _ParamsWriter(MLWriter):
         self.saveImpl(path)
 
     def saveImpl(self, path: str) -> None:
+        """A model's centers go to a new ``data-<token>`` folder first; the metadata,
+        written last, names it: a save that fails before the metadata is written leaves
+        the model that was there whole, and a reader sees the old model or the new one."""
         spark = _spark()
+        meta_path = f"{path}/metadata"
+        if not self.shouldOverwrite and path_exists(spark, meta_path):
+            raise ModelPersistenceError(
+                f"cannot save to {path!r}: the path already exists; use "
+                "write().overwrite().save(path) to replace it")
         extra = self.instance._extra_metadata() if hasattr(self.instance,
                                                            "_extra_metadata") else None
-        _write_text(spark, _metadata_json(self.instance, spark, extra), f"{path}/metadata",
-                    self.shouldOverwrite)
+        data_dir = None
         if isinstance(self.instance, MiniBatchKMeansModel):
-            self.instance._save_data(spark, f"{path}/data")
+            data_dir = new_data_dir()
+            self.instance._save_data(spark, f"{path}/{data_dir}")
+            extra = {**extra, "dataDir": data_dir}
+        _write_text(spark, _metadata_json(self.instance, spark, extra), meta_path, True)
+        if data_dir is not None:
+            remove_old_data(path, data_dir)
 
 
 class _ParamsReader(MLReader):
@@ -527,7 +541,8 @@ class MiniBatchKMeansModel(Model, MiniBatchKMeansParams, _ReadWrite):
 
     # -- persistence -------------------------------------------------------------------
     def _extra_metadata(self) -> dict:
-        extra = {"numFeatures": self.numFeatures, "featureSchema": self.featureSchema,
+        extra = {"numFeatures": self.numFeatures, "numCenters": int(self._centers.shape[0]),
+                 "featureSchema": self.featureSchema,
                  "inputSchema": self._input_schema, "numUpdates": self._num_updates}
         if self.trainingInfo is not None:  # kept through partialFit updates
             extra["trainingSummary"] = self.trainingInfo
@@ -542,10 +557,17 @@ class MiniBatchKMeansModel(Model, MiniBatchKMeansParams, _ReadWrite):
 
     @classmethod
     def _load(cls, spark, path: str, meta: dict) -> "MiniBatchKMeansModel":
-        table = spark.read.parquet(f"{path}/data").toArrow().to_pandas()
+        table = spark.read.parquet(f"{path}/{data_dir(meta)}").toArrow()
+        return cls._from_table(path, meta, table.to_pandas())
+
+    @classmethod
+    def _from_table(cls, path: str, meta: dict, table) -> "MiniBatchKMeansModel":
+        """A model from its metadata and its data rows (clusterIdx, clusterCenter,
+        weightSum), after checking that they agree on k and the feature count."""
         table = table.sort_values("clusterIdx")
-        centers = np.vstack([np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]])
-        return cls._from_arrays(meta, centers, table["weightSum"].to_numpy())
+        centers = [np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]]
+        check_saved_shape(path, meta, list(table["clusterIdx"]), [len(c) for c in centers])
+        return cls._from_arrays(meta, np.vstack(centers), table["weightSum"].to_numpy())
 
     @classmethod
     def _from_arrays(cls, meta: dict, centers, weight_sums) -> "MiniBatchKMeansModel":

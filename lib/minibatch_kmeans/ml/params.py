@@ -67,7 +67,10 @@ class MiniBatchKMeansParams(HasMaxIter, HasFeaturesCol, HasSeed, HasPredictionCo
                      typeConverter=TypeConverters.toInt)
     maxNoImprovement = Param(Params._dummy(), "maxNoImprovement",
                              "Stop after this many steps without improvement of the smoothed "
-                             "batch inertia; 0 disables.", typeConverter=TypeConverters.toInt)
+                             "batch inertia; 0 disables this rule only (each stop rule has "
+                             "its own off switch: tol=0 turns off the center-shift stop, so "
+                             "maxNoImprovement=0 and tol=0 run all maxIter epochs).",
+                             typeConverter=TypeConverters.toInt)
     reassignmentRatio = Param(Params._dummy(), "reassignmentRatio",
                               "Centers whose accumulated weight is below this fraction of the "
                               "largest are re-seeded from the batch; 0 disables.",

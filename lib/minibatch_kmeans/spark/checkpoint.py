@@ -48,6 +48,9 @@ _FILE = re.compile(r"^checkpoint-(\d+)\.json$")
 _TMP_PREFIX = ".checkpoint-"
 _TMP_SUFFIX = ".tmp"
 SLOTS = ("slot-0", "slot-1")
+#: A temporary file younger than this may be another writer's, still being written: the
+#: prune leaves it (a killed writer's is removed once it is older).
+STALE_TMP_SECONDS = 3600.0
 
 
 class Codec(NamedTuple):
@@ -138,20 +141,48 @@ class LocalCheckpointStore:
     def _prune(self) -> None:
         for _, name in self.steps()[:-self.keep]:
             _remove(os.path.join(self.directory, name))
+        now = time.time()
         for name in os.listdir(self.directory):
-            if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
-                _remove(os.path.join(self.directory, name))
+            path = os.path.join(self.directory, name)
+            if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX) \
+                    and now - _mtime(path) > STALE_TMP_SECONDS:
+                _remove(path)
 
     def load_latest(self) -> Optional[Checkpoint]:
-        """The checkpoint of the highest step, or None when there is none."""
-        found = self.steps()
-        if not found:
-            return None
-        name = found[-1][1]
-        path = os.path.join(self.directory, name)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        return self.codec.load(text, f"checkpoint file {path!r}")
+        """The checkpoint of the highest step that reads back, or None when there is none;
+        an unreadable newer one (a torn or corrupted file) is logged and passed over for
+        the older one kept beside it. Raises the newest one's error when none reads."""
+        texts = []
+        for _, name in reversed(self.steps()):
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    texts.append((f.read(), f"checkpoint file {path!r}"))
+            except FileNotFoundError:  # pruned by another writer since listed
+                continue
+        return _first_readable(self.codec, texts)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return time.time()
+
+
+def _first_readable(codec: Codec, texts) -> Optional[Checkpoint]:
+    """The first of ``texts`` ((text, source) from newest to oldest) that the codec reads;
+    None for none given; the first one's error when none reads."""
+    first_error = None
+    for text, source in texts:
+        try:
+            return codec.load(text, source)
+        except InvalidParamError as e:
+            logger.warning("%s; trying the checkpoint before it", e)
+            first_error = first_error or e
+    if first_error is not None:
+        raise first_error
+    return None
 
 
 def _remove(path: str) -> None:
@@ -187,7 +218,14 @@ class SparkCheckpointStore:
     def slot_path(self, slot: int) -> str:
         return f"{self.path}/{SLOTS[slot]}"
 
-    def _read(self, slot: int) -> Optional[Checkpoint]:
+    def read_slot(self, slot: int) -> Optional[Checkpoint]:
+        """The checkpoint in a slot, or None (never written, or an overwrite killed before
+        it committed); InvalidParamError when it does not read back."""
+        text = self._text(slot)
+        return None if text is None else self.codec.load(
+            text, f"checkpoint {self.slot_path(slot)!r}")
+
+    def _text(self, slot: int) -> Optional[str]:
         from pyspark.errors import AnalysisException
 
         path = self.slot_path(slot)
@@ -196,21 +234,32 @@ class SparkCheckpointStore:
         except AnalysisException:  # not written yet (classic raises here, Connect on collect)
             return None
         texts = [r[0] for r in rows if r[0] and r[0].strip()]
-        if not texts:  # an overwrite that was killed before it committed
+        if not texts:
             return None
         if len(texts) > 1:
             raise InvalidParamError(f"checkpoint directory {path!r} holds {len(texts)} files: "
                                     "expected one checkpoint")
-        return self.codec.load(texts[0], f"checkpoint {path!r}")
+        return texts[0]
 
     def load_latest(self) -> Optional[Checkpoint]:
-        """The checkpoint of the higher step of the two slots, or None; the next save goes
-        to the other slot."""
-        found = [(self.codec.key(c), slot, c) for slot in range(len(SLOTS))
-                 for c in [self._read(slot)] if c is not None]
-        if not found:
+        """The checkpoint of the higher step of the two slots, or None; an unreadable slot
+        (a torn or corrupted write) is logged and passed over, and is the one the next save
+        overwrites. Raises when no slot reads back."""
+        good, errors = [], []
+        for slot in range(len(SLOTS)):
+            try:
+                ckpt = self.read_slot(slot)
+            except InvalidParamError as e:
+                logger.warning("%s; using the other slot", e)
+                errors.append(e)
+                continue
+            if ckpt is not None:
+                good.append((self.codec.key(ckpt), slot, ckpt))
+        if not good:
+            if errors:
+                raise errors[0]
             return None
-        _, slot, ckpt = max(found, key=lambda t: t[0])
+        _, slot, ckpt = max(good, key=lambda t: t[0])
         self._next = 1 - slot
         return ckpt
 

@@ -30,6 +30,9 @@ FIT_MODES = ("auto", "local", "pass", "step")
 #: batchSize of the step mode when unset.
 STEP_BATCH = 10000
 
+#: Upper bound of initSteps and initRuns: more rounds or runs than this only cost time.
+MAX_INIT_ROUNDS = 100
+
 #: Every Param's constraint, written once: Param name -> (FitParams field, or None for a
 #: Param the fit does not see, rule). FitParams.validate, the estimator and model, and the
 #: YAML config's model section all check with it, so each rule and message is one entry.
@@ -39,10 +42,11 @@ PARAM_RULES = {
     "tol": ("tol", Rule("number", 0)),
     "seed": ("seed", Rule("integer", optional=True)),
     "initMode": ("init_mode", Rule("choice", choices=INIT_MODES)),
-    "initSteps": ("init_steps", Rule("integer", 1)),
+    "initSteps": ("init_steps", Rule("integer", 1, MAX_INIT_ROUNDS)),
     "initScope": ("init_scope", Rule("choice", choices=INIT_SCOPES)),
-    "initRuns": ("init_runs", Rule("integer", 0, expected="an integer >= 0 (0: 3 runs for "
-                                                          "random init, else 1)")),
+    "initRuns": ("init_runs", Rule("integer", 0, MAX_INIT_ROUNDS,
+                                   expected=f"an integer in [0, {MAX_INIT_ROUNDS}] (0: 3 runs "
+                                            "for random init, else 1)")),
     "distanceMeasure": ("distance", Rule("choice", choices=DISTANCES)),
     "batchSize": ("batch_size", Rule("integer", 1, optional=True,
                                      expected="an integer >= 1, or unset for automatic")),
@@ -55,8 +59,8 @@ PARAM_RULES = {
                          Rule("integer", 0, optional=True,
                               expected="an integer >= 0 (0 disables early stopping)")),
     "reassignmentRatio": ("reassignment_ratio",
-                          Rule("number", 0, expected="a finite number >= 0 (0 disables "
-                                                     "reassignment)")),
+                          Rule("number", 0, 1, expected="a number in [0, 1] (0 disables "
+                                                        "reassignment)")),
     "handleInvalid": ("handle_invalid", Rule("choice", choices=HANDLE_INVALID)),
     "initialCenters": ("initial_centers", Rule("matrix", optional=True)),
     "dtype": ("dtype", Rule("choice", choices=DTYPES)),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ...evaluate.compare import MAX_SAMPLE_ROWS
 from ...evaluate.holdout import SILHOUETTE_ROWS
 from ...spark.params import HANDLE_INVALID
 from . import values as val
@@ -157,7 +158,8 @@ def _parse_compare(raw) -> CompareConfig:
     d = CompareConfig()
     return CompareConfig(
         MappingProxyType(mllib),
-        val.integer("compare.sample_size", s.get("sample_size", d.sample_size), 2),
+        val.integer("compare.sample_size", s.get("sample_size", d.sample_size), 2,
+                    maximum=MAX_SAMPLE_ROWS),
         val.integer("compare.local_max_mb", s.get("local_max_mb", d.local_max_mb), 0,
                     expected="an integer >= 0 (0 never runs the scikit-learn references)"),
         _references("compare.references", s.get("references", list(d.references))),
@@ -177,10 +179,10 @@ def _parse_tune(raw) -> TuneConfig:
     if not 0 < fraction < 1:
         val.fail("tune.holdout_fraction", s.get("holdout_fraction"), "a number between 0 and 1 "
                  "(exclusive)")
-    return TuneConfig(k, None if sizes is None else val.int_list("tune.batch_sizes", sizes, 1,
-                                                                 False),
-                      fraction, val.integer("tune.sample_size", s.get("sample_size", d.sample_size),
-                                            2))
+    batch_sizes = None if sizes is None else val.int_list("tune.batch_sizes", sizes, 1, False)
+    sample_size = val.integer("tune.sample_size", s.get("sample_size", d.sample_size), 2,
+                              maximum=MAX_SAMPLE_ROWS)
+    return TuneConfig(k, batch_sizes, fraction, sample_size)
 
 
 def parse_config(raw) -> Config:

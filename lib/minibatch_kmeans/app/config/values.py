@@ -88,8 +88,8 @@ def choice(path: str, value, choices: Sequence[str], fold=None) -> str:
 
 
 def integer(path: str, value, minimum: Optional[int] = None, allow_none: bool = False,
-            expected: Optional[str] = None) -> Optional[int]:
-    return checks.integer(path, value, minimum, allow_none, expected, ConfigError)
+            expected: Optional[str] = None, maximum: Optional[int] = None) -> Optional[int]:
+    return checks.integer(path, value, minimum, allow_none, expected, ConfigError, maximum)
 
 
 def yaml_number(value):
