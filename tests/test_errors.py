@@ -82,12 +82,17 @@ def test_missing_and_non_numeric_columns(spark, small):
 
 
 def test_vectors_of_different_lengths(spark):
+    """The error names every length found and how many rows have it (the feature count
+    may come from the first row, which can be the odd one)."""
     rows = [(Vectors.dense([1.0, 2.0, 3.0]),)] * 20 + [(Vectors.dense([1.0, 2.0]),)] * 3
     df = spark.createDataFrame(rows, ["features"])
-    with _raises(r"3 invalid rows \(wrong length in column 'features' \(expected 3 values\): 3\)"):
+    with _raises(r"3 invalid rows \(wrong length 2 in column 'features' \(expected 3 "
+                 r"values\): 3\)"):
         MiniBatchKMeans(k=2, batchSize=10).fit(df)
-    arr = spark.createDataFrame(pd.DataFrame({"a": [[1.0, 2.0]] * 20 + [[1.0, 2.0, 3.0]] * 4}))
-    with _raises("4 invalid rows.*wrong length in column 'a' .expected 2 values"):
+    arr = spark.createDataFrame(pd.DataFrame({"a": [[1.0, 2.0]] + [[1.0, 2.0, 3.0]] * 20
+                                              + [[1.0] * 4] * 4}))
+    with _raises(r"24 invalid rows \(wrong length 3 in column 'a' \(expected 2 values\): 20; "
+                 r"wrong length 4 in column 'a' \(expected 2 values\): 4\)"):
         MiniBatchKMeans(k=2, featuresCol="a", batchSize=10).fit(arr)
 
 

@@ -153,7 +153,6 @@ class FeatureSpec:
             arr = self.array_expr()
             checks += [
                 (arr.isNull(), NULL * _SHIFT),
-                (F.size(arr) != F.lit(self.n_features), LENGTH * _SHIFT),
                 (F.size(F.array_compact(arr)) != F.size(arr), NULL * _SHIFT),
                 (F.array_contains(arr, F.lit(float("nan"))), NAN * _SHIFT),
                 (F.array_contains(arr, F.lit(inf)) | F.array_contains(arr, F.lit(ninf)),
@@ -170,8 +169,24 @@ class FeatureSpec:
         for cond, code in checks:  # the two null checks of arrays share one code
             merged[code] = cond if code not in merged else (merged[code] | cond)
         aggs = [F.count(F.when(cond, 1)).alias(f"c{code}") for code, cond in merged.items()]
-        row = df.where(~self.valid_expr(cosine)).agg(*aggs).first()
-        return {code: int(row[f"c{code}"]) for code in merged if row[f"c{code}"]}
+        invalid = df.where(~self.valid_expr(cosine))
+        row = invalid.agg(*aggs).first()
+        counts = {code: int(row[f"c{code}"]) for code in merged if row[f"c{code}"]}
+        if self.kind != "columns":
+            counts.update(self._length_counts(invalid))
+        return counts
+
+    def _length_counts(self, invalid: DataFrame, most: int = 5) -> Dict[int, int]:
+        """Rows of a vector or array column whose length is not ``n_features``, by the
+        length found (the most frequent ``most`` lengths): ``{LENGTH * 65536 + length: n}``.
+        The feature count may have been read from the first row, so the lengths found are
+        what tells which rows are odd."""
+        size = F.size(self.array_expr())
+        rows = (invalid.where(size.isNotNull() & (size >= 0)
+                              & (size != F.lit(self.n_features)))
+                .groupBy(size.alias("n")).count().orderBy(F.desc("count")).limit(most)
+                .collect())
+        return {LENGTH * _SHIFT + min(int(r["n"]), _SHIFT - 1): int(r["count"]) for r in rows}
 
     def reason_text(self, code: int) -> str:
         """Human text for an invalid code, naming the column."""
@@ -180,7 +195,8 @@ class FeatureSpec:
         if kind == WEIGHT:
             return f"{what} in column {self.weight_col!r} (null, NaN, infinite or negative)"
         if kind == LENGTH:
-            return f"{what} in column {self.columns[0]!r} (expected {self.n_features} values)"
+            return (f"{what} {pos} in column {self.columns[0]!r} (expected "
+                    f"{self.n_features} values)")
         if kind == ZERO:
             return what
         col = self.columns[pos] if self.kind == "columns" else self.columns[0]
