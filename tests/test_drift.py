@@ -208,3 +208,35 @@ def test_thresholds_are_validated():
                                            "js": 0.1, "distance_ratio": 1.5}
     with pytest.raises(InvalidParamError, match="ks_pvalue=2"):
         DriftThresholds(ks_pvalue=2)
+
+
+def test_report_files_are_replaced_whole_by_concurrent_writers(tmp_path):
+    """Two writers of one report file (two monitors sharing an output folder) never share
+    a temporary file: the file is always one writer's whole JSON, and no temporary file
+    stays behind."""
+    import json
+    import threading
+
+    from minibatch_kmeans.evaluate.report import write_json, write_text
+
+    path = str(tmp_path / "drift.json")
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def writer(name):
+        barrier.wait()
+        try:
+            for i in range(50):
+                write_json({"writer": name, "i": i, "pad": "x" * 20000}, path)
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert json.loads(open(path).read())["writer"] in ("a", "b")
+    write_text("# drift\n", str(tmp_path / "drift.md"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drift.json", "drift.md"]

@@ -40,7 +40,8 @@ from ..errors import InvalidInputError, InvalidParamError, MiniBatchKMeansError
 from ..spark import features as feat
 from ..spark.prepare import feature_names
 from ..spark.udfs import feature_matrix
-from .report import plot_cluster_sizes, plot_cost_vs_seconds, plot_pca, write_json
+from .report import (plot_cluster_sizes, plot_cost_vs_seconds, plot_pca, write_json,
+                     write_text)
 
 logger = logging.getLogger(__name__)
 
@@ -676,7 +677,6 @@ def write_compare(result: dict, output_dir: str, sample_X: np.ndarray,
     plot_cost_vs_seconds(result, files["cost_vs_seconds.png"])
     plot_cluster_sizes(result, files["cluster_sizes.png"])
     plot_pca(sample_X, sample_labels, centers, files["pca.png"])
-    with open(files["compare.md"], "w", encoding="utf-8") as f:
-        f.write(markdown(result))
+    write_text(markdown(result), files["compare.md"])
     write_json(result, files["compare.json"])
     return files

@@ -36,7 +36,6 @@ quality gate) exits 2 and anything else 1.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -49,7 +48,7 @@ from .drift import drift_markdown, plot_drift, reference_statistics
 from ..errors import InvalidInputError
 from ..ml.estimator import MiniBatchKMeans
 from .registry import CHALLENGER, CHAMPION, Registry, RegistryError
-from ..evaluate.report import write_json
+from ..evaluate.report import write_json, write_text
 from ..spark import features as feat
 
 logger = logging.getLogger(__name__)
@@ -116,9 +115,7 @@ def write_drift_files(report: Mapping[str, Any], json_path: Optional[str],
         text = drift_markdown(report)
         if outcome:
             text += "\n" + outcome_markdown(outcome)
-        os.makedirs(os.path.dirname(os.path.abspath(md_path)), exist_ok=True)
-        with open(md_path, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_text(text, md_path)
     if png_path:
         plot_drift(report, png_path)
 

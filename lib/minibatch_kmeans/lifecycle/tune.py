@@ -467,15 +467,14 @@ def plot_k_curves(result: Mapping[str, Any], path: str) -> str:
 def write_tune(result: dict, output_dir: str) -> Dict[str, str]:
     """Write ``tune.json``, ``tune.md`` and ``k_curves.png`` under ``output_dir`` (a
     driver-local folder); sets and returns ``result["files"]`` (mutates ``result``)."""
-    from ..evaluate.report import write_json
+    from ..evaluate.report import write_json, write_text
 
     os.makedirs(output_dir, exist_ok=True)
     files = {name: os.path.join(output_dir, name)
              for name in ("tune.json", "tune.md", "k_curves.png")}
     result["files"] = files
     plot_k_curves(result, files["k_curves.png"])
-    with open(files["tune.md"], "w", encoding="utf-8") as f:
-        f.write(markdown(result))
+    write_text(markdown(result), files["tune.md"])
     write_json(result, files["tune.json"])
     return files
 
