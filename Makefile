@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: install native-blas demo test bench dist clean
+JARS := $(VENV)/jars
+JARS_STAMP := $(JARS)/.fetched
+
+.PHONY: install jars native-blas demo test bench dist clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +18,24 @@ $(STAMP): setup.py constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Spark's Delta and Kafka connectors (.ci/jars/spark-connectors.xml, into .venv/jars/spark,
+# which local sessions put on their classpath) and a Kafka broker for the tests
+# (.ci/jars/kafka-broker.xml, into .venv/jars/kafka-broker), from Maven Central through
+# Maven's local cache (~/.m2). Without Maven or the network this warns, and the tests that
+# need these jars are skipped, saying why.
+$(JARS_STAMP): .ci/jars/spark-connectors.xml .ci/jars/kafka-broker.xml
+	@mkdir -p $(JARS)
+	@if command -v mvn >/dev/null 2>&1 \
+	  && mvn -q -B -f .ci/jars/spark-connectors.xml dependency:copy-dependencies \
+	    -DexcludeTransitive=true -DoutputDirectory=$(abspath $(JARS))/spark \
+	  && mvn -q -B -f .ci/jars/kafka-broker.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS))/kafka-broker; \
+	then touch $@; \
+	else echo "warning: could not fetch the connector jars from Maven Central: the native" \
+	  "Delta and Kafka tests will be skipped"; fi
+
+jars: $(JARS_STAMP)
 
 # MLlib's BLAS loader (dev.ludovic.netlib) looks for libblas.so.3; without it MLlib KMeans
 # runs on its slower Java fallback. Install Debian's OpenBLAS when it is missing and this is
@@ -36,7 +57,7 @@ demo: $(STAMP) native-blas
 	$(PY) jobs/train.py --conf conf/local.yaml
 	$(PY) jobs/compare.py --conf conf/compare.yaml
 
-test: $(STAMP) native-blas
+test: $(STAMP) native-blas jars
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP) native-blas

@@ -30,9 +30,11 @@ setup(
         # compiled row passes of the assignment kernel (core/numba_passes.py); without numba the
         # NumPy path runs. 0.62 is the first numba that accepts NumPy 2.3.
         "fast": ["numba>=0.62"],
-        # Delta tables without Spark's Delta jars: delta-rs resolves the log, Spark reads
-        # and writes the data files (minibatch_kmeans.tables.delta)
-        "delta": ["deltalake>=1.2"],
+        # Delta tables: delta-spark, the Python side of Spark's own Delta source (its jars
+        # come from spark-submit --packages or `make jars`; the default when the session has
+        # Delta), and delta-rs for sessions without it: it resolves the log, Spark reads and
+        # writes the data files (minibatch_kmeans.tables.delta)
+        "delta": ["delta-spark==4.4.0", "deltalake>=1.2"],
         # model registry and tracking (minibatch_kmeans.lifecycle.registry, jobs/monitor.py and
         # jobs/tune.py): MLflow, local SQLite by default, the workspace's on Databricks
         "mlops": ["mlflow>=3.1"],

@@ -3,8 +3,8 @@
     python jobs/stream.py --conf conf/stream.yaml
     spark-submit --py-files dist/minibatch_kmeans.zip jobs/stream.py --conf stream.yaml
 
-Reads the new rows of a Parquet directory or a Delta table with Structured Streaming and,
-for every micro-batch, runs the data quality gate (invalid rows to the quarantine table
+Reads the new rows of a Parquet directory, a Delta table or a Kafka topic (``input.format:
+kafka``) with Structured Streaming and, for every micro-batch, runs the data quality gate (invalid rows to the quarantine table
 with their reason), applies one mini-batch update to the model with the configured
 forgetting (``stream.decay_factor``, or ``stream.half_life`` in batches or rows) and
 re-seeding of dying centers, writes the micro-batch's predictions and a metrics row, saves

@@ -1,5 +1,6 @@
 """One session-scoped local SparkSession for every test (local[2], few shuffle partitions,
-UTC, log level ERROR). Core tests do not touch it."""
+UTC, log level ERROR), with the connector jars ``make jars`` fetched (Delta on, the Kafka
+source) when they are there. Core tests do not touch it."""
 import os
 import sys
 import tempfile
@@ -23,14 +24,18 @@ def pytest_configure(config):
 def spark():
     from pyspark.sql import SparkSession
 
-    session = (SparkSession.builder.master("local[2]").appName("minibatch-kmeans-tests")
+    from minibatch_kmeans.spark.session import connector_conf
+
+    builder = (SparkSession.builder.master("local[2]").appName("minibatch-kmeans-tests")
                .config("spark.sql.shuffle.partitions", "4")
                .config("spark.default.parallelism", "2")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.driver.memory", "2g")
-               .getOrCreate())
+               .config("spark.driver.memory", "2g"))
+    for key, value in connector_conf().items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 
 
 def blobs(n=3000, k=4, d=3, spread=0.3, seed=0, scale=10.0):
@@ -53,3 +54,19 @@ def stream_file(directory, i, X, first_id=None):
     frame.to_parquet(path, index=False)
     os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
     return path
+
+
+def _jar(prefix):
+    from minibatch_kmeans.spark.session import connector_jars
+
+    return any(os.path.basename(j).startswith(prefix) for j in connector_jars())
+
+
+#: Tests of Spark's own Delta source (delta-spark) and of the Kafka source need the jars
+#: ``make jars`` fetches from Maven Central; without them they are skipped, saying so.
+requires_delta_jars = pytest.mark.skipif(
+    not _jar("delta-spark"), reason="no delta-spark jars: `make jars` could not fetch them "
+                                    "from Maven Central")
+requires_kafka_jars = pytest.mark.skipif(
+    not _jar("spark-sql-kafka"), reason="no Kafka connector jars: `make jars` could not "
+                                        "fetch them from Maven Central")

@@ -397,6 +397,26 @@ def test_secret_spark_settings_are_never_shown(tmp_path):
     assert "S3CRET" not in str(e.value)
 
 
+def test_secrets_by_setting_name_and_inside_values_are_never_shown():
+    """Azure SAS settings, catalog credentials, *.pwd, JDBC password= and a tracking URI's
+    user:password@ are hidden in the config's repr and log lines; other values stay
+    readable."""
+    from minibatch_kmeans.spark.session import redact
+
+    raw = copy.deepcopy(BASE)
+    raw["spark"]["conf"].update({
+        "fs.azure.sas.data.acct.blob.core.windows.net": "sv=2022&sig=S3CRET-1",
+        "spark.sql.catalog.lake.credential": "S3CRET-2", "spark.db.pwd": "S3CRET-3",
+        "spark.db.url": "jdbc:postgresql://h/db?user=u&password=S3CRET-4"})
+    raw["mlflow"] = {"tracking_uri": "https://bob:S3CRET-5@mlflow.example.com"}
+    cfg = Config.from_dict(raw)
+    shown = repr(cfg) + "\n".join(cfg.describe()) + repr(cfg.mlflow)
+    assert "S3CRET" not in shown and "redacted" in shown
+    assert "jdbc:postgresql://h/db?user=u&password=" in shown and "bob:" in shown
+    assert "spark.sql.shuffle.partitions=4" in shown
+    assert redact("x", "https://a.blob/c?sv=1&sig=S3CRET-6&se=2").endswith("(redacted)&se=2")
+
+
 # -- the quality section and the scoring config ------------------------------------------
 
 def test_quality_section_parses_and_names_bad_fields():

@@ -1,6 +1,9 @@
-"""read_table / write_table for Parquet and Delta. This session has no Delta jars, so every
-Delta table goes through the delta-rs fallback (minibatch_kmeans.tables.delta); tables are built
-and checked with delta-rs itself, log included."""
+"""read_table / write_table for Parquet and Delta. Every Delta test runs on both engines:
+Spark's own Delta source (delta-spark, the jars `make jars` fetches; skipped, saying so,
+without them) and the delta-rs fallback (minibatch_kmeans.tables.delta), chosen with
+MINIBATCH_KMEANS_DELTA. Tables are built and checked with delta-rs itself, log included, so
+each native test is also a cross-engine test; tests/test_delta_cross.py checks tables written by
+one engine through the other."""
 import datetime as dt
 import glob
 import json
@@ -19,16 +22,14 @@ from minibatch_kmeans.tables import delta
 from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
 from minibatch_kmeans.tables.io import read_table, write_table
 
+import delta_engines
+from helpers import requires_delta_jars
+
 deltalake = pytest.importorskip("deltalake")
 from deltalake import DeltaTable, TableFeatures, write_deltalake  # noqa: E402
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture(autouse=True)
-def _fallback(monkeypatch):
-    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
-    monkeypatch.delenv(delta.ENGINE_ENV, raising=False)
+engine = delta_engines.engine  # a fixture
 
 
 def rows(df, by):
@@ -71,8 +72,7 @@ def versioned(tmp_path):
     return path
 
 
-def test_read_delta_each_version_and_a_timestamp(spark, versioned):
-    assert delta.native_delta_available(spark) is False
+def test_read_delta_each_version_and_a_timestamp(spark, engine, versioned):
     latest = read_table(spark, versioned, "delta")
     assert latest.dtypes == [("a", "bigint"), ("s", "string")]
     assert rows(latest, "a").equals(rows(DeltaTable(versioned).to_pandas(), "a"))
@@ -86,9 +86,12 @@ def test_read_delta_each_version_and_a_timestamp(spark, versioned):
                  at_1.replace(tzinfo=None).isoformat()):  # no zone: the session's (UTC)
         got = read_table(spark, versioned, "delta", timestamp=when)
         assert sorted(got.toPandas()["a"]) == [1, 2, 3]
+    # at or after the last commit: the latest version (Spark's Delta alone would refuse)
+    assert sorted(read_table(spark, versioned, "delta", timestamp=dt.datetime.now(UTC)
+                             + dt.timedelta(days=1)).toPandas()["a"]) == [10, 11]
 
 
-def test_delta_time_travel_errors_name_what_exists(spark, versioned):
+def test_delta_time_travel_errors_name_what_exists(spark, engine, versioned):
     with pytest.raises(InvalidInputError, match=r"has versions 0\.\.2; version 7 does not "
                                                 r"exist"):
         read_table(spark, versioned, "delta", version=7)
@@ -107,7 +110,7 @@ def test_delta_time_travel_errors_name_what_exists(spark, versioned):
         read_table(spark, versioned, "delta", version=-1)
 
 
-def test_missing_tables_say_what_is_there(spark, tmp_path):
+def test_missing_tables_say_what_is_there(spark, engine, tmp_path):
     missing = str(tmp_path / "nope")
     with pytest.raises(InvalidInputError, match=r"no delta table at .*nope'.*does not exist"):
         read_table(spark, missing, "delta")
@@ -117,11 +120,14 @@ def test_missing_tables_say_what_is_there(spark, tmp_path):
     write_table(spark.range(3), plain)
     with pytest.raises(InvalidInputError, match=r"no _delta_log.*use format 'parquet'"):
         read_table(spark, plain, "delta")
+    with pytest.raises(InvalidInputError, match=r"no delta table at .*the directory is empty"):
+        os.makedirs(tmp_path / "empty")
+        read_table(spark, str(tmp_path / "empty"), "delta")
     with pytest.raises(InvalidParamError, match="exactly one of path and table"):
         read_table(spark, fmt="delta")
 
 
-def test_partitioned_delta_restores_typed_partition_values(spark, tmp_path):
+def test_partitioned_delta_restores_typed_partition_values(spark, engine, tmp_path):
     path = str(tmp_path / "parts")
     table = pa.table({
         "x": pa.array([1.5, 2.5, 3.5, 4.5, 5.5], pa.float64()),
@@ -147,7 +153,7 @@ def test_partitioned_delta_restores_typed_partition_values(spark, tmp_path):
     assert df.where(F.col("n") == 1).count() == 2
 
 
-def test_empty_snapshot_has_the_table_schema(spark, tmp_path):
+def test_empty_snapshot_has_the_table_schema(spark, engine, tmp_path):
     path = str(tmp_path / "empty")
     DeltaTable.create(path, pa.schema([("a", pa.int64()), ("p", pa.string())]),
                       partition_by=["p"])
@@ -155,12 +161,37 @@ def test_empty_snapshot_has_the_table_schema(spark, tmp_path):
     assert df.count() == 0 and df.dtypes == [("a", "bigint"), ("p", "string")]
 
 
-def test_delta_reader_features_refused_by_name(spark, tmp_path):
+def test_delta_reader_features_refused_by_name(spark, engine, tmp_path):
+    """delta-rs refuses what reading Parquet files cannot honour; Spark's Delta reads
+    deletion vectors and column mapping and refuses only what it does not know."""
     dv = str(tmp_path / "dv")
     write_deltalake(dv, pa.table({"a": [1, 2]}))
     DeltaTable(dv).alter.add_feature(TableFeatures.DeletionVectors,
                                      allow_protocol_versions_increase=True)
     assert DeltaTable(dv).protocol().reader_features == ["deletionVectors"]
+    unknown = str(tmp_path / "unknown")
+    write_deltalake(unknown, pa.table({"a": [1]}))
+    commit(unknown, 1, {"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
+                                     "readerFeatures": ["fooBar"], "writerFeatures": ["fooBar"]}})
+    if engine == "spark":
+        assert read_table(spark, dv, "delta").count() == 2
+        spark.sql(f"DELETE FROM delta.`{dv}` WHERE a = 1")
+        assert read_table(spark, dv, "delta").toPandas()["a"].tolist() == [2]
+        write_table(spark.range(1).withColumnRenamed("id", "a"), dv, "delta", mode="append")
+        assert sorted(read_table(spark, dv, "delta").toPandas()["a"]) == [0, 2]
+        for call in (lambda: read_table(spark, unknown, "delta"),
+                     lambda: read_table(spark, unknown, "delta", version=0, since_version=0),
+                     lambda: write_table(spark.range(1).withColumnRenamed("id", "a"), unknown,
+                                         "delta", mode="append")):
+            with pytest.raises(InvalidInputError) as e:
+                call()
+            assert str(e.value).startswith(
+                f"delta table at 'file:{unknown}' needs reader feature(s) ['fooBar'] that "
+                "Spark's Delta source (Delta Lake 4.4.0) cannot ") or str(e.value).startswith(
+                f"delta table at {unknown!r} needs reader feature(s) ['fooBar'] that "
+                "Spark's Delta source (Delta Lake 4.4.0) cannot "), str(e.value)
+            assert "\tat " not in str(e.value) and "Py4J" not in str(e.value)
+        return  # (Spark's Delta checks the latest protocol also to time travel)
     with pytest.raises(InvalidInputError) as e:
         read_table(spark, dv, "delta")
     assert str(e.value) == (
@@ -186,15 +217,11 @@ def test_delta_reader_features_refused_by_name(spark, tmp_path):
         read_table(spark, cm, "delta")
 
     # an unknown reader feature, which delta-rs itself refuses to load
-    unknown = str(tmp_path / "unknown")
-    write_deltalake(unknown, pa.table({"a": [1]}))
-    commit(unknown, 1, {"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
-                                     "readerFeatures": ["fooBar"], "writerFeatures": ["fooBar"]}})
     with pytest.raises(InvalidInputError, match=r"needs reader feature\(s\) \['fooBar'\]"):
         read_table(spark, unknown, "delta")
 
 
-def test_timestamp_ntz_reader_feature_is_honoured(spark, tmp_path):
+def test_timestamp_ntz_reader_feature_is_honoured(spark, engine, tmp_path):
     path = str(tmp_path / "ntz")
     local = dt.datetime(2024, 3, 1, 8, 30)
     write_deltalake(path, pa.table({"t": pa.array([local], pa.timestamp("us"))}))
@@ -204,18 +231,21 @@ def test_timestamp_ntz_reader_feature_is_honoured(spark, tmp_path):
     assert df.first()["t"] == local
 
 
-def test_read_delta_by_table_name(spark, tmp_path, versioned):
+def test_read_delta_by_table_name(spark, engine, tmp_path, versioned):
     name = "io_test_versioned"
     location = "file:" + versioned
-    spark.sql(f"CREATE TABLE {name} (a BIGINT, s STRING) USING parquet LOCATION '{location}'")
-    try:
-        # Spark's Parquet reader would see the removed files too; the log says 2 rows
-        assert spark.read.table(name).count() == 5
-        assert sorted(read_table(spark, fmt="delta", table=name).toPandas()["a"]) == [10, 11]
-        got = read_table(spark, table=name, fmt="delta", version=1).toPandas()
-        assert sorted(got["a"]) == [1, 2, 3]
-    finally:
-        spark.sql(f"DROP TABLE IF EXISTS {name}")
+    for using in ("parquet", "delta"):  # registered as Parquet over the Delta directory too
+        spark.sql(f"CREATE TABLE {name} USING {using} LOCATION '{location}'")
+        try:
+            if using == "parquet":  # Spark's Parquet reader sees the removed files too
+                assert spark.read.table(name).count() == 5
+            assert sorted(read_table(spark, fmt="delta", table=name).toPandas()["a"]) == [10, 11]
+            got = read_table(spark, table=name, fmt="delta", version=1).toPandas()
+            assert sorted(got["a"]) == [1, 2, 3]
+            with pytest.raises(InvalidInputError, match=r"has versions 0\.\.2; version 9"):
+                read_table(spark, table=name, fmt="delta", version=9)
+        finally:
+            spark.sql(f"DROP TABLE IF EXISTS {name}")
     with pytest.raises(InvalidInputError, match="io_test_missing"):
         read_table(spark, fmt="delta", table="io_test_missing")
     with pytest.raises(InvalidParamError, match="table name"):
@@ -223,7 +253,15 @@ def test_read_delta_by_table_name(spark, tmp_path, versioned):
 
 
 def test_native_delta_detection_reads_settings_only(spark, monkeypatch):
-    assert delta.native_delta_available(spark) is False
+    from minibatch_kmeans.spark.session import connector_jars
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.delenv(delta.ENGINE_ENV, raising=False)
+    has_jars = any(os.path.basename(j).startswith("delta-spark") for j in connector_jars())
+    assert delta.native_delta_available(spark) is has_jars  # the default when it has Delta
+    monkeypatch.setenv(delta.ENGINE_ENV, "spark")
+    assert delta.native_delta_available(spark) is True
+    monkeypatch.delenv(delta.ENGINE_ENV)
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
     assert delta.native_delta_available(spark) is True
     monkeypatch.setenv(delta.ENGINE_ENV, "deltalake")
@@ -241,7 +279,7 @@ def scores(spark, run, values, extra=None):
     return spark.createDataFrame(pdf, "id long, score double, run_id string")
 
 
-def test_write_delta_new_overwrite_append(spark, tmp_path):
+def test_write_delta_new_overwrite_append(spark, engine, tmp_path):
     path = str(tmp_path / "out")
     at = dt.datetime(2024, 5, 1, 12, 0, 0, 123456)
     df = spark.createDataFrame([(1, 0.5, at), (2, 1.5, at), (3, None, at)],
@@ -254,7 +292,8 @@ def test_write_delta_new_overwrite_append(spark, tmp_path):
     adds = pa.table(table.get_add_actions(flatten=True))
     assert sum(adds.column("num_records").to_pylist()) == 3
     assert sum(adds.column("null_count.x").to_pylist()) == 1
-    assert table.history()[0]["operation"] == "CREATE TABLE"
+    assert table.history()[0]["operation"] == {"spark": "WRITE",
+                                               "deltalake": "CREATE TABLE"}[engine]
     assert not [n for n in os.listdir(path) if n.startswith("_staging")]
     for file in table.file_uris():  # Delta wants TIMESTAMP_MICROS, not Spark's INT96
         assert pq.read_schema(file).field("at").type == pa.timestamp("us", "UTC")
@@ -274,7 +313,7 @@ def test_write_delta_new_overwrite_append(spark, tmp_path):
     assert sorted(read_table(spark, path, "delta", version=1).toPandas()["id"]) == [1]
 
 
-def test_write_delta_replace_partitions_is_rerunnable(spark, tmp_path):
+def test_write_delta_replace_partitions_is_rerunnable(spark, engine, tmp_path):
     path = str(tmp_path / "scores")
     write_table(scores(spark, "r=a", [1.0, 2.0]), path, "delta", partition_by=["run_id"],
                 replace_partitions=True)
@@ -296,14 +335,22 @@ def test_write_delta_replace_partitions_is_rerunnable(spark, tmp_path):
     assert removed and all(p.startswith("run_id=r%253Da/") for p in removed)
     assert [a["add"]["partitionValues"] for a in last if "add" in a] == [{"run_id": "r=a"}]
     params = table.history(1)[0]["operationParameters"]
-    assert params["partitionOverwriteMode"] == "DYNAMIC"
-    assert json.loads(params["replacedPartitions"]) == [{"run_id": "r=a"}]
+    if engine == "spark":
+        assert params["isDynamicPartitionOverwrite"] in (True, "true")
+    else:
+        assert params["partitionOverwriteMode"] == "DYNAMIC"
+        assert json.loads(params["replacedPartitions"]) == [{"run_id": "r=a"}]
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first() if engine == "spark" else None
+    if detail is not None:
+        assert detail["partitionColumns"] == ["run_id"] and detail["numFiles"] == 2
+        ops = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
+        assert [r["operationParameters"]["mode"] for r in ops] == ["Overwrite"] * 4
     # the table's partitioning is used when none is given
     write_table(scores(spark, "b", [6.0]), path, "delta", replace_partitions=True)
     assert sorted(DeltaTable(path).to_pandas()["score"]) == [3.0, 6.0]
 
 
-def test_write_delta_partition_values_and_vectors(spark, tmp_path):
+def test_write_delta_partition_values_and_vectors(spark, engine, tmp_path):
     path = str(tmp_path / "special")
     df = spark.createDataFrame(
         [(1, "a:b c%", dt.date(2024, 1, 2), Vectors.dense([1.0, 2.0])),
@@ -324,7 +371,7 @@ def test_write_delta_partition_values_and_vectors(spark, tmp_path):
     assert ours["day"].tolist() == got["day"].tolist()
 
 
-def test_failed_delta_write_leaves_nothing(spark, tmp_path):
+def test_failed_delta_write_leaves_nothing(spark, engine, tmp_path):
     path = str(tmp_path / "atomic")
     write_table(scores(spark, "a", [1.0]), path, "delta", partition_by=["run_id"])
     before = data_files(path)
@@ -332,11 +379,15 @@ def test_failed_delta_write_leaves_nothing(spark, tmp_path):
         "score", F.when(F.col("id") > 0, F.raise_error(F.lit("boom"))).otherwise(F.col("score")))
     with pytest.raises(Exception, match="boom"):
         write_table(bad, path, "delta", replace_partitions=True)
-    assert DeltaTable(path).version() == 0 and data_files(path) == before
+    assert DeltaTable(path).version() == 0
+    assert rows(read_table(spark, path, "delta"), "id")["score"].tolist() == [1.0]
+    if engine == "spark":  # Spark's Delta may leave the failed tasks' files (not in the log)
+        return
+    assert data_files(path) == before
     assert not [n for n in os.listdir(path) if n.startswith("_staging")]
 
 
-def test_schema_mismatch_is_refused(spark, tmp_path):
+def test_schema_mismatch_is_refused(spark, engine, tmp_path):
     for fmt in ("delta", "parquet"):
         path = str(tmp_path / fmt)
         write_table(scores(spark, "a", [1.0]), path, fmt, partition_by=["run_id"])
@@ -372,7 +423,7 @@ def test_write_parquet_modes_and_replace_partitions(spark, tmp_path):
         write_table(scores(spark, "a", [1.0]), flat, partition_by=["nope"])
 
 
-def test_formats_do_not_mix(spark, tmp_path):
+def test_formats_do_not_mix(spark, engine, tmp_path):
     path = str(tmp_path / "d")
     write_table(spark.range(2), path, "delta")
     with pytest.raises(InvalidInputError, match="is a Delta table.*fmt='delta'"):
@@ -385,9 +436,10 @@ def test_formats_do_not_mix(spark, tmp_path):
         write_table(spark.range(2), plain, "delta")
 
 
-def test_delta_rows_appended_since_a_version(spark, tmp_path):
+def test_delta_rows_appended_since_a_version(spark, engine, tmp_path):
     """since_version: only the rows of the files added after that version; an overwrite in
-    between is refused."""
+    between is refused. Spark's Delta reads them from the change data feed when the table
+    has it, else from the files added."""
     import pandas as pd
     from deltalake import write_deltalake
 
@@ -408,3 +460,72 @@ def test_delta_rows_appended_since_a_version(spark, tmp_path):
         read(spark, path, "delta", since_version=2)
     with pytest.raises(Bad, match="since_version 3 is after the version read"):
         read(spark, path, "delta", since_version=3, version=1)
+    if engine != "spark":
+        return
+    feed = str(tmp_path / "feed")  # with the change data feed: a partitioned Spark table
+    part = spark.createDataFrame(frame.assign(p=frame["id"] % 2))
+    write_table(part.where("id < 10"), feed, "delta", partition_by=["p"])  # version 0
+    spark.sql(f"ALTER TABLE delta.`{feed}` SET TBLPROPERTIES "
+              "(delta.enableChangeDataFeed = true)")  # 1
+    write_table(part.where("id >= 10 AND id < 20"), feed, "delta", mode="append")  # 2
+    write_table(part.where("id >= 20"), feed, "delta", mode="append")  # 3
+    got = read(spark, feed, "delta", since_version=1)
+    assert ids(got) == list(range(10, 30)) and got.columns == ["id", "x", "p"]
+    assert ids(read(spark, feed, "delta", since_version=0, version=2)) == list(range(10, 20))
+
+
+# -- one engine writes, the other reads ---------------------------------------------------------
+
+
+def _both_read(spark, monkeypatch, path, by, **kw):
+    """The table as each engine reads it (pandas, sorted by ``by``): they must agree."""
+    got = {}
+    for name in ("spark", "deltalake"):
+        monkeypatch.setenv(delta.ENGINE_ENV, name)
+        got[name] = rows(read_table(spark, path, "delta", **kw), by)
+    assert got["spark"].equals(got["deltalake"]), got
+    return got["spark"]
+
+
+@requires_delta_jars
+def test_tables_written_by_one_engine_read_by_the_other(spark, monkeypatch, tmp_path):
+    """History, statistics and partition values survive: Spark's Delta writes, delta-rs
+    reads (its log API and our fallback), and the other way round."""
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    at = dt.datetime(2024, 5, 1, 12, 30)
+    for writer, other in (("spark", "deltalake"), ("deltalake", "spark")):
+        path = str(tmp_path / writer)
+        monkeypatch.setenv(delta.ENGINE_ENV, writer)
+        write_table(scores(spark, "r=a", [1.0, 2.0]).withColumn("at", F.lit(at)), path,
+                    "delta", partition_by=["run_id"])  # 0
+        monkeypatch.setenv(delta.ENGINE_ENV, other)
+        write_table(scores(spark, "b", [5.0, None]).withColumn("at", F.lit(at)), path,
+                    "delta", mode="append")  # 1, by the other engine
+        monkeypatch.setenv(delta.ENGINE_ENV, writer)
+        write_table(scores(spark, "r=a", [3.0]).withColumn("at", F.lit(at)), path, "delta",
+                    replace_partitions=True)  # 2
+
+        table = DeltaTable(path)  # delta-rs' view of the log
+        assert table.version() == 2 and table.metadata().partition_columns == ["run_id"]
+        assert [h["version"] for h in table.history()] == [2, 1, 0]
+        adds = pa.table(table.get_add_actions(flatten=True)).to_pandas()
+        assert sorted(set(adds["partition.run_id"])) == ["b", "r=a"]
+        assert adds["num_records"].sum() == 3 and adds["null_count.score"].sum() == 1
+        # min/max: Spark's Delta writes them, the delta-rs fallback only counts
+        native = adds["partition.run_id"] == ("r=a" if writer == "spark" else "b")
+        assert adds[native]["min.id"].notna().all() and adds["max.id"].max() <= 1
+        assert adds[~native]["min.id"].isna().all()
+        history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
+        assert [r["version"] for r in history] == [0, 1, 2]
+        assert history[1]["operationParameters"]["mode"] == "Append"
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+        assert detail["partitionColumns"] == ["run_id"] and detail["numFiles"] == len(adds)
+
+        latest = _both_read(spark, monkeypatch, path, ["run_id", "id"])
+        assert list(zip(latest["run_id"], latest["score"].fillna(-1))) == [
+            ("b", 5.0), ("b", -1.0), ("r=a", 3.0)]
+        assert (latest["at"] == pd.Timestamp(at)).all()
+        assert _both_read(spark, monkeypatch, path, ["run_id", "id"], version=1)[
+            "score"].fillna(-1).tolist() == [5.0, -1.0, 1.0, 2.0]
+        assert _both_read(spark, monkeypatch, path, ["run_id", "id"], version=1,
+                          since_version=0)["run_id"].tolist() == ["b", "b"]

@@ -75,6 +75,21 @@ def test_bad_config_exits_2_with_one_line(blobs_path, tmp_path, capsys):
     assert code == 2 and "model.k=1" in line
 
 
+def test_a_database_tracking_uri_without_its_driver_exits_2_before_training(
+        blobs_path, tmp_path, capsys):
+    """postgresql:// without psycopg2 installed: one line naming the package, exit 2,
+    nothing trained or written, and the URI's password not shown."""
+    pytest.importorskip("sqlalchemy")
+    if __import__("importlib").util.find_spec("psycopg2") is not None:
+        pytest.skip("psycopg2 is installed here")
+    code = train.main(train_args(blobs_path, tmp_path / "t", "--set",
+                                 "mlflow.tracking_uri=postgresql://bob:S3CRET@127.0.0.1/m"))
+    err = capsys.readouterr().err
+    line = one_error_line(err)
+    assert code == 2 and "psycopg2" in line and "pip install psycopg2-binary" in line
+    assert "S3CRET" not in err and not (tmp_path / "t").exists()
+
+
 def test_unknown_key_and_missing_conf_exit_2(blobs_path, tmp_path, capsys):
     assert train.main(train_args(blobs_path, tmp_path / "t", "--set", "model.kk=3")) == 2
     assert "model.kk" in one_error_line(capsys.readouterr().err)

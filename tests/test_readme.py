@@ -70,3 +70,14 @@ def test_relative_links_in_readme_exist():
     assert any(t.startswith("bench/results/") for t in links)
     missing = [t for t in links if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_every_guarantee_names_tests_that_exist():
+    """The "What we guarantee" table: each test file it names exists, and each
+    ``file::test`` is a test function in that file."""
+    section = README.split("## What we guarantee", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", section)
+    assert len(named) >= 10
+    for path, test in named:
+        text = (ROOT / path).read_text()
+        assert not test or f"def {test}(" in text, f"{path}::{test}"

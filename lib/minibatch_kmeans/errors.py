@@ -25,3 +25,9 @@ class ConfigError(MiniBatchKMeansError, ValueError):
 
 class ModelPersistenceError(MiniBatchKMeansError, ValueError):
     """A model or estimator cannot be saved to, or loaded from, the given path."""
+
+
+class ConcurrentWriteError(InvalidInputError):
+    """Another writer changed a table while this write was in progress, in a way this
+    write cannot be committed over (the same partition, or the table's schema): nothing of
+    this write was committed. Re-run it once the other writer is done."""

@@ -1,7 +1,7 @@
 """Keep a model current from a Structured Streaming source (``jobs/stream.py``).
 
-:func:`run_stream` reads new rows of a Parquet directory or a Delta table with
-``readStream`` and, in ``foreachBatch``, applies one
+:func:`run_stream` reads new rows of a Parquet directory, a Delta table or a Kafka topic
+with ``readStream`` and, in ``foreachBatch``, applies one
 :meth:`~minibatch_kmeans.MiniBatchKMeansModel.partialFit` per micro-batch
 (:class:`BatchUpdater`): the data quality gate first (invalid rows to the quarantine
 table with their reason; ``handle_invalid: error`` stops the stream), then the update
@@ -96,22 +96,28 @@ def _checkpoint_query_id(spark: SparkSession, location: str) -> Optional[str]:
 
 def read_stream(spark: SparkSession, cfg: StreamConfig) -> DataFrame:
     """The streaming DataFrame the input section names: a Parquet directory (or catalog
-    table), or a Delta table through Spark's Delta source when the session has it, else
-    through the delta-rs source of :mod:`minibatch_kmeans.tables.delta.stream`."""
+    table), a Delta table through Spark's Delta source when the session has it, else
+    through the delta-rs source of :mod:`minibatch_kmeans.tables.delta.stream`, or a Kafka
+    topic's events parsed as ``stream.value_schema`` (:mod:`minibatch_kmeans.tables.kafka`)."""
     from ..tables import delta
     from ..tables.io import is_delta_dir
 
     inp, st = cfg.input, cfg.stream
     where = inp.describe()
+    if inp.format == "kafka":
+        from ..tables.kafka import read_kafka_stream
+
+        return read_kafka_stream(spark, inp.bootstrap_servers, inp.topics, st.value_schema,
+                                 st.value_format, st.starting_offsets,
+                                 st.max_offsets_per_trigger, st.kafka_options)
     if inp.format == "delta":
         if delta.native_delta_available(spark):
-            reader = spark.readStream.format("delta")
-            for key, value in (("maxFilesPerTrigger", st.max_files_per_trigger),
-                               ("startingVersion", st.starting_version),
-                               ("skipChangeCommits", st.skip_change_commits or None)):
-                if value is not None:
-                    reader = reader.option(key, str(value).lower())
-            return reader.table(inp.table) if inp.table else reader.load(inp.path)
+            from ..tables.io import stream_delta
+
+            return stream_delta(spark, inp.path, table=inp.table,
+                                starting_version=st.starting_version,
+                                max_files_per_trigger=st.max_files_per_trigger or 1000,
+                                skip_change_commits=st.skip_change_commits)
         if inp.table:
             raise ConfigError(f"input.table={inp.table!r} with format delta needs Spark's "
                               "Delta source (delta-spark or Databricks); without it set "
@@ -244,7 +250,8 @@ class BatchUpdater:
         estimator = MiniBatchKMeans(**cfg.estimator_params()) if model is None else None
         spec = _spec(df, model or estimator)
         cosine = (model or estimator).getDistanceMeasure() == "cosine"
-        quality = check_quality(df, spec, cfg.quality, cosine, what=what)
+        quality = check_quality(df, spec, cfg.quality, cosine, what=what,
+                                extra=_source_checks(cfg))
         row: Dict[str, Any] = dict(
             batch_id=batch_id, applied=False, reason=None, rows=quality.rows,
             valid_rows=quality.valid_rows, invalid_rows=quality.invalid_rows, weight=None,
@@ -313,6 +320,15 @@ class BatchUpdater:
         logger.info("registered %s version %s after micro-batch %d", ml.model_name,
                     mv.version, batch_id)
         return str(mv.version)
+
+
+def _source_checks(cfg: StreamConfig):
+    """The quality gate's problems of the source's own: a Kafka event that does not parse."""
+    if cfg.input.format != "kafka":
+        return ()
+    from ..tables.kafka import malformed_checks
+
+    return malformed_checks(cfg.stream.value_format)
 
 
 def _spec(df: DataFrame, params):

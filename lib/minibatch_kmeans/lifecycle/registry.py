@@ -58,6 +58,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                       "'minibatch-kmeans[mlops]'", name=e.name) from e
 
 from ..errors import MiniBatchKMeansError
+from ..spark.session import redact_text
 from .saved_model import SavedModel
 
 logger = logging.getLogger(__name__)
@@ -155,8 +156,8 @@ def tracking(uri: Optional[str] = None, experiment: str = DEFAULT_EXPERIMENT, *,
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
-    logger.info("MLflow tracking %s, registry %s, experiment %r (%s)", uri, registry_uri,
-                experiment, exp_id)
+    logger.info("MLflow tracking %s, registry %s, experiment %r (%s)", redact_text(uri),
+                redact_text(registry_uri), experiment, exp_id)
     return Registry(client, exp_id)
 
 

@@ -2,24 +2,36 @@
 
 ``get_spark`` returns the active session when there is one (Databricks, Spark Connect,
 spark-submit, a test fixture) and builds a local one only when there is none. Library
-code never sets the master or jars: those come from spark-submit, the cluster, or the
-job's configuration for the embedded local default.
+code never sets the master or jars of a session it did not build: those come from
+spark-submit, the cluster, or the job's configuration. A local session it builds gets the
+connector jars ``make jars`` fetched (:func:`connector_conf`: Delta and Kafka), when they
+are there.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
 import sys
 import weakref
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Optional
+from typing import Dict, Iterator, List, Mapping, Optional
 
 from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
-_SECRET = re.compile(r"key|secret|token|password", re.IGNORECASE)
+#: Setting names whose values are secrets: keys, secrets, tokens, passwords (also pwd and
+#: passwd), credentials, Azure SAS settings (fs.azure.sas.<container>.<account>...) and
+#: JAAS configurations (Kafka's SASL login).
+_SECRET = re.compile(r"key|secret|token|passw(or)?d|pwd|credential|(^|\.)sas\.|jaas",
+                     re.IGNORECASE)
+#: Secrets inside values: the password of user:password@ in a URI, and password=, pwd=,
+#: sig= (a SAS token's signature), secret= and token= parameters (JDBC URLs, SAS strings).
+_SECRET_IN_VALUE = re.compile(
+    r"(?i)(://[^/\s:@]+:)[^@\s/]+(?=@)|\b((?:password|passwd|pwd|sig|secret|token)=)[^;&\s]+")
+REDACTED = "*********(redacted)"
 
 
 #: HotSpot compiles no method of more than 8,000 bytes of bytecode (its HugeMethodLimit),
@@ -30,9 +42,50 @@ _SECRET = re.compile(r"key|secret|token|password", re.IGNORECASE)
 JIT_SIZED_CODEGEN = {"spark.sql.codegen.hugeMethodLimit": "8000"}
 
 
+#: Names a folder of connector jars other than the one ``make jars`` fills.
+JARS_ENV = "MINIBATCH_KMEANS_JARS"
+#: What turns Spark's own Delta source on (delta-spark's jars on the classpath).
+DELTA_CONF = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+              "spark.sql.catalog.spark_catalog":
+                  "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
+
+
+def connector_jars() -> List[str]:
+    """The Spark connector jars (delta-spark, the Kafka source and what they need) that
+    ``make jars`` fetched from Maven Central into this environment's ``jars/spark``
+    folder, or those in the folder ``MINIBATCH_KMEANS_JARS`` names; [] when there are
+    none."""
+    folder = os.environ.get(JARS_ENV) or os.path.join(sys.prefix, "jars", "spark")
+    return sorted(glob.glob(os.path.join(folder, "*.jar")))
+
+
+def connector_conf(jars: Optional[List[str]] = None) -> Dict[str, str]:
+    """Settings for a local session that puts ``jars`` (default: :func:`connector_jars`)
+    on its classpath and, when delta-spark is among them, turns Delta on; {} without
+    jars. On spark-submit, the same is ``--packages io.delta:delta-spark_2.13:4.4.0`` plus
+    the two ``DELTA_CONF`` settings (see the README)."""
+    jars = connector_jars() if jars is None else list(jars)
+    if not jars:
+        return {}
+    conf = {"spark.jars": ",".join(jars)}
+    if any(os.path.basename(j).startswith("delta-spark") for j in jars):
+        conf.update(DELTA_CONF)
+        # A local session reads a table's log in a few partitions, not Delta's default 50
+        # (a small native write: 27 s with 50 here, 3 s with 2).
+        conf["spark.databricks.delta.snapshotPartitions"] = "2"
+    return conf
+
+
 def redact(name: str, value) -> str:
-    """The value to log for a Spark setting: hidden when the name looks like a secret."""
-    return "*********(redacted)" if _SECRET.search(name) else str(value)
+    """The value to log for a setting: hidden when the name looks like a secret, else with
+    the secrets inside it hidden (:func:`redact_text`)."""
+    return REDACTED if _SECRET.search(name) else redact_text(value)
+
+
+def redact_text(value) -> str:
+    """``value`` as text with the secrets inside it hidden: a URI's user:password@, and
+    password=, pwd=, sig=, secret= or token= parameters."""
+    return _SECRET_IN_VALUE.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, str(value))
 
 
 def is_connect(spark) -> bool:
@@ -66,13 +119,15 @@ def get_spark(app_name: str = "minibatch-kmeans", master: Optional[str] = None,
     # Spark's own redaction (UI, event log, its log lines) by default misses names with
     # only "key" in them, such as fs.s3a.access.key: redact what ours does.
     settings = {"spark.ui.showConsoleProgress": "false",
-                "spark.redaction.regex": f"(?i){_SECRET.pattern}", **JIT_SIZED_CODEGEN}
+                "spark.redaction.regex": f"(?i){_SECRET.pattern}|password=|sig=",
+                **JIT_SIZED_CODEGEN}
     if not launched:
         builder = builder.master(master or "local[2]")
         # Local Python workers must run this interpreter, which has this package installed
         # (pyspark reads the worker's interpreter from the environment, not the conf).
         if not os.environ.get("PYSPARK_PYTHON"):
             os.environ["PYSPARK_PYTHON"] = sys.executable
+        settings.update(connector_conf())
     settings.update({str(k): str(v) for k, v in (conf or {}).items()})
     for k, v in settings.items():
         builder = builder.config(k, v)

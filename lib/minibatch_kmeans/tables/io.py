@@ -29,12 +29,12 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import delta
 from ..errors import InvalidInputError, InvalidParamError
 from ..paths import local_dir
+from ..spark.session import temporary_conf
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,9 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     since_version : int, optional
         Delta only: only the rows appended after this version (up to ``version``,
         ``timestamp`` or the latest), a monitoring job's new slice. The table must only
-        have been appended to in between (a removed file is an error); Spark's Delta
-        source reads the table's change data feed, which must be enabled.
+        have been appended to in between (a removed file is an error). Spark's Delta
+        source reads the table's change data feed when it is on (inserts only), else
+        the rows of the data files added since (see :mod:`.delta.native`).
 
     Returns
     -------
@@ -134,7 +135,7 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     InvalidInputError
         Nothing readable there (missing, empty, not a table of that format), a Delta
         version or timestamp the table does not have, or a Delta table needing a reader
-        feature the delta-rs fallback cannot honour.
+        feature the engine cannot honour (the error names the table and the feature).
     ImportError
         A Delta table without Spark's Delta source and without the deltalake package.
     """
@@ -163,8 +164,7 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     what = f"{fmt} table {table!r}" if table is not None else f"{fmt} table at {path!r}"
     if fmt == "delta":
         if delta.native_delta_available(spark):
-            df = _read_delta_native(spark, path, table, version, timestamp, what,
-                                    since_version)
+            df = _read_delta_native(spark, path, table, version, timestamp, since_version)
             engine = "Spark's Delta source"
         else:
             location = path if path is not None else _table_location(spark, table)
@@ -186,49 +186,57 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     return df
 
 
-def _timestamp_text(timestamp) -> str:
-    return timestamp.isoformat() if isinstance(timestamp, (datetime, date)) else str(timestamp)
+def stream_delta(spark: SparkSession, path: Optional[str] = None, *,
+                 table: Optional[str] = None, starting_version: Optional[int] = None,
+                 max_files_per_trigger: Optional[int] = 1000,
+                 skip_change_commits: bool = False) -> DataFrame:
+    """A streaming DataFrame of the rows of a Delta table: through Spark's Delta source
+    when the session has it (by path or catalog ``table``), else through the delta-rs
+    source (:func:`minibatch_kmeans.tables.delta.stream.read_delta_stream`, by path only).
+
+    ``starting_version``: only the commits from that version on, not the snapshot;
+    ``max_files_per_trigger``: at most that many data files per micro-batch;
+    ``skip_change_commits``: skip commits that remove data (overwrite, delete, update)
+    instead of failing. Both engines check the arguments, the table and the starting
+    version when the stream is defined, with the same errors.
+    """
+    if (path is None) == (table is None):
+        raise InvalidParamError("stream_delta needs exactly one of path and table: got "
+                                + ("both" if path is not None else "neither"))
+    options = dict(starting_version=starting_version,
+                   max_files_per_trigger=max_files_per_trigger,
+                   skip_change_commits=skip_change_commits)
+    if delta.native_delta_available(spark):
+        if table is not None:
+            table = _check_table_name(table)
+        return delta.native.read_stream(spark, path, table, **options)
+    if table is not None:
+        raise InvalidParamError(f"table={table!r}: streaming a catalog Delta table needs "
+                                "Spark's Delta source (delta-spark or Databricks); without "
+                                "it give the table's path")
+    from .delta.stream import read_delta_stream
+
+    return read_delta_stream(spark, path, **options)
 
 
-def _delta_target(path: Optional[str], table: Optional[str]) -> str:
-    return table if table is not None else "delta.`" + path.replace("`", "``") + "`"
+def _read_delta_native(spark, path, table, version, timestamp, since_version) -> DataFrame:
+    """Spark's Delta source; a catalog table that is not registered as Delta (``USING
+    parquet`` over a Delta directory) is read by its location, as delta-rs reads it."""
+    if table is not None:
+        provider, location = _table_info(spark, table)
+        if provider != "delta" and location:
+            path, table = location, None
+    return delta.native.read(spark, path, table, version, timestamp, since_version)
 
 
-def _read_delta_native(spark, path, table, version, timestamp, what,
-                       since_version=None) -> DataFrame:
-    options = {}
-    if since_version is not None:  # the change data feed's inserts after since_version
-        options.update(readChangeFeed="true", startingVersion=str(since_version + 1))
-        if version is not None:
-            options["endingVersion"] = str(version)
-        if timestamp is not None:
-            options["endingTimestamp"] = _timestamp_text(timestamp)
-    else:
-        if version is not None:
-            options["versionAsOf"] = str(version)
-        if timestamp is not None:
-            options["timestampAsOf"] = _timestamp_text(timestamp)
+def _table_info(spark: SparkSession, table: str) -> Tuple[str, Optional[str]]:
+    """(provider, location) of a catalog table (``DESCRIBE TABLE EXTENDED``)."""
     try:
-        reader = spark.read.format("delta").options(**options)
-        df = reader.table(table) if table is not None else reader.load(path)
-        if since_version is not None:
-            df = (df.where(F.col("_change_type") == "insert")
-                  .drop("_change_type", "_commit_version", "_commit_timestamp"))
-        df.schema  # noqa: B018 - forces analysis under Spark Connect
-        return df
+        rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
     except _spark_errors() as e:
-        detail = _reason(e)
-    if version is not None:
-        try:
-            row = spark.sql(f"DESCRIBE HISTORY {_delta_target(path, table)}").agg(
-                F.min("version").alias("lo"), F.max("version").alias("hi")).first()
-        except _spark_errors():
-            row = None
-        if row is not None and row["hi"] is not None and not row["lo"] <= version <= row["hi"]:
-            raise InvalidInputError(f"delta table {'at ' + repr(path) if path else repr(table)}"
-                                    f" has versions {row['lo']}..{row['hi']}; version "
-                                    f"{version} does not exist")
-    raise InvalidInputError(f"cannot read the {what}: {detail}")
+        raise InvalidInputError(f"cannot read the delta table {table!r}: {_reason(e)}") from None
+    info = {(r[0] or "").strip(): r[1] for r in rows}
+    return (info.get("Provider") or "").strip().lower(), info.get("Location") or None
 
 
 def _table_location(spark: SparkSession, table: str) -> str:
@@ -418,17 +426,23 @@ def _spark_writer(df: DataFrame, fmt: str, mode: str, parts: List[str],
 
 def _write_delta_native(spark, df, path, mode, parts, replace_partitions) -> None:
     what = f"delta table at {path!r}"
-    try:
-        schema = spark.read.format("delta").load(path).schema
-        detail = spark.sql(f"DESCRIBE DETAIL {_delta_target(path, None)}").first()
-        existing_parts = list(detail["partitionColumns"] or [])
-    except _spark_errors():
-        schema = None
-    if schema is not None:
-        parts = _check_fits(what, schema, existing_parts, df, parts)
+    existing = delta.native.existing(spark, path)
+    if existing is not None:
+        parts = _check_fits(what, existing[0], existing[1], df, parts)
     parts = parts or []
     _needs_parts(what, parts, replace_partitions)
-    _spark_writer(df, "delta", mode, parts, replace_partitions).save(path)
+    writer = _spark_writer(delta.native.without_udts(df), "delta", mode, parts,
+                           replace_partitions)
+    try:  # timestamps as TIMESTAMP_MICROS (not Spark's INT96), as delta-rs writes them
+        with temporary_conf(spark, {"spark.sql.parquet.outputTimestampType":
+                                    "TIMESTAMP_MICROS"}):
+            writer.save(path)
+    except _spark_errors() as e:
+        refused = (delta.native.write_refusal(e, path)
+                   or delta.write.concurrent_write_error(e, path))
+        if refused is None:
+            raise
+        raise refused from None
     logger.info("wrote %s (mode %s%s, Spark's Delta source)", what, mode,
                 ", replacing the partitions written" if replace_partitions else "")
 

@@ -151,8 +151,11 @@ def check_feature_schema(df: DataFrame, feature_schema: Mapping, input_schema:
 class _Checks:
     """Named boolean problem conditions over a table's rows: (column, reason, condition)."""
 
-    def __init__(self, spec: FeatureSpec, rules: QualityRules, cosine: bool):
+    def __init__(self, spec: FeatureSpec, rules: QualityRules, cosine: bool,
+                 extra: Sequence[Tuple[str, str, Column]] = ()):
         self.items: List[Tuple[str, str, Column]] = []
+        for column, reason, cond in extra:
+            self.add(column, reason, cond)
         inf, ninf = float("inf"), float("-inf")
         if spec.kind == "columns":
             for name, x in zip(spec.columns, spec.feature_exprs()):
@@ -254,7 +257,8 @@ class QualityResult:
 
 
 def check_quality(df: DataFrame, spec: FeatureSpec, rules: QualityRules = QualityRules(),
-                  cosine: bool = False, what: str = "the input") -> QualityResult:
+                  cosine: bool = False, what: str = "the input",
+                  extra: Sequence[Tuple[str, str, Column]] = ()) -> QualityResult:
     """Run the gate over ``df``: the column check at once, then one aggregation.
 
     Parameters
@@ -267,6 +271,9 @@ def check_quality(df: DataFrame, spec: FeatureSpec, rules: QualityRules = Qualit
         Under cosine distance a zero vector is invalid too.
     what : str
         How errors and the log name the table.
+    extra : sequence of (column, reason, condition)
+        Problems of the source's own beyond the features' (a Kafka event whose value
+        does not parse: :func:`minibatch_kmeans.tables.kafka.malformed_checks`).
 
     Returns
     -------
@@ -285,7 +292,7 @@ def check_quality(df: DataFrame, spec: FeatureSpec, rules: QualityRules = Qualit
     if unknown:
         raise InvalidInputError(f"quality ranges name {unknown}, which are not feature "
                                 f"columns: expected some of {list(spec.columns)}")
-    checks = _Checks(spec, rules, cosine)
+    checks = _Checks(spec, rules, cosine, extra)
     aggs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(checks.any_problem(), 1)).alias("bad")]
     aggs += [F.count(F.when(cond, 1)).alias(f"c{i}") for i, (_, _, cond) in enumerate(checks.items)]
     row = df.agg(*aggs).first()

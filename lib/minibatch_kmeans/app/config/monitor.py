@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from ...errors import ConfigError
 from ...evaluate.holdout import SILHOUETTE_ROWS
+from ...spark.session import redact_text
 from . import values as val
 from .files import read_yaml
 from .sections import (driver_file, InputConfig, LoggingConfig, MlflowConfig, OutputConfig,
@@ -120,7 +121,7 @@ class MonitorConfig:
             self.spark.describe(),
             f"input: {self.input.format} {self.input.describe()}"
             + (f" where {m.where}" if m.where else ""),
-            f"mlflow: {self.mlflow.tracking_uri or '(local sqlite)'}, model "
+            f"mlflow: {redact_text(self.mlflow.tracking_uri or '(local sqlite)')}, model "
             f"{self.mlflow.model_name!r}, experiment {self.mlflow.experiment!r}",
             f"monitor: thresholds {m.thresholds.as_dict()}, holdout {m.holdout_fraction}, "
             f"min_improvement {m.min_improvement}, gate {m.absolute_gate}, "

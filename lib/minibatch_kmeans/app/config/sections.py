@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 from ...errors import ConfigError
 from ...paths import is_remote
 from ...spark.params import PARAM_RULES
-from ...spark.session import redact
+from ...spark.session import redact, redact_text
 from . import values as val
 from .files import LOG_LEVELS
 
@@ -341,7 +341,7 @@ def parse_logging(raw) -> LoggingConfig:
                                     fold=str.upper))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MlflowConfig:
     """Where runs are tracked and models registered (``mlflow:``; needs the ``mlops``
     extra).
@@ -371,6 +371,11 @@ class MlflowConfig:
     holdout_fraction: float = 0.1
     promote_first: bool = True
 
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={redact_text(v) if isinstance(v, str) else v!r}"
+                           for k, v in self.__dict__.items())
+        return f"MlflowConfig({fields})"
+
 
 def parse_mlflow(raw) -> Optional[MlflowConfig]:
     if raw is None:
@@ -382,13 +387,39 @@ def parse_mlflow(raw) -> Optional[MlflowConfig]:
                                                            d.holdout_fraction), 0.0)
     if not 0 < fraction < 1:
         val.fail("mlflow.holdout_fraction", fraction, "a fraction between 0 and 1 (exclusive)")
+    uris = {key: val.string(f"mlflow.{key}", s.get(key, None), allow_none=True)
+            for key in ("tracking_uri", "registry_uri")}
+    for key, uri in uris.items():
+        _check_database_driver(f"mlflow.{key}", uri)
     return MlflowConfig(
-        val.string("mlflow.tracking_uri", s.get("tracking_uri", None), allow_none=True),
-        val.string("mlflow.registry_uri", s.get("registry_uri", None), allow_none=True),
+        uris["tracking_uri"], uris["registry_uri"],
         val.string("mlflow.experiment", s.get("experiment", d.experiment)),
         val.string("mlflow.model_name", s.get("model_name", d.model_name)),
         val.string("mlflow.root", s.get("root", d.root)), fraction,
         val.boolean("mlflow.promote_first", s.get("promote_first", d.promote_first)))
+
+
+#: The Python package SQLAlchemy needs for an MLflow database URI, by its scheme (the
+#: dialect's default driver when the URI names none).
+_DATABASE_DRIVERS = {"postgresql": ("psycopg2", "psycopg2-binary"),
+                     "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
+                     "postgresql+psycopg": ("psycopg", "psycopg[binary]"),
+                     "mysql": ("MySQLdb", "mysqlclient"), "mysql+pymysql": ("pymysql", "pymysql"),
+                     "mysql+mysqldb": ("MySQLdb", "mysqlclient"),
+                     "mssql": ("pyodbc", "pyodbc"), "mssql+pyodbc": ("pyodbc", "pyodbc"),
+                     "mssql+pymssql": ("pymssql", "pymssql")}
+
+
+def _check_database_driver(path: str, uri: Optional[str]) -> None:
+    """A database tracking or registry URI whose driver is not installed is refused now,
+    before any training, rather than by MLflow after it."""
+    import importlib.util
+
+    scheme = (uri or "").split("://", 1)[0].lower() if "://" in (uri or "") else ""
+    module, package = _DATABASE_DRIVERS.get(scheme, (None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{path}={redact_text(uri)!r} needs the {module} module, which is "
+                          f"not installed: pip install {package} (or use another store)")
 
 
 def default_quality():

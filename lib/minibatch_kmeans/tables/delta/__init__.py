@@ -1,11 +1,15 @@
-"""Delta tables without Spark's Delta source: delta-rs keeps the log, Spark the data files.
-May import the base modules (errors, paths), core and spark; never ml, evaluate, lifecycle or app.
+"""Delta tables: through Spark's own Delta source when the session has it (:mod:`.native`),
+else delta-rs keeps the log and Spark the data files (the fallback). May import the base
+modules (errors, paths), core and spark; never ml, evaluate, lifecycle or app.
 
 Spark reads and writes Delta itself when the session has Delta (Databricks, or delta-spark
-with its jars); otherwise :mod:`minibatch_kmeans.tables.io` calls this package, which needs
-the optional ``deltalake`` package (delta-rs, ``pip install minibatch-kmeans[delta]``),
-imported only when a Delta table is used.
+with its jars): :mod:`minibatch_kmeans.tables.io` then calls :mod:`.native`. Otherwise it
+calls the fallback, which needs the optional ``deltalake`` package (delta-rs,
+``pip install minibatch-kmeans[delta]``), imported only when a Delta table is used.
 
+native.py
+    Spark's Delta source made to behave as the fallback does: its errors as
+    InvalidInputError, time travel, ``since_version``, writes and streams.
 engine.py
     Which engine a session uses (:func:`native_delta_available`, ``MINIBATCH_KMEANS_DELTA``)
     and importing ``deltalake``.
@@ -24,6 +28,7 @@ stream.py
     here: it needs PySpark's Python streaming data source API, loaded only when a stream
     is read (``from minibatch_kmeans.tables.delta.stream import read_delta_stream``).
 """
+from . import native
 from .engine import ENGINE_ENV, native_delta_available
 from .log import (READER_FEATURES_HONOURED, WRITER_FEATURES_HONOURED, delta_schema_json,
                   is_absolute_uri, log_uri, open_snapshot, open_table, reader_problems,
@@ -33,7 +38,7 @@ from .values import fromiso, parse_timestamp, partition_value, session_zone
 from .write import Existing, commit_write, existing_table
 
 __all__ = [
-    "ENGINE_ENV", "native_delta_available",
+    "native", "ENGINE_ENV", "native_delta_available",
     "READER_FEATURES_HONOURED", "WRITER_FEATURES_HONOURED", "delta_schema_json",
     "is_absolute_uri", "log_uri", "open_snapshot", "open_table", "reader_problems",
     "spark_schema", "table_filesystem", "unsupported_features_error", "writer_problems",

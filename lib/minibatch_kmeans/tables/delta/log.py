@@ -57,6 +57,18 @@ _PRIMITIVES = {"string", "long", "integer", "short", "byte", "float", "double", 
 # -- where the table lives ---------------------------------------------------------------
 
 
+
+def new_local_table(path: str) -> bool:
+    """True when ``path`` is driver-local and holds no Delta log yet (a write creates the
+    table); InvalidInputError when that directory holds files but no ``_delta_log``."""
+    local = local_dir(path)
+    if local is None or os.path.isdir(os.path.join(local, "_delta_log")):
+        return False
+    if os.path.isdir(local) and any(not n.startswith((".", "_")) for n in os.listdir(local)):
+        raise InvalidInputError(f"cannot write a delta table at {path!r}: the directory "
+                                "holds files but no _delta_log (not a Delta table)")
+    return True
+
 def one_line(e: BaseException) -> str:
     """An error's message on one line, cut at 300 characters (for messages)."""
     text = " ".join(str(e).split())
@@ -91,7 +103,8 @@ def table_filesystem(path: str):
 # -- opening a snapshot --------------------------------------------------------------------
 
 
-def _not_found(path: str, error: BaseException) -> InvalidInputError:
+def not_found_error(path: str, error: BaseException) -> InvalidInputError:
+    """The error for no Delta table at ``path``, saying what is there instead."""
     local = local_dir(path)
     if local is not None and not os.path.exists(local):
         why = "the path does not exist"
@@ -124,7 +137,7 @@ def open_table(path: str):
     try:
         return dl.DeltaTable(log_uri(path))
     except TableNotFoundError as e:
-        raise _not_found(path, e) from None
+        raise not_found_error(path, e) from None
     except Exception as e:  # noqa: BLE001 - delta-rs raises DeltaError, OSError, ...
         raise _unsupported(path, e) or InvalidInputError(
             f"cannot open the delta table at {path!r}: {one_line(e)}") from None

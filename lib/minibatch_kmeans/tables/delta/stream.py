@@ -23,7 +23,11 @@ Offsets
     with the last file of a unit ends at ``{v + 1, 0, false}``. Offsets depend only on the
     log (immutable commit files and one snapshot), so a query restarted from its checkpoint
     plans the same files and continues exactly; a checkpoint of another table at the same
-    path (another ``tableId``) is refused.
+    path (another ``tableId``) is refused. Spark does not keep a query's first offset
+    (``initialOffset``, marked ``"initial": true``) in the checkpoint and asks for it again
+    when it replays batch 0 after a restart, when the latest version may have moved on: so
+    batch 0's end offset also holds ``"origin"``, the offset the batch started at, which a
+    replay plans from (every row once).
 Limits
     ``max_files_per_trigger`` caps the files of a micro-batch (:class:`ReadMaxFiles` as the
     default read limit); commits and the snapshot may span micro-batches. Spark 4.2 passes
@@ -276,6 +280,17 @@ def _partition_value(text: Optional[str], data_type: T.DataType):
     return partition_value(text, data_type)
 
 
+def _start(start: Dict[str, Any], end: Dict[str, Any]) -> Dict[str, Any]:
+    """Where the micro-batch ``start..end`` starts: ``start``, except for batch 0, whose
+    ``start`` is the initial offset computed anew (on a restart, from the latest version
+    then): there the ``origin`` that :meth:`_DeltaStreamReader.latestOffset` put in
+    ``end`` when it planned the batch, so a replayed batch 0 reads what it first would."""
+    origin = end.get("origin")
+    if start.get("initial") and isinstance(origin, dict):
+        return dict(start, **origin)
+    return start
+
+
 def _offset(table_id: str, version: int, index: int, snapshot: bool) -> Dict[str, Any]:
     # always the same keys in the same order: Spark compares offsets as JSON text
     return {"sourceVersion": _OFFSET_FORMAT, "tableId": table_id, "version": int(version),
@@ -476,13 +491,19 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     # -- the DataSourceStreamReader API (driver)
 
     def initialOffset(self) -> Dict[str, Any]:
+        """Where the stream starts, marked ``initial``: Spark does not keep it in the
+        checkpoint but asks again when it replays batch 0 after a restart, and the latest
+        version may have moved on by then; batch 0's end offset keeps the real start
+        (``origin``, see :func:`_start`)."""
         self._dt()
         if self.starting_version is not None:
-            return _offset(self.table_id, self.starting_version, 0, False)
-        latest = self._latest()
-        if not self._snapshot_files(latest):
-            return _offset(self.table_id, latest + 1, 0, False)
-        return _offset(self.table_id, latest, 0, True)
+            offset = _offset(self.table_id, self.starting_version, 0, False)
+        else:
+            latest = self._latest()
+            offset = _offset(self.table_id, latest + 1, 0, False) \
+                if not self._snapshot_files(latest) else _offset(self.table_id, latest, 0, True)
+        offset["initial"] = True
+        return offset
 
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadAllAvailable() if self.max_files is None else ReadMaxFiles(self.max_files)
@@ -503,6 +524,7 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         logger.debug("latestOffset(%s, %r): cap %s", start, limit, cap)
         v, i, snap = int(start["version"]), int(start["index"]), bool(start["snapshot"])
         self._forget_before(v)
+        origin = {"version": v, "index": i, "snapshot": snap}
         end = dict(start)
         taken = 0
         while cap is None or taken < cap:
@@ -526,10 +548,13 @@ class _DeltaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     end = _offset(self.table_id, v, 0, False)
             else:
                 end = _offset(self.table_id, v, i, snap)
+        if start.get("initial") and taken:  # batch 0: keep where it starts (see _start)
+            end["origin"] = origin
         return end
 
     def partitions(self, start: Dict[str, Any], end: Dict[str, Any]) -> List[InputPartition]:
         self._check_offset(start)
+        start = _start(start, end)
         v, i, snap = int(start["version"]), int(start["index"]), bool(start["snapshot"])
         ev, ei, esnap = int(end["version"]), int(end["index"]), bool(end["snapshot"])
         chosen: List[_File] = []

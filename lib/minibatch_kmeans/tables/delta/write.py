@@ -6,12 +6,27 @@ to Delta-style ``col=value/`` directories under their unique Spark names and com
 in one delta-rs transaction whose add actions carry ``numRecords`` and ``nullCount``
 read from the Parquet footers. Before the commit no reader sees anything; on failure
 the moved files are deleted and the staging directory always is.
+
+Concurrent writers: the commit is optimistic. It is made at the version after the
+snapshot read before the write; when another writer committed meanwhile, the commits in
+between are checked (:func:`_check_concurrent`) and the write is committed again on top
+of them unless one conflicts: it wrote or removed files in a partition this write replaces
+(two jobs writing the same new ``run_id`` partition at once), changed data a whole
+overwrite replaces, or changed the table's schema or protocol. Then the write fails with
+:class:`~minibatch_kmeans.errors.ConcurrentWriteError` naming the table, the version and
+the partition, and nothing of it is committed. Failing (rather than committing again and
+replacing the other writer's rows) is what Spark's Delta source does
+(``ConcurrentAppendException``, translated by :func:`concurrent_write_error`): two runs of
+one partition at once are a scheduling mistake whose winner cannot be chosen here, and a
+re-run of the loser alone replaces the partition as any re-run does. Appends, and writes
+of other partitions, commit again and succeed.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -23,12 +38,12 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from ...errors import InvalidInputError
+from ...errors import ConcurrentWriteError, InvalidInputError
 from ...paths import local_dir
 from ...spark.session import temporary_conf
 from .engine import require_deltalake
-from .log import (delta_schema_json, join_path, log_uri, open_table, spark_schema,
-                  table_filesystem, unsupported_features_error, writer_problems)
+from .log import (delta_schema_json, join_path, log_uri, new_local_table, open_table,
+                  spark_schema, table_filesystem, unsupported_features_error, writer_problems)
 from .values import log_partition_value, partition_text, partition_value, session_zone
 
 logger = logging.getLogger(__name__)
@@ -53,11 +68,7 @@ def existing_table(path: str) -> Optional[Existing]:
         Spark-written files would violate.
     """
     require_deltalake()
-    local = local_dir(path)
-    if local is not None and not os.path.isdir(os.path.join(local, "_delta_log")):
-        if os.path.isdir(local) and any(not n.startswith((".", "_")) for n in os.listdir(local)):
-            raise InvalidInputError(f"cannot write a delta table at {path!r}: the directory "
-                                    "holds files but no _delta_log (not a Delta table)")
+    if new_local_table(path):
         return None
     from deltalake import DeltaTable
 
@@ -225,45 +236,199 @@ def _commit(path: str, existing: Optional[Existing], mode: str, parts: List[str]
             replace_partitions: bool) -> Tuple[int, List[Dict[str, Any]]]:
     """The delta-rs transaction of the moved files: create the table, or append to it,
     overwrite it, or replace the partitions written. Returns the version committed and
-    the partitions replaced."""
+    the partitions replaced.
+
+    Optimistic concurrency, checked here: delta-rs commits at exactly the version after
+    the snapshot read (``max_commit_retries=0``); when another writer took that version,
+    the commits made since are read (:func:`_check_concurrent`) and the write fails with
+    :class:`ConcurrentWriteError` if one touched what it replaces (its partitions, or any
+    data for a whole overwrite) or changed the schema or protocol; otherwise it is
+    committed again on the new snapshot (concurrent writes of other partitions, and
+    appends, both succeed). delta-rs's own conflict checker is not enough: it lets two
+    commits that each add files to the same new partition both through.
+    """
     from deltalake import Schema
     from deltalake.transaction import create_table_with_add_actions
 
+    scope = _Scope(path, parts, types, mode, replace_partitions, part_values)
+    checked = -1  # the last version whose commits this write has taken into account
     if existing is None:
-        create_table_with_add_actions(log_uri(path), Schema.from_json(schema_json),
-                                      adds, mode="error", partition_by=parts or None)
-        return 0, []
+        try:
+            create_table_with_add_actions(log_uri(path), Schema.from_json(schema_json),
+                                          adds, mode="error", partition_by=parts or None)
+            return 0, []
+        except Exception:  # noqa: BLE001 - delta-rs: the table exists now, or another error
+            if _landed(path, adds):
+                return 0, []
+            existing = _created_meanwhile(path, schema_json, parts)
+        scope.created_meanwhile = True
+    else:
+        checked = existing.table.version()
     dt = existing.table
-    actions: List[Any] = list(adds)
-    commit_mode = mode
-    props = None
-    replaced: List[Dict[str, Any]] = []
-    if replace_partitions:  # the written partitions' files out, the new ones in
-        commit_mode = "append"
-        removes, replaced, props = _partition_replacement(dt, parts, types, part_values, now)
-        actions = removes + actions
-    dt.create_write_transaction(actions, commit_mode, dt.schema(), parts,
-                                commit_properties=props)
-    dt.update_incremental()
-    return dt.version(), replaced
+    for _ in range(_COMMIT_ATTEMPTS):
+        if dt.version() > checked:
+            _check_concurrent(scope, checked + 1, dt.version())
+            checked = dt.version()
+        version = dt.version() + 1
+        actions, commit_mode, props, replaced = _actions(dt, adds, scope, now)
+        try:
+            dt.create_write_transaction(actions, commit_mode, dt.schema(), parts,
+                                        commit_properties=props)
+            return version, replaced
+        except Exception:  # noqa: BLE001 - delta-rs: the version was taken, or another error
+            latest = open_table(path)
+            if latest.version() <= dt.version():
+                raise  # not a concurrent commit
+            if _landed(path, adds):
+                return version, replaced
+            logger.info("delta table %s: version %d was committed by another writer; "
+                        "checking commits %d..%d", path, version, version, latest.version())
+            dt = latest
+    raise ConcurrentWriteError(
+        f"cannot commit to the delta table at {path!r}: other writers committed "
+        f"{_COMMIT_ATTEMPTS} times while this write tried to (nothing of it was "
+        "committed): re-run it")
+
+
+#: How many times a write commits again after other writers took the version it tried.
+_COMMIT_ATTEMPTS = 20
+
+
+@dataclass
+class _Scope:
+    """What a write replaces, so what a concurrent commit must not have touched."""
+
+    path: str
+    parts: List[str]
+    types: Dict[str, T.DataType]
+    mode: str
+    replace_partitions: bool
+    part_values: List[Dict[str, Optional[str]]]
+    created_meanwhile: bool = False  # another writer created the table (version 0)
+
+    def written(self) -> set:
+        """The partitions written: tuples of typed values in ``parts`` order."""
+        return {tuple(partition_value(v[p], self.types[p]) for p in self.parts)
+                for v in self.part_values}
+
+
+def _actions(dt, adds: list, scope: _Scope, now: int):
+    """The actions, save mode, commit properties and partitions replaced of a commit on
+    the snapshot ``dt``."""
+    from deltalake import CommitProperties
+
+    if not scope.replace_partitions:
+        return (list(adds), scope.mode, CommitProperties(max_commit_retries=0), [])
+    # the written partitions' files out, the new ones in
+    removes, replaced, metadata = _partition_replacement(dt, scope.parts, scope.types,
+                                                         scope.part_values, now)
+    props = CommitProperties(custom_metadata=metadata, max_commit_retries=0)
+    return removes + list(adds), "append", props, replaced
+
+
+def _created_meanwhile(path: str, schema_json: str, parts: List[str]) -> Existing:
+    """The table another writer created at ``path`` while this write wanted to create it
+    (re-raises the current error when there is none); ConcurrentWriteError when its
+    columns or partitioning are not this write's."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(log_uri(path)):
+        raise  # noqa: PLE0704 - called from an except block: the create failed otherwise
+    existing = existing_table(path)
+    mine = T.StructType.fromJson(json.loads(schema_json))
+    if (_columns(existing.schema) != _columns(mine)
+            or list(existing.partition_columns) != list(parts)):
+        raise ConcurrentWriteError(
+            f"cannot create the delta table at {path!r}: another writer created it at the "
+            f"same time with columns {_columns(existing.schema)} partitioned by "
+            f"{list(existing.partition_columns)}, not this write's {_columns(mine)} "
+            f"partitioned by {list(parts)} (nothing of this write was committed)") from None
+    logger.info("delta table %s was created by another writer meanwhile: committing to it",
+                path)
+    return existing
+
+
+def _columns(schema: T.StructType) -> List[Tuple[str, str]]:
+    return [(f.name, f.dataType.simpleString()) for f in schema.fields]
+
+
+def _check_concurrent(scope: _Scope, first: int, last: int) -> None:
+    """Raise ConcurrentWriteError when one of the commits ``first..last`` (made by other
+    writers since this write read the table) conflicts with it: it changed the table's
+    metadata or protocol, or (an overwrite) added or removed data this write replaces."""
+    whole = scope.mode == "overwrite" and not scope.replace_partitions
+    written = scope.written() if scope.replace_partitions else set()
+    fs = table_filesystem(scope.path)
+    after = " (nothing of this write was committed; re-run it when the other is done)"
+
+    def conflict(v: int, why: str) -> ConcurrentWriteError:
+        return ConcurrentWriteError(
+            f"cannot commit to the delta table at {scope.path!r}: another writer committed "
+            f"version {v} while this write was in progress, {why}{after}")
+    for v in range(first, last + 1):
+        try:
+            with fs.open_input_stream(f"_delta_log/{v:020d}.json") as f:
+                lines = f.read().decode("utf-8").splitlines()
+        except FileNotFoundError:
+            raise conflict(v, "but its commit file is gone") from None
+        for action in (json.loads(line) for line in lines if line.strip()):
+            if ("metaData" in action or "protocol" in action) and not (
+                    v == 0 and scope.created_meanwhile):
+                raise conflict(v, "changing the table's schema, properties or protocol")
+            change = action.get("add") or action.get("remove")
+            if change is None or not change.get("dataChange", True):
+                continue
+            if whole:
+                raise conflict(v, "changing data this overwrite replaces")
+            values = change.get("partitionValues") or {}
+            key = tuple(partition_value(values.get(p) or None, scope.types[p])
+                        for p in scope.parts)
+            if key in written:
+                named = ", ".join(f"{p}={partition_text(k)!r}"
+                                  for p, k in zip(scope.parts, key))
+                raise conflict(v, f"writing the same partition ({named}): two writes of one "
+                               "partition at once cannot both replace it")
 
 
 def _partition_replacement(dt, parts: List[str], types: Dict[str, T.DataType],
                            part_values: List[Dict[str, Optional[str]]], now: int):
     """What replacing the partitions written takes: remove actions for the table's files
-    in them, the partitions (typed values) and the commit properties recording them as
-    Spark's dynamic partition overwrite does."""
-    from deltalake import CommitProperties
+    in them, the partitions (typed values) and the commit's custom metadata recording them
+    as Spark's dynamic partition overwrite does."""
     from deltalake.transaction import RemoveAction
 
     written = {tuple(partition_value(v[p], types[p]) for p in parts) for v in part_values}
     replaced = [dict(zip(parts, t)) for t in sorted(written, key=repr)]
     removes = _files_in(dt, parts, written, now, RemoveAction)
-    props = CommitProperties(custom_metadata={"operationParameters": {
+    metadata = {"operationParameters": {
         "partitionOverwriteMode": "DYNAMIC",
         "replacedPartitions": json.dumps(
-            [{k: partition_text(v) for k, v in r.items()} for r in replaced])}})
-    return removes, replaced, props
+            [{k: partition_text(v) for k, v in r.items()} for r in replaced])}}
+    return removes, replaced, metadata
+
+
+_NATIVE_CONFLICT = re.compile(
+    r"\b(DELTA_CONCURRENT_\w+|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED)\b"
+    r"|io\.delta\.exceptions\.(Concurrent\w+|MetadataChanged\w+|ProtocolChanged\w+)")
+
+
+def concurrent_write_error(e: BaseException, path: str) -> Optional[ConcurrentWriteError]:
+    """The ConcurrentWriteError for a write through Spark's Delta source that lost to a
+    concurrent commit (Delta's optimistic concurrency: ``ConcurrentAppendException`` and
+    the other ``DeltaConcurrentModificationException``s), in one line naming the table and
+    Delta's reason (with the partition, when Delta names it); None for other errors."""
+    lines = [line.strip() for line in str(e).splitlines()]
+    hit = next((line for line in lines if _NATIVE_CONFLICT.search(line)), None)
+    if hit is None:
+        return None
+    kind = _NATIVE_CONFLICT.search(hit)
+    name = kind.group(2) or kind.group(1)
+    detail = hit.split("Refer to", 1)[0]
+    detail = re.sub(r"^(: )?[\w.]*Exception: ", "", detail).strip()
+    return ConcurrentWriteError(
+        f"cannot write to the delta table at {path!r}: another writer committed to it while "
+        f"this write was in progress ({name}: {detail[:400]}); nothing of this write was "
+        "committed: re-run it when the other is done")
 
 
 def _delete_uncommitted(fs, path: str, moved: List[str]) -> None:
@@ -301,6 +466,16 @@ def _in_log(path: str, rel: str) -> bool:
         return rel in {unquote(p) for p in adds.column("path").to_pylist()}
     except Exception:  # noqa: BLE001 - cannot tell: keep the files
         return True
+
+
+def _landed(path: str, adds: list) -> bool:
+    """Whether this write's commit is in the table although delta-rs raised (after the
+    commit file was written: a post-commit hook)."""
+    if adds and _in_log(path, adds[0].path):
+        logger.warning("delta table %s: the commit of %s succeeded although delta-rs "
+                       "raised", path, adds[0].path)
+        return True
+    return False
 
 
 def _remove_staging(fs, path: str, staging: str) -> None:
