@@ -33,15 +33,8 @@ def integer(name: str, value, minimum: Optional[int] = None, optional: bool = Fa
         value, ok = int(value), True
     if not ok or (minimum is not None and value < minimum) \
             or (maximum is not None and value > maximum):
-        if expected is None:
-            expected = "an integer"
-            if minimum is not None and maximum is not None:
-                expected = f"an integer in [{minimum}, {maximum}]"
-            elif minimum is not None:
-                expected += f" >= {minimum}"
-            if optional:
-                expected += " or null"
-        fail(name, value, expected, error)
+        fail(name, value, expected or _expected("an integer", "an integer", minimum, maximum,
+                                                False, False, optional, str), error)
     return int(value)
 
 
@@ -58,17 +51,23 @@ def number(name: str, value, minimum: Optional[float] = None,
     if ok and maximum is not None:
         ok = value < maximum if below else value <= maximum
     if not ok:
-        if expected is None:
-            expected = "a finite number"
-            if minimum is not None and maximum is not None:
-                expected = (f"a number in {'(' if above else '['}{minimum:g}, {maximum:g}"
-                            f"{')' if below else ']'}")
-            elif minimum is not None:
-                expected += f" {'>' if above else '>='} {minimum:g}"
-            if optional:
-                expected += " or null"
-        fail(name, value, expected, error)
+        fail(name, value, expected or _expected("a finite number", "a number", minimum, maximum,
+                                                above, below, optional, "{:g}".format), error)
     return float(value)
+
+
+def _expected(word: str, ranged: str, minimum, maximum, above: bool, below: bool,
+              optional: bool, show) -> str:
+    """What a bounded value must be: "an integer >= 1", "a number in [0, 1)", "... or
+    null"."""
+    if minimum is not None and maximum is not None:
+        text = (f"{ranged} in {'(' if above else '['}{show(minimum)}, {show(maximum)}"
+                f"{')' if below else ']'}")
+    elif minimum is not None:
+        text = f"{word} {'>' if above else '>='} {show(minimum)}"
+    else:
+        text = word
+    return text + (" or null" if optional else "")
 
 
 def _is_number(x) -> bool:

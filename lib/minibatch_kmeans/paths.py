@@ -1,11 +1,13 @@
 """Paths the driver can or cannot open: which URIs are remote (``s3a:``, ``abfss:``,
-``hdfs:``...) and the driver-local file name of the others (``file:``, ``dbfs:``). Used by
-every layer that reads or writes files; imports nothing of the library."""
+``hdfs:``...) and the driver-local file name of the others (``file:``, ``dbfs:``); and how
+the driver replaces a file whole (:func:`replace_file`). Used by every layer that reads or
+writes files; imports nothing of the library."""
 from __future__ import annotations
 
 import os
 import re
-from typing import Optional
+import tempfile
+from typing import Callable, Optional
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
@@ -34,3 +36,28 @@ def local_dir(path: str) -> Optional[str]:
     """The absolute driver-local name of ``path`` (:func:`driver_path`), or None for a
     remote path."""
     return None if is_remote(path) else os.path.abspath(driver_path(path))
+
+
+def replace_file(path: str, write: Callable, prefix: Optional[str] = None,
+                 suffix: str = ".tmp") -> str:
+    """Write a driver-local file by ``write(binary file)`` into a temporary file of its own
+    beside ``path`` (a unique name: two writers never share one; ``prefix`` defaults to
+    ``.<name>.``), synced, then renamed over ``path``: a reader sees the old file or the
+    new one, never half of one. Parent folders are created. Returns ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{os.path.basename(path)}.", suffix=suffix,
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

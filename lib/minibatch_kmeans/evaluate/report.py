@@ -9,10 +9,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from typing import Any, Iterable, List, Mapping, Optional
 
 import numpy as np
+
+from ..paths import replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -172,34 +173,15 @@ def write_json(data: Mapping[str, Any], path: str) -> str:
     """Write ``data`` as indented JSON to a driver-local file (NumPy values converted,
     NaN and infinity as null); parent folders are created."""
     text = json.dumps(_jsonable(dict(data)), indent=2, allow_nan=False) + "\n"
-    _replace_file(path, lambda f: f.write(text.encode("utf-8")))
+    replace_file(path, lambda f: f.write(text.encode("utf-8")))
     logger.info("wrote summary %s", path)
     return path
 
 
 def write_text(text: str, path: str) -> str:
     """Write ``text`` to a driver-local file, replaced whole (:func:`write_json`'s way)."""
-    _replace_file(path, lambda f: f.write(text.encode("utf-8")))
+    replace_file(path, lambda f: f.write(text.encode("utf-8")))
     return path
-
-
-def _replace_file(path: str, write) -> None:
-    """Write a file by ``write(binary file)`` into a temporary file of its own (a unique
-    name: two writers never share one) beside ``path``, then rename it over ``path``:
-    a reader sees the old file or the new one, never half of one."""
-    _ensure_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # -- the comparison with MLlib -----------------------------------------------------------
@@ -222,7 +204,7 @@ def new_figure(size):
 def save_figure(fig, path: str) -> str:
     """Write ``fig`` as a PNG to ``path`` (parent directories created; replaced whole, as
     :func:`write_json` does); returns the path."""
-    _replace_file(path, lambda f: fig.savefig(f, format="png"))
+    replace_file(path, lambda f: fig.savefig(f, format="png"))
     logger.info("wrote %s", path)
     return path
 

@@ -33,13 +33,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from ..core.checkpoint import FINAL_REASONS, Checkpoint, check_resumable, from_json, to_json
 from ..errors import InvalidParamError
-from ..paths import driver_path, is_remote
+from ..paths import driver_path, is_remote, replace_file
 from .params import fit_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -119,22 +118,9 @@ class LocalCheckpointStore:
     def save(self, ckpt: Checkpoint) -> str:
         """Write ``ckpt`` atomically; delete all but the latest ``keep`` checkpoints (and
         temporary files a killed writer left). Returns the file's path."""
-        os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, checkpoint_file_name(self.codec.key(ckpt)[0]))
-        text = self.codec.dump(ckpt)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        text = self.codec.dump(ckpt).encode("utf-8")
+        replace_file(final, lambda f: f.write(text), prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)
         self._prune()
         return final
 
