@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, ModelPersistenceError
-from ..ml.persistence import check_saved_shape, data_dir
+from ..ml.persistence import centers_from_table, data_dir
 
 @dataclass(frozen=True)
 class SavedModel:
@@ -60,13 +60,10 @@ class SavedModel:
                 f"cannot read a MiniBatchKMeansModel from {path!r}: it holds a "
                 f"{meta.get('class')}")
         table = pq.read_table(os.path.join(path, data_dir(meta))).to_pandas()
-        table = table.sort_values("clusterIdx")
-        rows = [np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]]
-        check_saved_shape(path, meta, list(table["clusterIdx"]), [len(c) for c in rows])
-        centers = np.vstack(rows)
+        centers, weight_sums = centers_from_table(path, meta, table)
         params = dict(meta.get("defaultParamMap", {}))
         params.update(meta.get("paramMap", {}))
-        return cls(centers, table["weightSum"].to_numpy(np.float64), meta, params)
+        return cls(centers, weight_sums, meta, params)
 
     @property
     def feature_schema(self) -> Optional[dict]:

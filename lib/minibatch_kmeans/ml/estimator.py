@@ -29,7 +29,7 @@ from ..spark.params import PARAM_RULES
 from ..spark.prepare import feature_names
 from ..spark.udfs import STATS_SCHEMA, stats_function, table_to_stats
 from .params import UPDATE_RULES, MiniBatchKMeansParams, discount_rule
-from .persistence import (check_saved_shape, data_dir, new_data_dir, path_exists,
+from .persistence import (centers_from_table, data_dir, new_data_dir, path_exists,
                           remove_old_data)
 from .predict import predict_matrix, predict_udf
 from .summary import MiniBatchKMeansSummary
@@ -558,16 +558,7 @@ class MiniBatchKMeansModel(Model, MiniBatchKMeansParams, _ReadWrite):
     @classmethod
     def _load(cls, spark, path: str, meta: dict) -> "MiniBatchKMeansModel":
         table = spark.read.parquet(f"{path}/{data_dir(meta)}").toArrow()
-        return cls._from_table(path, meta, table.to_pandas())
-
-    @classmethod
-    def _from_table(cls, path: str, meta: dict, table) -> "MiniBatchKMeansModel":
-        """A model from its metadata and its data rows (clusterIdx, clusterCenter,
-        weightSum), after checking that they agree on k and the feature count."""
-        table = table.sort_values("clusterIdx")
-        centers = [np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]]
-        check_saved_shape(path, meta, list(table["clusterIdx"]), [len(c) for c in centers])
-        return cls._from_arrays(meta, np.vstack(centers), table["weightSum"].to_numpy())
+        return cls._from_arrays(meta, *centers_from_table(path, meta, table.to_pandas()))
 
     @classmethod
     def _from_arrays(cls, meta: dict, centers, weight_sums) -> "MiniBatchKMeansModel":

@@ -10,7 +10,9 @@ import logging
 import os
 import shutil
 import uuid
-from typing import Sequence
+from typing import Sequence, Tuple
+
+import numpy as np
 
 from ..errors import ModelPersistenceError
 from ..paths import local_dir
@@ -49,6 +51,15 @@ def remove_old_data(path: str, keep: str) -> None:
     for old in glob.glob(os.path.join(folder, "data*")):
         if os.path.basename(old) != keep and os.path.isdir(old):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def centers_from_table(path: str, meta: dict, table) -> Tuple[np.ndarray, np.ndarray]:
+    """(centers, weight sums), float64, of a saved model's data rows (a pandas frame of
+    clusterIdx, clusterCenter, weightSum), after :func:`check_saved_shape`."""
+    table = table.sort_values("clusterIdx")
+    rows = [np.asarray(c, dtype=np.float64) for c in table["clusterCenter"]]
+    check_saved_shape(path, meta, list(table["clusterIdx"]), [len(c) for c in rows])
+    return np.vstack(rows), table["weightSum"].to_numpy(np.float64)
 
 
 def check_saved_shape(path: str, meta: dict, cluster_ids: Sequence[int],

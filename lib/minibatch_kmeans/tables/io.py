@@ -27,7 +27,6 @@ import re
 from datetime import date, datetime
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -59,21 +58,13 @@ def _reason(e: BaseException) -> str:
     return f"{reason} ({first})" if reason and reason not in first else first
 
 
-def _spark_errors() -> Tuple[type, ...]:
-    try:
-        from py4j.protocol import Py4JJavaError
-    except ImportError:  # pragma: no cover - Spark Connect only
-        return (PySparkException,)
-    return (PySparkException, Py4JJavaError)
-
-
 def _resolved(what: str, build: Callable[[], DataFrame]) -> DataFrame:
     """``build()``, analysed now (so a missing table fails here, also on Spark Connect where
     reads are lazy), with Spark's errors as InvalidInputError."""
     try:
         df = build()
         df.schema  # noqa: B018 - forces analysis under Spark Connect
-    except _spark_errors() as e:
+    except delta.native.spark_errors() as e:
         raise InvalidInputError(f"cannot read the {what}: {_reason(e)}") from None
     return df
 
@@ -233,7 +224,7 @@ def _table_info(spark: SparkSession, table: str) -> Tuple[str, Optional[str]]:
     """(provider, location) of a catalog table (``DESCRIBE TABLE EXTENDED``)."""
     try:
         rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
-    except _spark_errors() as e:
+    except delta.native.spark_errors() as e:
         raise InvalidInputError(f"cannot read the delta table {table!r}: {_reason(e)}") from None
     info = {(r[0] or "").strip(): r[1] for r in rows}
     return (info.get("Provider") or "").strip().lower(), info.get("Location") or None
@@ -243,7 +234,7 @@ def _table_location(spark: SparkSession, table: str) -> str:
     """Where a catalog table's files are (``DESCRIBE TABLE EXTENDED``), for delta-rs."""
     try:
         rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
-    except _spark_errors() as e:
+    except delta.native.spark_errors() as e:
         raise InvalidInputError(f"cannot read the delta table {table!r}: {_reason(e)}") from None
     info = {(r[0] or "").strip(): r[1] for r in rows}
     if not info.get("Location"):
@@ -381,7 +372,7 @@ def _parquet_existing(spark: SparkSession, path: str
         existing = spark.read.parquet(path)
         schema = existing.schema
         first = existing.inputFiles()[:1]
-    except _spark_errors():
+    except delta.native.spark_errors():
         return None  # missing, or no Parquet files (empty directory)
     names = [f.name for f in schema.fields]
     dirs = first[0].split("/")[:-1] if first else []
@@ -437,7 +428,7 @@ def _write_delta_native(spark, df, path, mode, parts, replace_partitions) -> Non
         with temporary_conf(spark, {"spark.sql.parquet.outputTimestampType":
                                     "TIMESTAMP_MICROS"}):
             writer.save(path)
-    except _spark_errors() as e:
+    except delta.native.spark_errors() as e:
         refused = (delta.native.write_refusal(e, path)
                    or delta.write.concurrent_write_error(e, path))
         if refused is None:
