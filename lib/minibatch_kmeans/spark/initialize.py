@@ -15,6 +15,7 @@ from ..core import rng as rng_mod
 from ..core.kernels import BatchStats, batch_stats, normalize_rows
 from ..core.minibatch import Convergence, MiniBatchState
 from ..errors import InvalidInputError
+from .collect import collect_matrix
 from .params import FitParams, check_initial_centers
 from .prepare import N_SLOTS, Prepared
 from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, sample_function,
@@ -50,26 +51,17 @@ class Initializer:
         """(keys, rows float64, weights or None) of a small DataFrame, sorted by key."""
         return self.rows_from_table(df.toArrow())
 
-    def collect_all(self, rows):
+    def collect_all(self, rows, expected_rows: int = 0):
         """Every row of ``rows`` (:func:`prepare.valid_features`, with or without
         ``_valid``) on the driver, counted there: (counts as :func:`prepare.count_columns`
         names them, keys (:func:`~minibatch_kmeans.core.rng.row_keys` of the rows in the
         compute dtype), rows in the compute dtype (unit rows under cosine distance),
-        weights or None), the valid rows in arrival order."""
-        table = rows.toArrow()
-        n_bad = 0
-        if "_valid" in table.column_names:
-            valid = table.column("_valid").to_numpy(zero_copy_only=False).astype(bool)
-            n_bad = int(len(valid) - valid.sum())
-            if n_bad:
-                table = table.filter(pa.array(valid))
-        X = feature_matrix(table, self.d, self.p.np_dtype)
+        weights or None), the valid rows in the DataFrame's order. ``expected_rows``: an
+        estimate of the row count (0: unknown), to size the matrix once."""
+        X, w, n_bad = collect_matrix(rows, self.d, self.p.np_dtype, expected_rows)
         keys = rng_mod.row_keys(X, self.p.seed)
         if self.p.spherical:
             X = normalize_rows(X)
-        w = None
-        if "weight" in table.column_names:
-            w = table.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)
         n = len(X)
         counts = {"n": n, "bad": n_bad, "w": float(n if w is None else w.sum()),
                   "h": int(np.bitwise_xor.reduce(keys)) if n else 0}

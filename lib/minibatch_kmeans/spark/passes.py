@@ -114,8 +114,8 @@ def fit_passes(df, spec: FeatureSpec, params: FitParams, should_stop=None,
     :func:`minibatch_kmeans.spark.fit.fit`; checkpoints are saved after every pass."""
     p = params
     t_start = time.perf_counter()
-    mode, fraction = _choose_mode_and_fraction(df, spec.n_features, p)
-    data, rows = _read_input(df, spec, p, mode, fraction)
+    mode, fraction, estimate = _choose_mode_and_fraction(df, spec.n_features, p)
+    data, rows = _read_input(df, spec, p, mode, fraction, estimate)
     n = data.n_rows
     logger.info("%d rows: %s fit, %d of them on the driver", n, mode, len(rows.keys))
     mb = Initializer(data, p)
@@ -189,21 +189,21 @@ class _Plan(NamedTuple):
                 "initSizeUsed": self.init_size, "maxPasses": MAX_PASSES}
 
 
-def _choose_mode_and_fraction(df, n_features: int, p: FitParams) -> Tuple[str, float]:
-    """The fit mode, "local" or "pass" (:func:`choose_mode`), and the fraction of the rows
-    the epochs pass samples (1.0: all of them), from the row count: Spark's own for a
-    materialised cache, else a count (metadata only on files)."""
+def _choose_mode_and_fraction(df, n_features: int, p: FitParams) -> Tuple[str, float, int]:
+    """The fit mode, "local" or "pass" (:func:`choose_mode`), the fraction of the rows the
+    epochs pass samples (1.0: all of them) and the row count they come from: Spark's own
+    for a materialised cache, else a count (metadata only on files)."""
     estimate = plan_rows(df) if is_cached(df) else None
     if estimate is None:
         estimate = df.count()
     mode = choose_mode(p.fit_mode, estimate, n_features, p.np_dtype)
     fraction = 1.0 if mode == "local" else min(
         1.0, epoch_sample_rows(p.k, n_features, p.np_dtype) / max(estimate, 1))
-    return mode, fraction
+    return mode, fraction, estimate
 
 
-def _read_input(df, spec: FeatureSpec, p: FitParams, mode: str,
-                fraction: float) -> Tuple[Prepared, _DriverRows]:
+def _read_input(df, spec: FeatureSpec, p: FitParams, mode: str, fraction: float,
+                estimate: int) -> Tuple[Prepared, _DriverRows]:
     """The input counted and checked (handleInvalid, k against the rows), and the rows the
     driver holds. "local": one job collects every row to the driver, which counts them.
     "pass": a JVM job counts them; once the counts pass the checks, another brings the
@@ -212,7 +212,7 @@ def _read_input(df, spec: FeatureSpec, p: FitParams, mode: str,
     reader = Initializer(Prepared(None, spec, 0, 0.0), p)
     if mode == "local":  # every row on the driver, counted there
         counts, keys, X, w = reader.collect_all(
-            valid_features(df, spec, p.dtype, p.spherical, with_invalid=True))
+            valid_features(df, spec, p.dtype, p.spherical, with_invalid=True), estimate)
     else:
         counts = count_rows(df, spec, p.seed, p.dtype, p.spherical,
                             content_hash=p.checkpoint_dir is not None)
@@ -222,8 +222,10 @@ def _read_input(df, spec: FeatureSpec, p: FitParams, mode: str,
         return data, _DriverRows(keys, X, w)
     # the exact passes read every valid row; a sample of them comes first
     exact_input = valid_features(df, spec, p.dtype, p.spherical)
+    # a matrix sized with room for the sample's spread: only the rows written are touched
     _, keys, X, w = reader.collect_all(exact_input if fraction >= 1.0 else valid_features(
-        df.sample(fraction=fraction, seed=p.seed), spec, p.dtype, p.spherical))
+        df.sample(fraction=fraction, seed=p.seed), spec, p.dtype, p.spherical),
+        int(data.n_rows * min(1.0, 1.05 * fraction)) + 1024)
     return data, _DriverRows(keys, X, w, exact_input, start_warmup(df.sparkSession,
                                                                    p.np_dtype))
 

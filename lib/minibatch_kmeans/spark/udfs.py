@@ -31,10 +31,11 @@ def arrow_matrix(col, n_features: int, dtype) -> np.ndarray:
     return flat.astype(dtype, copy=False).reshape(len(col), n_features)
 
 
-def feature_matrix(batch, n_features: int, dtype) -> np.ndarray:
+def feature_matrix(batch, n_features: int, dtype, out: Optional[np.ndarray] = None
+                   ) -> np.ndarray:
     """The per-feature columns f0 ... f{d-1} of an Arrow batch or table as an (n, d)
-    matrix, no Python object per row."""
-    X = np.empty((batch.num_rows, n_features), dtype=dtype)
+    matrix, no Python object per row; written into ``out`` (n rows) when given."""
+    X = np.empty((batch.num_rows, n_features), dtype=dtype) if out is None else out
     names = [f"f{j}" for j in range(n_features)]
     start = 0
     # Record batch by record batch: each block is transposed while it is in cache (3x
