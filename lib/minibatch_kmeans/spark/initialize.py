@@ -8,7 +8,6 @@ import math
 from typing import Optional
 
 import numpy as np
-import pyarrow as pa
 
 from ..core import init as init_mod
 from ..core import rng as rng_mod
