@@ -14,12 +14,13 @@ import sys
 from typing import Callable, List, Optional
 
 from ..errors import MiniBatchKMeansError
-from ..spark.session import job_session
+from ..spark.session import job_session, redact_text
 from .config import configure_logging, run_id_override
 
 
 def one_line(message: str, limit: Optional[int] = None) -> str:
-    text = " ".join(str(message).split())
+    """``message`` on one line (at most ``limit`` characters), secrets redacted."""
+    text = redact_text(" ".join(str(message).split()))
     return text if limit is None else text[:limit]
 
 

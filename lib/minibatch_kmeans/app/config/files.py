@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from ...errors import ConfigError
-from ...spark.session import redact
+from ...spark.session import redact, redact_text
 from . import values as val
 
 logger = logging.getLogger(__name__)
@@ -99,11 +99,20 @@ def apply_override(raw: Dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with the secrets inside them hidden
+    (:func:`~minibatch_kmeans.spark.session.redact_text`), whichever library logged them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Jobs configure logging (libraries only log): a timestamped line per record on
-    stderr at ``level``; py4j and matplotlib only from WARNING."""
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr at ``level``, secrets redacted; py4j and matplotlib only from WARNING."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger().setLevel(level)
     for name in ("minibatch_kmeans", "minibatch_kmeans_jobs"):
         logging.getLogger(name).setLevel(level)
