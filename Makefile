@@ -14,7 +14,7 @@ JARS_STAMP := $(JARS)/.fetched
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,compare,mlops]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[spark,dev,compare,mlops]'
 	touch $(STAMP)
 
 install: $(STAMP)

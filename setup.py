@@ -10,20 +10,39 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "Operating System :: OS Independent",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Information Analysis",
+        "Typing :: Typed",
+    ],
     # The import name is minibatch_kmeans (never "lib"). The thin spark-submit entry
     # points in jobs/ also ship in the wheel, as minibatch_kmeans_jobs, so that
     # console scripts and Databricks wheel tasks call the very same main().
     package_dir={"": "lib", "minibatch_kmeans_jobs": "jobs"},
     packages=find_packages("lib") + ["minibatch_kmeans_jobs"],
+    package_data={"minibatch_kmeans": ["py.typed"]},
     install_requires=[
         "numpy>=1.26,<3",
         "pandas>=2.2,<3",  # pyspark 4.2 does not fully support pandas 3 yet
         "pyarrow>=18",
-        "pyspark[connect]>=4.0.1,<=4.2.0",  # delta-spark 4.4 accepts pyspark <= 4.2.0
         "pyyaml>=6",
         "matplotlib>=3.8",
     ],
     extras_require={
+        # pyspark itself: a cluster, Databricks or a notebook brings its own Spark, which
+        # installing this package must not replace; install the extra where there is none
+        # (4.1: arrow_udf, which scoring uses)
+        "spark": ["pyspark[connect]>=4.1,<5"],
         # jobs/compare.py and minibatch_kmeans.evaluate.compare: Hungarian matching, ARI/NMI and
         # the single-machine references
         "compare": ["scipy>=1.11", "scikit-learn>=1.5"],

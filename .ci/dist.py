@@ -32,7 +32,7 @@ PACKAGES = {"minibatch_kmeans": ROOT / "lib" / "minibatch_kmeans",
             "minibatch_kmeans_jobs": ROOT / "jobs"}
 ZIP_NAME = "minibatch_kmeans.zip"
 # what setup.py reads
-WHEEL_SOURCES = ("setup.py", "README.md", "lib", "jobs")
+WHEEL_SOURCES = ("setup.py", "pyproject.toml", "README.md", "LICENSE", "lib", "jobs")
 
 
 def package_files(name: str, source: Path):

@@ -45,7 +45,11 @@ def arrow_batches(df) -> Iterator[Union[pa.RecordBatch, List[int]]]:
 
     port, secret, server = jdf.collectAsArrowToPython()
     try:
-        with _load_from_socket((port, secret), ArrowCollectSerializer()) as stream:
+        stream = _load_from_socket((port, secret), ArrowCollectSerializer())
+        if hasattr(stream, "__enter__"):  # pyspark 4.2: a context manager closing the socket
+            with stream as batches:
+                yield from batches
+        else:  # pyspark 4.1: a generator (its socket closes when collected)
             yield from stream
     finally:
         with unwrap_spark_exception():
