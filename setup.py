@@ -62,7 +62,8 @@ setup(
                 "deltalake>=1.2"],
     },
     entry_points={
-        "console_scripts": [f"mbkm-{j.replace('_', '-')}=minibatch_kmeans_jobs.{j}:main"
+        # each exits through sys.exit with the job's code (jobs/entry_points.py)
+        "console_scripts": [f"mbkm-{j.replace('_', '-')}=minibatch_kmeans_jobs.entry_points:{j}"
                             for j in JOBS],
     },
 )

@@ -17,14 +17,14 @@ from typing import List, Optional
 
 from minibatch_kmeans.app.config import LOG_LEVELS, configure_logging
 from minibatch_kmeans.tables.datagen import BlobSpec, write_blobs
-from minibatch_kmeans.app.cli import run_job
+from minibatch_kmeans.app.cli import job_parser, run_job
 from minibatch_kmeans.spark.session import job_session
 
 logger = logging.getLogger("minibatch_kmeans_jobs.generate_data")
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="generate_data", description=__doc__.split("\n\n")[0])
+    p = job_parser("generate_data", __doc__)
     p.add_argument("--out", default="out/data/blobs", help="output path (default: %(default)s)")
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--features", type=int, default=16)

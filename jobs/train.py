@@ -1,4 +1,4 @@
-"""Train mini-batch k-means on a table, as a YAML config says.
+r"""Train mini-batch k-means on a table, as a YAML config says.
 
     python jobs/train.py --conf conf/local.yaml [--set model.k=30 --set input.path=...]
     spark-submit --py-files dist/minibatch_kmeans.zip jobs/train.py --conf cluster.yaml \

@@ -298,8 +298,10 @@ def test_dist_wheel_and_zip(dist, tmp_path):
 
     wheel, zip_path = dist
     with zipfile.ZipFile(wheel) as w, zipfile.ZipFile(zip_path) as z:
-        modules = sorted(n for n in w.namelist() if ".dist-info/" not in n)
+        files = [n for n in w.namelist() if ".dist-info/" not in n]
+        modules = sorted(n for n in files if n.endswith(".py"))
         assert modules == sorted(z.namelist())
+        assert sorted(set(files) - set(modules)) == ["minibatch_kmeans/py.typed"]
         (entry_points,) = [n for n in w.namelist() if n.endswith(".dist-info/entry_points.txt")]
         scripts = [line.split("=")[0].strip() for line in w.read(entry_points).decode()
                    .splitlines() if line.startswith("mbkm-")]

@@ -18,6 +18,19 @@ from ..spark.session import job_session, redact_text
 from .config import configure_logging, run_id_override
 
 
+#: the exit codes every job's --help lists
+EXIT_CODES = ("exit codes: 0 success; 2 bad arguments, configuration or input (one line on "
+              "stderr); 1 anything else")
+
+
+def job_parser(name: str, doc: str, exit_codes: str = EXIT_CODES) -> argparse.ArgumentParser:
+    """The argument parser of job ``name``: named as its console script (``mbkm-train``),
+    with the job's docstring (its examples) as description and its exit codes."""
+    return argparse.ArgumentParser(prog="mbkm-" + name.replace("_", "-"), description=doc,
+                                   epilog=exit_codes,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def one_line(message: str, limit: Optional[int] = None) -> str:
     """``message`` on one line (at most ``limit`` characters), secrets redacted."""
     text = redact_text(" ".join(str(message).split()))
@@ -54,7 +67,7 @@ def config_job(name: str, doc: str, load, run, argv: Optional[List[str]] = None,
     ``code``. Failures map to exit codes as :func:`run_job` says.
     """
     def parse_args(argv):
-        parser = argparse.ArgumentParser(prog=name, description=doc.split("\n\n")[0])
+        parser = job_parser(name, doc)
         parser.add_argument("--conf", default=default_conf,
                             help="YAML job config (default: %(default)s)")
         parser.add_argument("--set", dest="overrides", action="append", default=[],
