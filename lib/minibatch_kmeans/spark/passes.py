@@ -45,7 +45,7 @@ from .features import FeatureSpec
 from .initialize import Initializer
 from .params import FitParams, FitResult, check_prepared, cost_from_inertia, default_init_size
 from .prepare import Prepared, count_rows, plan_rows, prepared_rows, valid_features
-from .session import default_parallelism, is_cached
+from .session import default_parallelism, is_cached, job_description
 from .udfs import (FARTHEST_SCHEMA, farthest_function, farthest_rows, table_to_farthest,
                    warmup_function)
 
@@ -96,8 +96,9 @@ def start_warmup(spark, dtype) -> threading.Thread:
     def run():
         try:
             slots = default_parallelism(spark)
-            (spark.range(0, slots, 1, slots).mapInArrow(warmup_function(dtype), "ok int")
-             .collect())
+            with job_description(spark, "mbkm fit: start the Python workers"):
+                (spark.range(0, slots, 1, slots).mapInArrow(warmup_function(dtype), "ok int")
+                 .collect())
         except Exception as e:  # noqa: BLE001 - an optimisation only
             logger.info("warming the Python workers failed (%s); the first pass starts "
                         "them", e)
@@ -210,12 +211,15 @@ def _read_input(df, spec: FeatureSpec, p: FitParams, mode: str, fraction: float,
     Bernoulli sample of ``fraction`` of the valid rows (all of them at 1.0), and the Python
     workers start warming up in the background."""
     reader = Initializer(Prepared(None, spec, 0, 0.0), p)
+    spark = df.sparkSession
     if mode == "local":  # every row on the driver, counted there
-        counts, keys, X, w = reader.collect_all(
-            valid_features(df, spec, p.dtype, p.spherical, with_invalid=True), estimate)
+        with job_description(spark, "mbkm fit: rows to the driver (local mode)"):
+            counts, keys, X, w = reader.collect_all(
+                valid_features(df, spec, p.dtype, p.spherical, with_invalid=True), estimate)
     else:
-        counts = count_rows(df, spec, p.seed, p.dtype, p.spherical,
-                            content_hash=p.checkpoint_dir is not None)
+        with job_description(spark, "mbkm fit: count the rows"):
+            counts = count_rows(df, spec, p.seed, p.dtype, p.spherical,
+                                content_hash=p.checkpoint_dir is not None)
     data = _counted_input(df, spec, p, counts)
     check_prepared(data, p)  # handleInvalid, k against the rows: before any sample
     if mode == "local":
@@ -223,9 +227,10 @@ def _read_input(df, spec: FeatureSpec, p: FitParams, mode: str, fraction: float,
     # the exact passes read every valid row; a sample of them comes first
     exact_input = valid_features(df, spec, p.dtype, p.spherical)
     # a matrix sized with room for the sample's spread: only the rows written are touched
-    _, keys, X, w = reader.collect_all(exact_input if fraction >= 1.0 else valid_features(
-        df.sample(fraction=fraction, seed=p.seed), spec, p.dtype, p.spherical),
-        int(data.n_rows * min(1.0, 1.05 * fraction)) + 1024)
+    with job_description(spark, "mbkm fit: the epochs' sample to the driver"):
+        _, keys, X, w = reader.collect_all(exact_input if fraction >= 1.0 else valid_features(
+            df.sample(fraction=fraction, seed=p.seed), spec, p.dtype, p.spherical),
+            int(data.n_rows * min(1.0, 1.05 * fraction)) + 1024)
     return data, _DriverRows(keys, X, w, exact_input, start_warmup(df.sparkSession,
                                                                    p.np_dtype))
 
@@ -291,7 +296,9 @@ class _Passes:
             return assignment_stats(rows.X, Cd, row_norms_sq(Cd), rows.w)
         if rows.warm is not None:
             rows.warm.join()
-        return self.mb.stats(rows.exact_input, C)
+        with job_description(rows.exact_input.sparkSession,
+                             f"mbkm fit: exact pass after pass {self.state.step} (cost, sizes)"):
+            return self.mb.stats(rows.exact_input, C)
 
     def farthest(self, C, m):
         """The ``m`` valid rows farthest from their nearest center, farthest first."""
@@ -300,8 +307,10 @@ class _Passes:
             Cd = np.ascontiguousarray(C, dtype=p.np_dtype)  # unit under cosine already
             return farthest_rows(rows.X, Cd, row_norms_sq(Cd), m)[1]
         fn = farthest_function(C, p.np_dtype, m, p.spherical)
-        return table_to_farthest(rows.exact_input.mapInArrow(fn, FARTHEST_SCHEMA).toArrow(),
-                                 self.mb.d, m)
+        with job_description(rows.exact_input.sparkSession,
+                             f"mbkm fit: the {m} farthest rows, for empty clusters"):
+            table = rows.exact_input.mapInArrow(fn, FARTHEST_SCHEMA).toArrow()
+        return table_to_farthest(table, self.mb.d, m)
 
 
 def _run_loop(p: FitParams, plan: _Plan, state, passes: _Passes,

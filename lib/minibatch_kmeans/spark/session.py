@@ -150,6 +150,32 @@ def job_session(app_name: str, master: Optional[str] = None,
             spark.stop()
 
 
+@contextmanager
+def job_description(spark, text: str) -> Iterator[None]:
+    """Spark jobs started by this thread in the block show ``text`` in the Spark UI: the
+    job description on classic Spark (restored afterwards), a job tag on Spark Connect
+    (commas and spaces become dashes, as tags allow). Never fails the block."""
+    if is_connect(spark):
+        tag = re.sub(r"[,\s]+", "-", text.strip()) or "mbkm"
+        try:
+            spark.addTag(tag)
+        except Exception:  # noqa: BLE001 - a label only
+            yield
+            return
+        try:
+            yield
+        finally:
+            spark.removeTag(tag)
+        return
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(text)
+    try:
+        yield
+    finally:
+        sc.setJobDescription(before)
+
+
 def is_cached(df) -> bool:
     """Whether ``df`` is persisted (its plan then carries an exact row count)."""
     try:
