@@ -7,8 +7,8 @@ Loads the registered model's champion and its reference statistics, reads the ne
 (a table, a Delta version, a partition via ``monitor.where``), runs the data quality gate
 (quarantine and report as in jobs/train.py), and writes a drift report (schema drift, PSI
 and Kolmogorov-Smirnov per feature, Jensen-Shannon divergence of cluster proportions,
-ratio of mean distance to the nearest center) as JSON, Markdown and PNG, logged with an
-MLflow run. On drift, or with ``monitor.force_retrain``, it trains a challenger on the
+ratio of mean distance to the nearest center) as JSON, Markdown and PNG under
+``<output.dir>/<run id>/``, logged with an MLflow run. On drift, or with ``monitor.force_retrain``, it trains a challenger on the
 slice (warm start from the champion when the schema is unchanged), compares both on the
 same held-out rows, registers the challenger, promotes it when it wins (relative
 threshold; the absolute gate when the champion cannot score the data) and records the
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from typing import List, Optional
 
 from minibatch_kmeans.app.cli import config_job
@@ -30,14 +31,18 @@ from minibatch_kmeans.app.monitor_job import run_monitor
 
 
 def run(spark, cfg, args):
-    run_id = cfg.run_id or time.strftime("monitor-%Y%m%dT%H%M%SZ", time.gmtime())
+    # without a run id: the time and a random suffix, so that two runs started in the same
+    # second still write their reports to two directories
+    run_id = cfg.run_id or (time.strftime("monitor-%Y%m%dT%H%M%SZ-", time.gmtime())
+                            + uuid.uuid4().hex[:8])
     return run_monitor(spark, cfg, run_id)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     return config_job("monitor", __doc__, load_monitor_config, run, argv,
                       default_conf="conf/monitor.yaml", example="monitor.force_retrain=true",
-                      run_id_help="names this run (quality outputs, MLflow run)")
+                      run_id_help="names this run: its report directory <output.dir>/<run id>, "
+                      "its partition of the quality tables, its MLflow run")
 
 
 if __name__ == "__main__":

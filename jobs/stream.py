@@ -16,7 +16,9 @@ minibatch_kmeans.app.stream_job.
 
 Exit codes: 0 the stream ended (its trigger, or ``stream.timeout_seconds``), 2 bad
 configuration or input (``stream.handle_invalid: error`` and a micro-batch with invalid
-rows, a state that belongs to another checkpoint or input), 1 anything else.
+rows, a state that belongs to another checkpoint or input, a state directory another query
+holds), 1 anything else. A first micro-batch with fewer than k distinct valid rows (no
+``stream.model``) is not applied, and its rows wait for the next micro-batches'.
 """
 from __future__ import annotations
 

@@ -88,5 +88,5 @@ print(result.text())
 # COMMAND ----------
 
 nb.show(drift_markdown(result.report), "drift")
-nb.show_png(os.path.join(output_dir, "monitor", "drift.png"))
+nb.show_png(os.path.join(output_dir, "monitor", "notebook", "drift.png"))  # the run's dir
 print(f"champion now: version {registry.champion(model_name).version}")

@@ -15,7 +15,7 @@ from minibatch_kmeans.lifecycle.drift import (PSI_EPSILON, DriftThresholds, bin_
                                               drift_markdown, drift_report, holdout_split,
                                               plot_drift, psi, reference_statistics,
                                               schema_differences)
-from minibatch_kmeans.errors import InvalidParamError
+from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
 from minibatch_kmeans.evaluate.report import write_json
 from minibatch_kmeans.spark.features import FeatureSpec
 
@@ -240,3 +240,27 @@ def test_report_files_are_replaced_whole_by_concurrent_writers(tmp_path):
     assert json.loads(open(path).read())["writer"] in ("a", "b")
     write_text("# drift\n", str(tmp_path / "drift.md"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drift.json", "drift.md"]
+
+
+def test_wide_reference_statistics_bound_the_sample_and_name_the_feature_limit(
+        spark, monkeypatch):
+    """Wide features (issue 18): the hashed sample is cut to MAX_SAMPLE_VALUES values (rows
+    x features), so the driver's memory and the JSON stay bounded, and more features than
+    MAX_FEATURES (one aggregation's columns) fail before any Spark job, naming the limit.
+    The limits are lowered so that 40 features exercise both at test size."""
+    from minibatch_kmeans.lifecycle import drift as drift_mod
+
+    d = 40
+    X = np.random.default_rng(4).normal(size=(300, d)) + np.repeat([[0.0], [6.0]], 150, 0)
+    df = spark.createDataFrame([(x.tolist(),) for x in X], "a array<double>")
+    model = MiniBatchKMeans(k=2, featuresCol="a", seed=1,
+                            computeTrainingCost=False).fit(df)
+    monkeypatch.setattr(drift_mod, "MAX_SAMPLE_VALUES", 20 * d)
+    ref = reference_statistics(model, df, bins=4, sample_rows=200)
+    assert ref["sampleRows"] == 20
+    assert all(len(f["sample"]) == 20 for f in ref["features"].values())
+    assert ref["validRows"] == 300 and len(ref["features"]) == d
+    monkeypatch.setattr(drift_mod, "MAX_FEATURES", d - 1)
+    with pytest.raises(InvalidInputError) as e:
+        reference_statistics(model, df, bins=4)
+    assert f"at most {d - 1} features" in str(e.value) and f"has {d}" in str(e.value)

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 
 from minibatch_kmeans.tables import delta
 from minibatch_kmeans.errors import InvalidInputError, InvalidParamError
-from minibatch_kmeans.tables.io import read_table, write_table
+from minibatch_kmeans.tables.io import read_table, remove_partition, write_table
 
 import delta_engines
 from helpers import requires_delta_jars
@@ -421,6 +421,50 @@ def test_write_parquet_modes_and_replace_partitions(spark, tmp_path):
         write_table(scores(spark, "a", [1.0]), flat, replace_partitions=True)
     with pytest.raises(InvalidParamError, match="partition_by"):
         write_table(scores(spark, "a", [1.0]), flat, partition_by=["nope"])
+
+
+def test_string_partitions_read_the_directory_text(spark, tmp_path):
+    path = str(tmp_path / "runs")
+    write_table(scores(spark, "7", [1.0]), path, partition_by=["run_id"])
+    write_table(scores(spark, "007", [2.0, 3.0]), path, replace_partitions=True)
+    inferred = read_table(spark, path)  # what Spark makes of run_id=7 and run_id=007
+    assert inferred.schema["run_id"].dataType == T.IntegerType()
+    assert {r.run_id for r in inferred.collect()} == {7}
+    got = read_table(spark, path, string_partitions=["run_id"])
+    assert got.columns == ["id", "score", "run_id"]
+    assert got.schema["run_id"].dataType == T.StringType()
+    assert sorted((r.run_id, r.score) for r in got.collect()) == [
+        ("007", 2.0), ("007", 3.0), ("7", 1.0)]
+    day = str(tmp_path / "day")
+    write_table(scores(spark, "2026-11-24", [1.0]), day, partition_by=["run_id"])
+    assert read_table(spark, day).schema["run_id"].dataType == T.DateType()
+    assert read_table(spark, day, string_partitions=["run_id", "id"]).first().run_id \
+        == "2026-11-24"  # id is a data column: read as stored
+    with pytest.raises(InvalidParamError, match=r"string_partitions=\[7\] is not valid"):
+        read_table(spark, path, string_partitions=[7])
+
+
+def test_remove_partition_removes_one_and_leaves_the_others(spark, engine, tmp_path):
+    odd = "a:b/c=d 'q' \\ é%"  # escaped in directory names, quoted in predicates
+    for fmt in ("parquet", "delta"):
+        path = str(tmp_path / fmt)
+        for run, values in ((odd, [1.0, 2.0]), ("b", [5.0])):
+            write_table(scores(spark, run, values), path, fmt, partition_by=["run_id"],
+                        replace_partitions=True)
+        assert remove_partition(spark, path, fmt, {"run_id": odd}) is True
+        assert remove_partition(spark, path, fmt, {"run_id": odd}) is False
+        got = read_table(spark, path, fmt).collect()
+        assert [(r.run_id, r.score) for r in got] == [("b", 5.0)]
+        missing = str(tmp_path / f"none-{fmt}")
+        assert remove_partition(spark, missing, fmt, {"run_id": "b"}) is False
+        assert not os.path.exists(missing)  # no table made
+        with pytest.raises(InvalidInputError, match=r"partitioned by \['run_id'\], not \['day'\]"):
+            remove_partition(spark, path, fmt, {"day": "b"})
+    assert json.loads(DeltaTable(str(tmp_path / "delta")).to_pandas()["run_id"].to_json()) \
+        == {"0": "b"}
+    for bad in ({"run_id": 7}, {}, ["run_id"]):
+        with pytest.raises(InvalidParamError, match="expected a mapping of each partition"):
+            remove_partition(spark, str(tmp_path / "delta"), "delta", bad)
 
 
 def test_formats_do_not_mix(spark, engine, tmp_path):

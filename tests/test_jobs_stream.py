@@ -1,6 +1,7 @@
 """jobs/stream.py as users run it: the exit codes and summary line, and a real stream
 process killed with SIGKILL (Python and the JVM) mid-stream and started again from its
-checkpoint ends with the state of an uninterrupted run."""
+checkpoint ends with the state of an uninterrupted run; the lock or lease a killed process
+left on the state directory does not block the next run."""
 import os
 import subprocess
 import sys
@@ -79,6 +80,102 @@ def start(conf, log):
     return subprocess.Popen([sys.executable, "jobs/stream.py", "--conf", conf], cwd=ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # its own process group, JVM included
+
+
+HOLD = """
+import sys, time
+from minibatch_kmeans.app.stream_lock import StateDirLock
+StateDirLock(sys.argv[1], "a test holder").acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_and_kill(directory):
+    """A process that takes the OS lock on ``directory`` and is killed with SIGKILL
+    holding it: its pid."""
+    import signal
+
+    from minibatch_kmeans.app.stream_lock import StateDirLock
+    from minibatch_kmeans.errors import ConcurrentWriteError
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, directory], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(ConcurrentWriteError, match=f"pid {proc.pid} on host .* for a "
+                                                       "test holder"):
+            StateDirLock(directory).acquire()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    return proc.pid
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(spark, tmp_path, monkeypatch, capsys):
+    conf = write_job(tmp_path)
+    hold_and_kill(str(tmp_path / "out" / "state"))
+    assert (tmp_path / "out" / "state" / ".lock").exists()  # the file stays, unlocked
+    monkeypatch.chdir(ROOT)
+    assert stream.main(["--conf", conf]) == 0
+    assert f"{FILES} micro-batches processed" in capsys.readouterr().out
+
+
+def test_a_lease_of_a_dead_or_silent_owner_is_taken_over(spark, tmp_path):
+    """The lease of state directories that are not driver-local, through Spark's reader
+    and writer (here on a local path)."""
+    import json
+    import socket
+
+    from minibatch_kmeans.app.stream_lock import StateDirLease
+    from minibatch_kmeans.errors import ConcurrentWriteError
+
+    directory = str(tmp_path / "state")
+    dead = hold_and_kill(str(tmp_path / "other"))  # a pid that no longer exists
+
+    def leave(pid, host, age):  # another owner's lease, in both slots
+        doc = json.dumps({"host": host, "pid": pid, "token": "t", "since": time.time() - age,
+                          "heartbeat": time.time() - age, "at": time.time()})
+        for slot in ("slot-0", "slot-1"):
+            (spark.createDataFrame([(doc,)], "value string").coalesce(1)
+             .write.mode("overwrite").text(f"{directory}/lease/{slot}"))
+
+    leave(os.getpid(), socket.gethostname(), 0)  # alive, fresh: held
+    with pytest.raises(ConcurrentWriteError, match=f"{directory} is held by another query "
+                                                   f"\\(pid {os.getpid()} on host"):
+        StateDirLease(spark, directory, seconds=30).acquire()
+    leave(dead, socket.gethostname(), 0)  # killed on this host: taken at once
+    lease = StateDirLease(spark, directory, seconds=30).acquire()
+    assert lease.held and lease.read()["token"] == lease.owner["token"]
+    with pytest.raises(ConcurrentWriteError, match="is held by another query"):
+        StateDirLease(spark, directory, seconds=30).acquire()  # a live lease: refused
+    assert lease.renew()
+    lease.release()
+    assert lease.read() is None
+    leave(1, "another-host", 100)  # another host's, silent for longer than its life
+    taken = StateDirLease(spark, directory, seconds=30).acquire()
+    assert taken.held
+    leave(1, "another-host", 0)  # taken over by another meanwhile: the heartbeat says so
+    assert not taken.renew() and not taken.held
+
+
+def test_a_lease_is_renewed_while_its_query_runs_and_released_when_it_ends(spark, tmp_path):
+    import threading
+
+    from minibatch_kmeans.app.stream_lock import StateDirLease, watch
+
+    lease = StateDirLease(spark, str(tmp_path / "state"), seconds=3).acquire()
+    first = lease.read()["heartbeat"]
+    running, stopped = threading.Event(), threading.Event()
+    running.set()
+    watcher = watch(lease, running.is_set, stopped.set)
+    deadline = time.time() + 60
+    while lease.read()["heartbeat"] == first and time.time() < deadline:
+        time.sleep(0.2)
+    assert lease.read()["heartbeat"] > first and lease.held  # renewed, still ours
+    running.clear()  # the query ended: the lease is let go
+    watcher.join(timeout=60)
+    assert not lease.held and lease.read() is None and not stopped.is_set()
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ reference statistics, as jobs/train.py does. The job tests run in file order and
 the champion it starts from."""
 import json
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,15 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 import mlflow  # noqa: E402
 
 from minibatch_kmeans import MiniBatchKMeans  # noqa: E402
-from minibatch_kmeans.app.config import AbsoluteGate, MonitorConfig  # noqa: E402
+from minibatch_kmeans.app.config import (AbsoluteGate, MonitorConfig,  # noqa: E402
+                                         load_monitor_config)
+from minibatch_kmeans.app.monitor_job import run_monitor  # noqa: E402
 from minibatch_kmeans.lifecycle.drift import holdout_split, reference_statistics  # noqa: E402
 from minibatch_kmeans.errors import ConfigError  # noqa: E402
-from minibatch_kmeans.lifecycle.monitor import decide  # noqa: E402
+from minibatch_kmeans.lifecycle.monitor import decide, promote_challenger  # noqa: E402
 from minibatch_kmeans.lifecycle.registry import tracking, version_tags  # noqa: E402
 from minibatch_kmeans_jobs import monitor  # noqa: E402
+from registry_race import CheckedAtOnce  # noqa: E402
 
 NAME = "monitor-test"
 D, K = 5, 3
@@ -107,13 +111,78 @@ def test_same_distribution_no_drift_no_retrain(spark, store, tmp_path, capsys):
     code, out = run_job(config(store, tmp_path, data), capsys)
     assert code == 0, out.err
     assert versions(reg) == before and reg.champion(NAME).version == champion
-    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    report = json.loads((tmp_path / "out" / "t1" / "drift.json").read_text())
     assert report["drift"] is False and report["outcome"]["outcome"] == "no drift"
-    assert (tmp_path / "out" / "drift.png").stat().st_size > 0
-    assert "| feature | PSI" in (tmp_path / "out" / "drift.md").read_text()
+    assert (tmp_path / "out" / "t1" / "drift.png").stat().st_size > 0
+    assert "| feature | PSI" in (tmp_path / "out" / "t1" / "drift.md").read_text()
     runs = mlflow.search_runs([reg.experiment_id], filter_string="tags.job = 'monitor'")
     assert runs["tags.drift"].iloc[0] == "false"
     assert "metrics.psi.x0" in runs.columns and "metrics.js" in runs.columns
+
+
+def test_two_monitors_sharing_an_output_directory_write_apart(spark, store, tmp_path):
+    # two monitor jobs, run ids r1 and r2, one output directory, at the same time: the job's
+    # runner in two threads of this session (monitor.main in a thread would stop the
+    # session at its end, as a thread has no active session and the job then owns one)
+    data = write_slice(spark, tmp_path, sample(2000, seed=2))
+    conf = config(store, tmp_path, data)
+    codes = {}
+
+    def job(run_id):
+        try:
+            cfg = load_monitor_config(conf, [f"run_id={run_id}"])
+            codes[run_id] = run_monitor(spark, cfg, cfg.run_id).code
+        except Exception as e:  # noqa: BLE001 - reported below
+            codes[run_id] = e
+
+    threads = [threading.Thread(target=job, args=(r,)) for r in ("r1", "r2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert codes == {"r1": 0, "r2": 0}, codes
+    out = tmp_path / "out"
+    for run_id in ("r1", "r2"):
+        report = json.loads((out / run_id / "drift.json").read_text())
+        assert report["drift"] is False and report["outcome"]["outcome"] == "no drift"
+        assert "| feature | PSI" in (out / run_id / "drift.md").read_text()
+        assert (out / run_id / "drift.png").read_bytes().startswith(b"\x89PNG")
+        assert json.loads((out / run_id / "quality.json").read_text())["runId"] == run_id
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == []  # nothing shared
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    quality = spark.read.parquet(str(out / "quality"))
+    assert sorted(r.run_id for r in quality.select("run_id").distinct().collect()) == [
+        "r1", "r2"]
+
+
+def test_two_monitors_promoting_against_one_champion_exactly_one_wins(spark, store):
+    # both found version 1 champion, registered a challenger and judged it better; their
+    # promotions start together and both check the champion before either moves it
+    # (register_challenger's promotion step in two threads: saving a model needs the
+    # session, which a thread does not have active)
+    reg, name = store["reg"], "monitor-race"
+    df = spark.createDataFrame(pd.DataFrame(sample(600, seed=8), columns=COLS))
+    model = MiniBatchKMeans(k=K, inputCols=COLS, **FIT).fit(df)
+    first = reg.log_model(model, name, reference_stats=reference_statistics(model, df))
+    reg.promote(name, first.version, expected_current=None)
+    challengers = [reg.log_model(model, name) for _ in range(2)]
+    racing = CheckedAtOnce(reg)
+    results = racing.race(*[
+        lambda mv=mv: promote_challenger(racing, name, mv, first, "promoted",
+                                         {"why": "better"})
+        for mv in challengers])
+    assert not any(isinstance(r, Exception) for r in results), results
+    decisions = {decision: str(mv.version) for mv, (decision, _) in zip(challengers, results)}
+    assert sorted(decisions) == ["kept", "promoted"], results
+    winner, loser = decisions["promoted"], decisions["kept"]
+    assert str(reg.champion(name).version) == winner
+    assert reg.client.get_model_version(name, winner).tags["previous_champion"] == str(
+        first.version)
+    tags = reg.client.get_model_version(name, loser).tags
+    assert tags["decision"] == "kept" and "champion_since" not in tags
+    assert json.loads(tags["decision_reasons"])["why"] == (
+        f"better; but not promoted: cannot promote {name} version {loser} to 'champion': "
+        f"expected the alias on version {first.version}, but it is on version {winner}")
 
 
 @pytest.mark.slow
@@ -144,7 +213,7 @@ def test_mean_shift_in_three_features_promotes_the_challenger(spark, store, tmp_
     data = write_slice(spark, tmp_path, sample(2000, seed=4, shift={0: 3.0, 1: -3.0, 2: 3.0}))
     code, out = run_job(config(store, tmp_path, data), capsys)
     assert code == 3, out.err
-    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    report = json.loads((tmp_path / "out" / "t1" / "drift.json").read_text())
     assert report["drift"] and set(report["driftedFeatures"]) >= {"x0", "x1", "x2"}
     new = versions(reg)[-1]
     assert int(reg.champion(NAME).version) == new != int(champion)
@@ -166,7 +235,7 @@ def test_schema_drift_challenger_judged_by_absolute_gate(spark, store, tmp_path,
     data = write_slice(spark, tmp_path, X, cols)
     code, out = run_job(config(store, tmp_path, data, cols), capsys)
     assert code == 3, out.err
-    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    report = json.loads((tmp_path / "out" / "t1" / "drift.json").read_text())
     assert report["schema"]["removed"] == ["x4"] and report["schema"]["added"] == ["x5"]
     new = versions(reg)[-1]
     assert int(reg.champion(NAME).version) == new != int(champion)
@@ -208,12 +277,22 @@ def test_monitor_config_example_and_errors():
               else os.path.join(os.path.dirname(__file__), "..", "conf", "monitor.yaml")) as f:
         raw = yaml.safe_load(f)
     cfg = MonitorConfig.from_dict(raw)
-    assert cfg.monitor.thresholds.psi == 0.2 and cfg.drift_files.png == "out/monitor/drift.png"
+    assert cfg.monitor.thresholds.psi == 0.2
+    assert cfg.drift_files.png == "out/monitor/{run_id}/drift.png"
+    run = cfg.for_run("2026-11-24")
+    assert (run.drift_files.png, run.drift_files.json, run.output.quality_report) == (
+        "out/monitor/2026-11-24/drift.png", "out/monitor/2026-11-24/drift.json",
+        "out/monitor/2026-11-24/quality.json")
+    assert run.output.quality == "out/monitor/quality"  # tables: shared, by run_id
+    with pytest.raises(ConfigError, match="run_id='../up'"):
+        cfg.for_run("../up")
     assert cfg.estimator_params()["inputCols"][0] == "x0"
     for path, value, match in [("monitor.min_improvement", 1.5, "monitor.min_improvement=1.5"),
                                ("monitor.thresholds.js", 0, "drift threshold js=0"),
                                ("mlflow.promote_first", True, "mlflow.promote_first"),
-                               ("output.drift_md", "s3a://b/d.md", "output.drift_md")]:
+                               ("output.drift_md", "s3a://b/d.md", "output.drift_md"),
+                               ("output.drift_png", "out/{day}/d.png",
+                                "output.drift_png='out/{day}/d.png'")]:
         bad = yaml.safe_load(yaml.safe_dump(raw))
         section, *rest = path.split(".")
         node = bad[section]

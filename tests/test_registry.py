@@ -2,7 +2,8 @@
 
 One tiny fit (version 1) and one hand-built model (version 2) are registered once; the tests
 then move aliases, load the champion as pyfunc in a fresh process without Spark and as a Spark
-model, and race two promotions in two processes."""
+model, race two promotions in two processes, and race promotions and rollbacks in two
+threads at the moment both have checked the alias (tests/registry_race.py)."""
 import json
 import os
 import subprocess
@@ -22,8 +23,9 @@ import mlflow  # noqa: E402
 from helpers import blobs, cols, columns_df  # noqa: E402
 from minibatch_kmeans import MiniBatchKMeans, MiniBatchKMeansModel  # noqa: E402
 from minibatch_kmeans.lifecycle.registry import (RegistryError, SavedModel,  # noqa: E402
-                                       default_tracking_uri, tracking, version_tags)
+                                                 default_tracking_uri, tracking, version_tags)
 from minibatch_kmeans.spark.features import FeatureSpec  # noqa: E402
+from registry_race import CheckedAtOnce  # noqa: E402
 
 NAME = "kmeans-test"
 EXPERIMENT = "minibatch-kmeans-test"
@@ -237,6 +239,99 @@ def test_two_promotions_at_once_leave_one_champion(reg, versions, tmp_path):
                    if "champion" in reg.client.get_model_version(name, v).aliases]
         assert len(holders) == 1, (name, holders)
         assert ver(reg.champion(name)) == holders[0]
+
+
+def new_model(reg, versions, name, n=3):
+    """A registered model ``name`` with ``n`` versions (of version 1's artifact)."""
+    reg.client.create_registered_model(name)
+    for _ in range(n):
+        reg.client.create_model_version(name, versions[1].source)
+
+
+def test_two_promoters_checked_at_once_exactly_one_wins(reg, versions):
+    name = "kmeans-cas"
+    new_model(reg, versions, name)
+    reg.promote(name, 1)
+    racing = CheckedAtOnce(reg)
+    results = racing.race(lambda: racing.promote(name, 2, expected_current=1),
+                          lambda: racing.promote(name, 3, expected_current=1))
+    lost = [r for r in results if isinstance(r, Exception)]
+    won = [r for r in results if not isinstance(r, Exception)]
+    assert len(won) == 1 and len(lost) == 1, results
+    winner, loser = ver(won[0]), "3" if ver(won[0]) == "2" else "2"
+    assert isinstance(lost[0], RegistryError)
+    assert (f"cannot promote {name} version {loser} to 'champion': expected the alias on "
+            f"version 1, but it is on version {winner}") == str(lost[0])
+    assert ver(reg.champion(name)) == winner
+    assert reg.client.get_model_version(name, winner).tags["previous_champion"] == "1"
+    assert "previous_champion" not in reg.client.get_model_version(name, loser).tags
+
+
+def test_a_rollback_racing_a_promotion_leaves_a_consistent_alias(reg, versions):
+    def tags(name, v):
+        return reg.client.get_model_version(name, v).tags
+
+    # both unconditional: they take turns, and the end state is one order or the other
+    name = "kmeans-rollback-race"
+    new_model(reg, versions, name)
+    reg.promote(name, 1)
+    reg.promote(name, 2)
+    racing = CheckedAtOnce(reg)
+    results = racing.race(lambda: racing.promote(name, 3), lambda: racing.rollback(name))
+    assert not any(isinstance(r, Exception) for r in results), results
+    if ver(reg.champion(name)) == "2":  # promoted 3, then rolled it back
+        assert tags(name, "3")["previous_champion"] == "2"
+        assert "rolled_back_from_champion" in tags(name, "3")
+        assert "from version 3" in tags(name, "2")["restored_as_champion"]
+    else:  # rolled 2 back to 1, then promoted 3 over 1
+        assert ver(reg.champion(name)) == "3"
+        assert tags(name, "3")["previous_champion"] == "1"
+        assert "rolled_back_from_champion" in tags(name, "2")
+        assert "from version 2" in tags(name, "1")["restored_as_champion"]
+        assert "rolled_back_from_champion" not in tags(name, "3")
+
+    # both against the champion they saw: exactly one moves it
+    name = "kmeans-rollback-cas"
+    new_model(reg, versions, name)
+    reg.promote(name, 1)
+    reg.promote(name, 2)
+    racing = CheckedAtOnce(reg)
+    promoted, rolled = racing.race(lambda: racing.promote(name, 3, expected_current=2),
+                                   lambda: racing.rollback(name, expected_current=2))
+    assert isinstance(promoted, RegistryError) != isinstance(rolled, RegistryError), (
+        promoted, rolled)
+    if isinstance(rolled, RegistryError):
+        assert ver(reg.champion(name)) == "3" and tags(name, "3")["previous_champion"] == "2"
+        assert "expected the alias on version 2, but it is on version 3" in str(rolled)
+    else:
+        assert ver(reg.champion(name)) == "1" and "previous_champion" not in tags(name, "3")
+        assert "expected the alias on version 2, but it is on version 1" in str(promoted)
+
+
+def test_a_lease_serialises_stores_without_a_lock_file(reg, versions):
+    """Database stores and Databricks get the lease (a lock registered model): taken by one
+    holder at a time, given back at the end, and broken once its holder is past its
+    expiry."""
+    from minibatch_kmeans.lifecycle.alias_lock import (AliasLockError, EXPIRES_TAG, lease,
+                                                       local_store_path, read_lease)
+
+    assert local_store_path("sqlite:////tmp/m.db") == "/tmp/m.db"
+    assert local_store_path("file:///tmp/mlruns") == "/tmp/mlruns"
+    for remote in ("databricks", "databricks-uc", "postgresql://u@h/db", "http://h:5000"):
+        assert local_store_path(remote) is None
+    lock = "kmeans-lease__champion__lock"
+    with lease(reg.client, lock, wait=1, ttl=60) as held:
+        held.check()
+        assert read_lease(reg.client, lock) is not None
+        with pytest.raises(AliasLockError, match="is still held by .* after 0.3 s"):
+            with lease(reg.client, lock, wait=0.3, ttl=60):
+                pass
+    assert read_lease(reg.client, lock) is None
+    # a holder that died: its lease expired, and the next job breaks it
+    reg.client.create_registered_model(lock, tags={EXPIRES_TAG: "1.0"})
+    with lease(reg.client, lock, wait=5, ttl=60):
+        assert read_lease(reg.client, lock)[1] > 1.0
+    assert read_lease(reg.client, lock) is None
 
 
 def test_record_decision_tags_version_and_run(reg, versions):

@@ -1,15 +1,22 @@
 """jobs/score.py in-process on the test session: predictions, re-runs, quarantine, the
-quality gate, schema checks and exit codes."""
+quality gate, schema checks and exit codes. Delta outputs run on both engines."""
 import json
+import os
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from minibatch_kmeans import MiniBatchKMeans, MiniBatchKMeansModel
+from minibatch_kmeans.app.outputs import read_run_table, write_run_table
+from minibatch_kmeans.tables.io import read_table
 from minibatch_kmeans_jobs import score
 
+import delta_engines
+
 FEATURES = ["x0", "x1", "x2"]
+engine = delta_engines.engine  # a fixture
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +73,7 @@ def test_score_writes_predictions_and_reruns_replace(spark, trained, tmp_path, c
     report = json.loads((out / "quality.json").read_text())
     assert report["rows"] == 600 and report["invalidRows"] == 0 and report["passed"]
     assert "scored 600 rows" in capsys.readouterr().out
+    assert not (out / "quarantine").exists()  # no invalid rows: no quarantine table made
     # the same run again replaces; another run adds its own partition
     assert score.main(score_args(trained["data"], trained["model"], out)) == 0
     assert score.main(score_args(trained["data"], trained["model"], out, "r2")) == 0
@@ -203,3 +211,113 @@ def test_output_table_with_another_schema_exit_2(spark, trained, tmp_path, capsy
     code = score.main(score_args(trained["data"], trained["model"], out))
     line = one_error_line(capsys.readouterr().err)
     assert code == 2 and "predictions" in line and "name" in line, line
+
+
+# -- re-runs: a run's quarantine follows its last run; run ids are text ---------------------
+
+
+def with_nulls(spark, trained, tmp_path, n):
+    """The trained table with x0 null in its first ``n`` rows (by id)."""
+    path = str(tmp_path / f"nulls{n}")
+    spark.read.parquet(trained["data"]).withColumn(
+        "x0", F.when(F.col("id") < n, F.lit(None)).otherwise(F.col("x0"))).write.parquet(path)
+    return path
+
+
+def quarantined(spark, out, fmt):
+    """{run id: quarantined rows}, read as a user reads the table."""
+    table = read_table(spark, str(out / "quarantine"), fmt)
+    return {r.run_id: r["count"] for r in table.groupBy("run_id").count().collect()}
+
+
+def check_clean_rerun_clears_the_runs_quarantine(spark, trained, tmp_path, capsys, fmt):
+    dirty = with_nulls(spark, trained, tmp_path, 10)
+    out = tmp_path / "out"
+    more = ["--set", f"output.format={fmt}"]
+    for run in ("r0", "r1"):
+        assert score.main(score_args(dirty, trained["model"], out, run, *more)) == 0, \
+            capsys.readouterr().err
+    assert quarantined(spark, out, fmt) == {"r0": 10, "r1": 10}
+    # r1 again on clean input: its 10 quarantine rows go, r0's stay
+    assert score.main(score_args(trained["data"], trained["model"], out, "r1", *more)) == 0, \
+        capsys.readouterr().err
+    report = json.loads((out / "quality.json").read_text())
+    assert report["runId"] == "r1" and report["invalidRows"] == 0
+    assert "quarantinePath" not in report
+    assert quarantined(spark, out, fmt) == {"r0": 10}
+    quality = read_table(spark, str(out / "quality"), fmt).where("column is null")
+    assert {r.run_id: r["count"] for r in quality.collect()} == {"r0": 10, "r1": 0}
+    # a clean run that never had invalid rows leaves the quarantine as it is
+    assert score.main(score_args(trained["data"], trained["model"], out, "r2", *more)) == 0
+    assert quarantined(spark, out, fmt) == {"r0": 10}
+    # r1 dirty again: back in the quarantine
+    assert score.main(score_args(dirty, trained["model"], out, "r1", *more)) == 0
+    assert quarantined(spark, out, fmt) == {"r0": 10, "r1": 10}
+
+
+def test_clean_rerun_clears_the_runs_old_quarantine_parquet(spark, trained, tmp_path, capsys):
+    check_clean_rerun_clears_the_runs_quarantine(spark, trained, tmp_path, capsys, "parquet")
+    table = tmp_path / "out" / "quarantine"
+    assert sorted(os.listdir(table / "run_id=r1")) and (table / "run_id=r0").is_dir()
+    assert score.main(score_args(trained["data"], trained["model"], tmp_path / "out", "r1")) \
+        == 0
+    assert not (table / "run_id=r1").exists()  # the partition's directory is gone
+
+
+def test_clean_rerun_clears_the_runs_old_quarantine_delta(spark, engine, trained, tmp_path,
+                                                          capsys):
+    from deltalake import DeltaTable
+
+    check_clean_rerun_clears_the_runs_quarantine(spark, trained, tmp_path, capsys, "delta")
+    path = str(tmp_path / "out" / "quarantine")
+    assert score.main(score_args(trained["data"], trained["model"], tmp_path / "out", "r1",
+                                 "--set", "output.format=delta")) == 0
+    table = DeltaTable(path)  # delta-rs reads what either engine committed
+    assert sorted(table.to_pandas()["run_id"].unique()) == ["r0"]
+    last = table.history(1)[0]
+    assert last["operation"] == {"spark": "DELETE", "deltalake": "WRITE"}[engine]
+    if engine == "deltalake":  # committed as a replacement of r1 by no files
+        assert json.loads(last["operationParameters"]["replacedPartitions"]) == [
+            {"run_id": "r1"}]
+
+
+def check_run_ids_007_and_7_stay_apart(spark, path, fmt):
+    def rows(n):
+        return spark.range(n).withColumn("x", F.col("id") * 0.5)
+
+    write_run_table(rows(3), path, fmt, "7")
+    write_run_table(rows(5), path, fmt, "007")
+    write_run_table(rows(2), path, fmt, "007")  # a re-run of "007" replaces "007" alone
+    df = read_run_table(spark, path, fmt)
+    assert df.schema["run_id"].dataType == T.StringType()
+    assert {r.run_id: r["count"] for r in df.groupBy("run_id").count().collect()} == {
+        "7": 3, "007": 2}
+    assert df.where(F.col("run_id") == "007").count() == 2
+    write_run_table(rows(0), path, fmt, "007", empty=True)  # "007" gone, "7" stays
+    assert {r.run_id: r["count"] for r in read_run_table(spark, path, fmt)
+            .groupBy("run_id").count().collect()} == {"7": 3}
+
+
+def test_run_ids_007_and_7_stay_apart_parquet(spark, tmp_path):
+    path = str(tmp_path / "runs")
+    check_run_ids_007_and_7_stay_apart(spark, path, "parquet")
+    assert [n for n in os.listdir(path) if not n.startswith(("_", "."))] == ["run_id=7"]
+
+
+def test_run_ids_007_and_7_stay_apart_delta(spark, engine, tmp_path):
+    check_run_ids_007_and_7_stay_apart(spark, str(tmp_path / "runs"), "delta")
+
+
+def test_score_runs_007_and_7_are_two_runs(spark, trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    dirty = with_nulls(spark, trained, tmp_path, 4)
+    for run, data in (("7", dirty), ("007", dirty), ("007", trained["data"])):
+        assert score.main(score_args(data, trained["model"], out, run)) == 0, \
+            capsys.readouterr().err
+    preds = read_run_table(spark, str(out / "predictions"))
+    assert {r.run_id: r["count"] for r in preds.groupBy("run_id").count().collect()} == {
+        "7": 596, "007": 600}
+    assert [r.run_id for r in read_run_table(spark, str(out / "quarantine"))
+            .select("run_id").distinct().collect()] == ["7"]
+    quality = read_run_table(spark, str(out / "quality")).where("column is null")
+    assert {r.run_id: r["count"] for r in quality.collect()} == {"7": 4, "007": 0}

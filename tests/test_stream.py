@@ -1,7 +1,9 @@
 """The streaming job's library part (minibatch_kmeans.app.stream_job) on real
 Structured Streaming queries over Parquet files written in stages: the centers follow
 moving data, the streamed model equals partialFit on the same micro-batches, a replayed
-micro-batch is not applied twice, and bad rows are quarantined without stopping the stream."""
+micro-batch is not applied twice, bad rows are quarantined without stopping the stream,
+a first micro-batch short of k distinct rows waits for more, and one query at a time holds
+a state directory."""
 import os
 import shutil
 import time
@@ -14,7 +16,7 @@ from helpers import moving_blobs as blobs
 from helpers import stream_file as write_file
 from minibatch_kmeans import MiniBatchKMeansModel
 from minibatch_kmeans.app.config import StreamConfig
-from minibatch_kmeans.errors import ConfigError, InvalidInputError
+from minibatch_kmeans.errors import ConcurrentWriteError, ConfigError, InvalidInputError
 from minibatch_kmeans.app.stream_job import STATE, run_stream
 from minibatch_kmeans.spark.checkpoint import open_store
 
@@ -189,6 +191,9 @@ def test_config_errors(tmp_path, start_model):
         config(tmp_path, start_model, initial_weight="heavy")
     with pytest.raises(ConfigError, match="starting_version .* delta input only"):
         config(tmp_path, start_model, starting_version=3)
+    with pytest.raises(ConfigError, match="stream.lease_seconds"):
+        config(tmp_path, start_model, lease_seconds=1)
+    assert config(tmp_path, start_model, lease_seconds=20).stream.lease_seconds == 20
 
 
 def test_registers_a_version_every_n_micro_batches_once(spark, tmp_path, start_model):
@@ -274,3 +279,113 @@ def test_an_interval_trigger_runs_until_the_timeout(spark, tmp_path, start_model
     result = run_stream(spark, cfg)
     assert result.applied == [0, 1] and result.batches == 2
     assert time.perf_counter() - t0 >= 8
+
+
+def test_a_first_micro_batch_short_of_k_distinct_rows_waits_for_more(spark, tmp_path):
+    cfg = config(tmp_path, None)  # no stream.model: k=3 fitted on the first micro-batch
+    write_file(tmp_path / "in", 0, np.array([[0.0, 0.0], [10.0, 0.0]] * 4))  # 2 distinct
+    first = run_stream(spark, cfg)
+    assert first.applied == [] and first.skipped == [0] and first.num_updates is None
+    assert first.text().endswith("no model yet: 2 distinct valid rows of k=3 carried from "
+                                 "micro-batches [0]")
+    reason = ("2 distinct valid rows, fewer than k=3: carried to the next micro-batch to fit "
+              "the first model")
+    state = saved_state(spark, cfg)
+    assert state["batchId"] == 0 and state["model"] is None
+    assert state["lastBatch"]["reason"] == reason and not state["lastBatch"]["applied"]
+    pending = dict(state["pending"], rows=sorted(state["pending"]["rows"]))
+    assert pending == {"k": 3, "batches": [0], "weights": None,
+                       "rows": [[0.0, 0.0], [10.0, 0.0]]}
+    m = spark.read.parquet(cfg.output.metrics).toPandas()
+    assert m["reason"].tolist() == [reason] and not m["applied"].any()
+    assert not os.path.exists(cfg.output.model)
+
+    assert run_stream(spark, cfg).batches == 0  # a restart does not stop on that batch
+
+    # one new distinct row (and a repeat): with the carried ones, k distinct rows
+    write_file(tmp_path / "in", 1, np.array([[0.0, 10.0], [0.0, 0.0]]))
+    second = run_stream(spark, cfg)
+    assert second.applied == [1] and second.waiting is None
+    model = MiniBatchKMeansModel.load(cfg.output.model)
+    assert sorted(map(tuple, centers(model))) == sorted(map(tuple, CENTERS))
+    assert model.trainingInfo["numRows"] == 2 + 2  # this batch's and the carried rows
+    assert saved_state(spark, cfg)["pending"] is None
+    preds = spark.read.parquet(cfg.output.predictions).toPandas()
+    assert sorted(preds["id"]) == [1000, 1001]  # the carried rows were predicted nowhere
+
+    write_file(tmp_path / "in", 2, blobs(43))
+    assert run_stream(spark, cfg).applied == [2]
+    assert MiniBatchKMeansModel.load(cfg.output.model).numUpdates == 1
+
+
+def test_a_short_micro_batch_after_another_short_one_adds_its_rows(spark, tmp_path):
+    cfg = config(tmp_path, None)
+    write_file(tmp_path / "in", 0, np.array([[0.0, 0.0]] * 3))
+    write_file(tmp_path / "in", 1, np.array([[0.0, 0.0]]))  # a repeat
+    write_file(tmp_path / "in", 2, np.full((2, 2), np.nan))  # none valid: the rows wait
+    write_file(tmp_path / "in", 3, np.array([[10.0, 0.0]]))
+    write_file(tmp_path / "in", 4, np.array([[0.0, 10.0]]))
+    result = run_stream(spark, cfg)
+    assert result.skipped == [0, 1, 2, 3] and result.applied == [4]
+    m = spark.read.parquet(cfg.output.metrics).toPandas().set_index("batch_id")
+    assert m.loc[1, "reason"].startswith("1 distinct valid rows, fewer than k=3 (with those "
+                                         "carried from micro-batches [0])")
+    assert "no valid rows" in m.loc[2, "reason"]
+    assert m.loc[3, "reason"].startswith("2 distinct valid rows, fewer than k=3 (with those "
+                                         "carried from micro-batches [0, 1])")
+    model = MiniBatchKMeansModel.load(cfg.output.model)
+    assert sorted(map(tuple, centers(model))) == sorted(map(tuple, CENTERS))
+
+
+def test_a_second_query_on_the_same_state_directory_is_refused(spark, tmp_path, start_model):
+    from minibatch_kmeans.app.stream_job import start_stream
+
+    cfg = config(tmp_path, start_model, trigger="1 second")
+    write_file(tmp_path / "in", 0, blobs(70))
+    first = start_stream(spark, cfg)
+    try:
+        assert first.query.isActive
+        with pytest.raises(ConcurrentWriteError) as e:
+            start_stream(spark, cfg)
+        assert str(e.value).startswith(f"the stream state directory {cfg.output.state} is "
+                                       f"held by another query (pid {os.getpid()} on host ")
+        assert f"for stream parquet {tmp_path / 'in'}" in str(e.value)
+        other = StreamConfig.from_dict(dict(  # another checkpoint, the same state
+            input={"path": str(tmp_path / "in")}, stream={"model": start_model},
+            output={"dir": str(tmp_path / "out2"), "state": cfg.output.state}))
+        with pytest.raises(ConcurrentWriteError, match="is held by another query"):
+            run_stream(spark, other)
+        assert first.query.isActive  # the refused ones touched nothing of it
+        first.query.processAllAvailable()
+    finally:
+        first.stop()
+    assert saved_state(spark, cfg)["batchId"] == 0
+    again = start_stream(spark, cfg)  # the first one stopped: its directory is free
+    try:
+        assert again.query.isActive
+    finally:
+        again.stop()
+
+
+def test_a_failed_query_releases_its_state_directory(spark, tmp_path, start_model):
+    from minibatch_kmeans.app.stream_job import start_stream
+    from minibatch_kmeans.app.stream_lock import StateDirLock
+
+    cfg = config(tmp_path, start_model, handle_invalid="error", trigger="1 second")
+    bad = blobs(71)
+    bad[3, 0] = np.nan
+    write_file(tmp_path / "in", 0, bad)
+    running = start_stream(spark, cfg)
+    try:
+        with pytest.raises(Exception):
+            running.query.awaitTermination(120)
+        deadline = time.time() + 30  # the watcher sees the query end, without stop()
+        while running.lock.held and time.time() < deadline:
+            time.sleep(0.1)
+        assert not running.lock.held
+        StateDirLock(cfg.output.state).acquire().release()
+    finally:
+        running.stop()
+    with pytest.raises(InvalidInputError, match="1 invalid rows"):  # run_stream, the same
+        run_stream(spark, cfg)
+    StateDirLock(cfg.output.state).acquire().release()

@@ -54,7 +54,12 @@ class MonitorResult:
 def run_monitor(spark, cfg, run_id: str) -> MonitorResult:
     """Everything ``jobs/monitor.py`` does for one slice under ``cfg``
     (:class:`~minibatch_kmeans.app.config.MonitorConfig`), in the steps the module docstring
-    lists; the notebooks call it too."""
+    lists; the notebooks call it too.
+
+    The report files go where ``cfg`` says with ``{run_id}`` replaced by ``run_id``: by
+    default ``<output.dir>/<run_id>/`` (quality.json, drift.json, drift.md, drift.png), so
+    that monitors sharing an output directory write apart."""
+    cfg = cfg.for_run(run_id)
     m, name, files = cfg.monitor, cfg.mlflow.model_name, cfg.drift_files
     paths = [driver_path(p) if p else None for p in (files.json, files.markdown, files.png)]
     source = cfg.input.describe() + (f" where {m.where}" if m.where else "")

@@ -3,7 +3,9 @@ tables and the quality outputs.
 
 Every output table has a ``run_id`` column and is partitioned by it; writing a run
 replaces that run's partition and leaves the others, so a scheduled job re-run for the
-same run id never duplicates rows (:func:`write_run_table`).
+same run id never duplicates rows (:func:`write_run_table`), and a re-run with no rows for
+a table (no invalid rows left for the quarantine) removes the run's old ones. Run ids are
+text: :func:`read_run_table` reads them as written (``"007"`` and ``"7"`` are two runs).
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ..errors import InvalidInputError
 from ..paths import driver_path
+from ..spark.features import clashes
 from .config import InputConfig, OutputConfig
-from ..tables.io import read_table, write_table
-from ..tables.quality import QUALITY_SCHEMA, QualityResult, quality_rows
+from ..tables.io import read_table, remove_partition, write_table
+from ..tables.quality import QUALITY_SCHEMA, REASON_COLUMN, QualityResult, quality_rows
 from ..evaluate.report import write_json
 
 logger = logging.getLogger(__name__)
@@ -30,29 +34,64 @@ def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     return read_table(spark, cfg.path, cfg.format, **cfg.read_options())
 
 
-def write_run_table(df: DataFrame, path: str, fmt: str, run_id: str) -> None:
+def write_run_table(df: DataFrame, path: str, fmt: str, run_id: str, *,
+                    empty: bool = False) -> None:
     """Write ``df`` with a ``run_id`` column to the table at ``path``, replacing only
-    that run's rows."""
+    that run's rows. ``empty=True`` says ``df`` has no rows (the caller knows, with no
+    Spark job): the run's existing rows are removed and no table is created."""
+    if empty:
+        if remove_partition(df.sparkSession, path, fmt, {RUN_ID: run_id}):
+            logger.info("removed run %s from %s table %s: it has no rows now", run_id, fmt,
+                        path)
+        return
+    taken = clashes(df.columns, [RUN_ID])
+    if taken:
+        raise InvalidInputError(f"the rows to write to {path} have a column {taken[0]!r}, "
+                                f"which the run id column {RUN_ID!r} would replace: rename it")
     out = df.withColumn(RUN_ID, F.lit(run_id))
     write_table(out, path, fmt, mode="overwrite", partition_by=[RUN_ID],
                 replace_partitions=True)
     logger.info("wrote run %s to %s table %s", run_id, fmt, path)
 
 
+def read_run_table(spark: SparkSession, path: str, fmt: str = "parquet") -> DataFrame:
+    """A table :func:`write_run_table` wrote, with ``run_id`` as the text each run wrote
+    (Spark would read Parquet's ``run_id=007`` as the integer 7, as ``run_id=7``)."""
+    return read_table(spark, path, fmt, string_partitions=[RUN_ID])
+
+
 def write_quality_outputs(spark: SparkSession, result: QualityResult, out: OutputConfig,
                           run_id: str, source: str) -> dict:
-    """Write the gate's JSON report (driver-local), its table, and the quarantined rows
-    (only when some rows are invalid); return the report."""
+    """Write the gate's JSON report (driver-local), its table, and the quarantined rows:
+    the run's invalid rows replace its old ones, and a run with none has none left (a
+    re-run on clean input removes the first run's); return the report."""
+    check_quarantine_columns(result.df, out, source)
     report = dict(result.report(), runId=run_id, input=source)
-    if out.quarantine and result.invalid_rows:
-        write_run_table(result.quarantine(), out.quarantine, out.format, run_id)
-        report["quarantinePath"] = out.quarantine
+    if out.quarantine:
+        write_run_table(result.quarantine(), out.quarantine, out.format, run_id,
+                        empty=not result.invalid_rows)
+        if result.invalid_rows:
+            report["quarantinePath"] = out.quarantine
     if out.quality:
         table = spark.createDataFrame(quality_rows(report), QUALITY_SCHEMA)
         write_run_table(table, out.quality, out.format, run_id)
     if out.quality_report:
         write_json(report, driver_path(out.quality_report))
     return report
+
+
+def check_quarantine_columns(df: DataFrame, out: OutputConfig, source: str,
+                             partition: str = RUN_ID) -> None:
+    """Refuse, before anything is written, an input with a column that the quarantine
+    table adds to the rows it keeps (the reason, and the ``partition`` column): it would
+    be overwritten. Only when the output section names a quarantine table."""
+    taken = clashes(df.columns, [REASON_COLUMN, partition]) if out.quarantine else []
+    if taken:
+        raise InvalidInputError(
+            f"the input {source} has column(s) {taken}, which the quarantine table {out.quarantine} "
+            f"adds to every invalid row it keeps ({REASON_COLUMN!r} and {partition!r}): "
+            "rename them in the input, or set output.quarantine to null to write no "
+            "quarantine table")
 
 
 def write_model_tables(spark: SparkSession, model, summary: dict, out: OutputConfig,

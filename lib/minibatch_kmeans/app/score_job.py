@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import InvalidInputError
 from ..ml.estimator import MiniBatchKMeansModel
+from ..spark.features import select_named
 from ..tables.quality import check_feature_schema, check_quality
 from .outputs import read_input, require_run_id, write_quality_outputs, write_run_table
 
@@ -68,8 +69,10 @@ def run_score(spark, cfg, run_id: Optional[str] = None) -> ScoreResult:
     result.raise_if_failed()
     scorer = (model.copy().setHandleInvalid("error").setPredictionCol(sc.prediction_col)
               .setDistanceCol(sc.distance_col))
-    predictions = scorer.transform(result.valid()).select(
-        *sc.id_columns, sc.prediction_col, sc.distance_col)
+    # the ids and features alone: other input columns never meet the output columns
+    rows = select_named(result.valid(), [*sc.id_columns, *spec.columns])
+    predictions = select_named(scorer.transform(rows),
+                               [*sc.id_columns, sc.prediction_col, sc.distance_col])
     write_run_table(predictions, out.predictions, out.format, run_id)
     return ScoreResult(run_id, source, sc.model, report, time.perf_counter() - t0,
                        out.predictions, out.quarantine, out.quality_report)

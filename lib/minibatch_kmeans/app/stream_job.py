@@ -27,6 +27,17 @@ The current model
 
 Micro-batches with too many invalid rows (above ``quality.max_invalid_fraction``) or none
 valid leave the model as it is (the metrics row says why) and the stream goes on.
+
+The first model
+    Without ``stream.model`` the first micro-batch is fitted. One with fewer than k
+    distinct valid rows is not applied (the reason, "2 distinct valid rows, fewer than
+    k=3", in its metrics row and the state): its distinct rows (at most k-1) are kept in
+    the state as ``pending`` and added to the next micro-batches' rows until together
+    they reach k, and the first model is fitted on them. A restart goes on from the state.
+One query per state
+    :func:`start_stream` takes the state directory (an OS lock, or a lease where it is not
+    driver-local: :mod:`minibatch_kmeans.app.stream_lock`) and refuses a second query
+    while one holds it; it is released when the query stops or fails.
 """
 from __future__ import annotations
 
@@ -43,12 +54,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .config import StreamConfig
+from .outputs import check_quarantine_columns
 from ..paths import driver_path, is_remote
 from ..errors import ConfigError, InvalidInputError, MiniBatchKMeansError
 from ..ml.estimator import MiniBatchKMeans, MiniBatchKMeansModel
+from ..spark.features import select_named
 from ..tables.io import write_table
 from ..tables.quality import check_feature_schema, check_quality, report_top
 from ..spark.checkpoint import Codec, open_store
+from .stream_lock import hold_state_dir, watch
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +189,7 @@ class BatchUpdater:
     applied: List[int] = field(default_factory=list)
     skipped: List[int] = field(default_factory=list)
     replayed: List[int] = field(default_factory=list)
+    pending: Optional[dict] = field(default=None, repr=False)
     _state: Optional[dict] = field(default=None, repr=False)
     _model: Optional[MiniBatchKMeansModel] = field(default=None, repr=False)
     _query_id: Optional[str] = field(default=None, repr=False)
@@ -212,6 +227,7 @@ class BatchUpdater:
             self.replayed.append(batch_id)
             return
         t0 = time.perf_counter()
+        self.pending = (state or {}).get("pending") if model is None else None
         df = df.persist()
         try:
             row, model = self._apply(spark, df, batch_id, model)
@@ -232,6 +248,7 @@ class BatchUpdater:
             "batchId": batch_id, "queryId": self._query(spark), "source": self.source,
             "applied": count,
             "model": None if model is None else model._to_dict(spark),
+            "pending": self.pending if model is None else None,
             "lastBatch": {k: v for k, v in row.items() if k != "processed_at"}}
         self._store(spark).save(new_state)
         self._state, self._model = new_state, model
@@ -275,11 +292,9 @@ class BatchUpdater:
             return row, model
         valid = quality.valid()
         if model is None:
-            new = estimator.fit(valid)
-            logger.info("%s: first model fitted on %d rows (k=%d)", what, quality.valid_rows,
-                        new.getK())
-            new.dropSummary()
-            row.update(weight=float(new.weightSums.sum()), num_updates=0)
+            new = self._first_model(valid, estimator, spec, what, batch_id, row)
+            if new is None:
+                return row, None
         else:
             new = _with_handle_invalid(model, "skip").partialFit(valid, **st.update_options())
             new = _with_handle_invalid(new, model)
@@ -293,9 +308,40 @@ class BatchUpdater:
         row["applied"] = True
         if out.predictions:
             scorer = new.copy().setPredictionCol(PREDICTION).setDistanceCol(DISTANCE)
-            self._write(scorer.transform(valid).select(*st.id_columns, PREDICTION, DISTANCE),
+            rows = select_named(valid, [*st.id_columns, *spec.columns])
+            self._write(select_named(scorer.transform(rows),
+                                     [*st.id_columns, PREDICTION, DISTANCE]),
                         out.predictions, batch_id)
         return row, new
+
+    def _first_model(self, valid: DataFrame, estimator: MiniBatchKMeans, spec, what: str,
+                     batch_id: int, row: dict) -> Optional[MiniBatchKMeansModel]:
+        """The first model, fitted on the valid rows and those carried from earlier
+        micro-batches; None (the reason in ``row``, the distinct rows kept in
+        ``self.pending``) while they hold fewer than k distinct rows."""
+        k = estimator.getK()
+        carried = self.pending or {}
+        rows = _distinct_rows(valid, spec, k, carried, estimator.getDtype() == "float32")
+        if len(rows) < k:
+            batches = list(carried.get("batches", [])) + [batch_id]
+            row["reason"] = (f"{len(rows)} distinct valid rows, fewer than k={k}"
+                             + (f" (with those carried from micro-batches {batches[:-1]})"
+                                if carried else "")
+                             + ": carried to the next micro-batch to fit the first model")
+            self.pending = {"k": k, "batches": batches, "rows": [r for r, _ in rows],
+                            "weights": [w for _, w in rows] if spec.weight_col else None}
+            logger.warning("%s: not applied: %s", what, row["reason"])
+            return None
+        data = _with_carried(valid, spec, carried) if carried.get("rows") else valid
+        new = estimator.fit(data)
+        logger.info("%s: first model fitted on %d rows (k=%d)%s", what,
+                    new.trainingInfo.get("numRows", 0) if new.trainingInfo else 0, k,
+                    f", {len(carried['rows'])} of them carried from micro-batches "
+                    f"{carried['batches']}" if carried.get("rows") else "")
+        new.dropSummary()
+        row.update(weight=float(new.weightSums.sum()), num_updates=0)
+        self.pending = None
+        return new
 
     def _write(self, df: DataFrame, path: str, batch_id: int) -> None:
         """Replace this micro-batch's partition of the table at ``path``."""
@@ -320,6 +366,46 @@ class BatchUpdater:
         logger.info("registered %s version %s after micro-batch %d", ml.model_name,
                     mv.version, batch_id)
         return str(mv.version)
+
+
+def _distinct_rows(valid: DataFrame, spec, k: int, carried: dict, float32: bool):
+    """Up to k distinct rows (features, weight) of positive weight among ``carried``'s
+    rows and ``valid``'s (one job collecting at most k rows), as the fit's init counts
+    them (in float32 when it computes in float32)."""
+    feats = spec.array_expr()
+    df = (valid.select(feats.alias("f"), spec.weight_expr().alias("w")).where("w > 0")
+          .dropDuplicates(["f"]).limit(k))
+    weights = carried.get("weights") or [1.0] * len(carried.get("rows", []))
+    out, seen = [], set()
+    for f, w in list(zip(carried.get("rows", []), weights)) + [
+            (list(r.f), float(r.w)) for r in df.collect()]:
+        key = tuple(np.asarray(f, np.float32 if float32 else np.float64).tolist())
+        if key not in seen:
+            seen.add(key)
+            out.append(([float(x) for x in f], float(w)))
+    return out[:k]
+
+
+def _with_carried(valid: DataFrame, spec, carried: dict) -> DataFrame:
+    """``valid`` and the rows carried from earlier micro-batches (their features, and
+    weight, in ``valid``'s column types; its other columns null)."""
+    schema = valid.schema
+    rows = carried["rows"]
+    weights = carried.get("weights") or [1.0] * len(rows)
+    data = valid.sparkSession.createDataFrame(list(zip(rows, weights)),
+                                              "f array<double>, w double")
+    if spec.kind == "columns":
+        cols = [F.col("f")[i].cast(schema[c].dataType).alias(c)
+                for i, c in enumerate(spec.columns)]
+    elif spec.kind == "vector":
+        from pyspark.ml.functions import array_to_vector
+
+        cols = [array_to_vector(F.col("f")).alias(spec.columns[0])]
+    else:
+        cols = [F.col("f").cast(schema[spec.columns[0]].dataType).alias(spec.columns[0])]
+    if spec.weight_col:
+        cols.append(F.col("w").cast(schema[spec.weight_col].dataType).alias(spec.weight_col))
+    return valid.unionByName(data.select(*cols), allowMissingColumns=True)
 
 
 def _source_checks(cfg: StreamConfig):
@@ -381,6 +467,7 @@ class StreamResult:
     replayed: List[int] = field(default_factory=list)
     source: str = ""
     code: int = 0
+    waiting: Optional[str] = None
 
     def text(self) -> str:
         """The job's printed line: micro-batches processed and applied, state, model."""
@@ -391,7 +478,8 @@ class StreamResult:
                 + ")" + ("" if self.batch_id is None else
                          f"; state at micro-batch {self.batch_id}")
                 + ("" if self.num_updates is None else
-                   f", model updated {self.num_updates} times, saved to {self.model_path}"))
+                   f", model updated {self.num_updates} times, saved to {self.model_path}")
+                + ("" if self.waiting is None else f"; {self.waiting}"))
 
 
 def _trigger(trigger: str) -> Dict[str, Any]:
@@ -446,11 +534,46 @@ def _sync_saved_model(model: MiniBatchKMeansModel, path: str) -> None:
         model.write().overwrite().save(path)
 
 
-def start_stream(spark: SparkSession, cfg: StreamConfig):
+@dataclass
+class RunningStream:
+    """A started stream: its ``query``, the ``updater`` its ``foreachBatch`` calls, the
+    ``state`` it started from, and the ``lock`` on its state directory, which
+    :meth:`stop` releases (a watcher thread releases it too once the query ends)."""
+
+    query: Any
+    updater: BatchUpdater
+    state: Optional[dict]
+    lock: Any
+
+    def stop(self) -> None:
+        """Stop the query (if still running) and release the state directory."""
+        try:
+            if self.query.isActive:
+                self.query.stop()
+        finally:
+            self.lock.release()
+
+
+def start_stream(spark: SparkSession, cfg: StreamConfig) -> RunningStream:
+    """Take the state directory (refused with ConcurrentWriteError while another query
+    holds it: :mod:`minibatch_kmeans.app.stream_lock`), check the state against the
+    checkpoint and input, and start the query."""
+    source = f"{cfg.input.format} {cfg.input.describe()}"
+    lock = hold_state_dir(spark, cfg.output.state, cfg.stream.lease_seconds,
+                          what=f"stream {source} (checkpoint {cfg.output.checkpoint})")
+    try:
+        query, updater, state = _start_query(spark, cfg, source)
+    except BaseException:
+        lock.release()
+        raise
+    watch(lock, lambda: query.isActive, query.stop)
+    return RunningStream(query, updater, state, lock)
+
+
+def _start_query(spark: SparkSession, cfg: StreamConfig, source: str):
     """Check the state against the checkpoint and input, and start the query: (query,
     updater, the state it started from)."""
     out, st = cfg.output, cfg.stream
-    source = f"{cfg.input.format} {cfg.input.describe()}"
     state = open_store(out.state, spark, STATE).load_latest()
     query_id = _checkpoint_query_id(spark, out.checkpoint)
     if state is not None:
@@ -488,6 +611,7 @@ def start_stream(spark: SparkSession, cfg: StreamConfig):
     if missing:
         raise InvalidInputError(f"stream {source} lacks the id column(s) {missing} named in "
                                 f"stream.id_columns; columns are {sorted(stream_df.columns)}")
+    check_quarantine_columns(stream_df, out, f"stream {source}", partition=BATCH_ID)
     query = (stream_df.writeStream.foreachBatch(updater)
              .option("checkpointLocation", out.checkpoint).trigger(**_trigger(st.trigger))
              .start())
@@ -518,7 +642,8 @@ def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
         Bad configuration, a state that does not match, or (``handle_invalid: error``)
         a micro-batch with invalid rows.
     """
-    query, updater, before = start_stream(spark, cfg)
+    running = start_stream(spark, cfg)
+    query, updater, before = running.query, running.updater, running.state
     try:
         if cfg.stream.timeout_seconds is None:
             query.awaitTermination()
@@ -534,8 +659,7 @@ def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
             raise error from None
         raise
     finally:
-        if query.isActive:
-            query.stop()
+        running.stop()
     after = open_store(cfg.output.state, spark, STATE).load_latest() or {}
     model = after.get("model")
     before = before or {"batchId": -1, "applied": 0}
@@ -545,4 +669,13 @@ def run_stream(spark: SparkSession, cfg: StreamConfig) -> StreamResult:
         int(after["batchId"]) if after else None,
         None if model is None else int(model["metadata"].get("numUpdates", 0)),
         cfg.output.model, updater.applied, updater.skipped, updater.replayed,
-        f"{cfg.input.format} {cfg.input.describe()}")
+        f"{cfg.input.format} {cfg.input.describe()}", waiting=_waiting(after))
+
+
+def _waiting(state: dict) -> Optional[str]:
+    """What a state without a model yet waits for (None when it has one)."""
+    pending = state.get("pending")
+    if state.get("model") is not None or not pending:
+        return None
+    return (f"no model yet: {len(pending['rows'])} distinct valid rows of k={pending['k']} "
+            f"carried from micro-batches {pending['batches']}")

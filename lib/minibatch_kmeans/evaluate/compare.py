@@ -290,8 +290,9 @@ def labels_frame(sample: DataFrame, spec: feat.FeatureSpec, sets: Mapping[str, n
         return pd.DataFrame({n: labels_and_distances(X, C, row_norms_sq(C))[0].astype(np.int32)
                              for n, C in zip(names, mats)})
 
-    return sample.withColumn("_pred", predict(*spec.feature_exprs())).select(
-        "*", *[F.col("_pred")[n].alias(f"pred_{n}") for n in names]).drop("_pred")
+    tmp = feat.fresh_name(sample.columns, "_pred")
+    return sample.withColumn(tmp, predict(*spec.feature_exprs())).select(
+        "*", *[F.col(feat.quoted(tmp))[n].alias(f"pred_{n}") for n in names]).drop(tmp)
 
 
 def sample_silhouette(frame: DataFrame, col: str) -> Optional[float]:

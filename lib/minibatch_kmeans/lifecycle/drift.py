@@ -63,6 +63,14 @@ PSI_EPSILON = 1e-4
 #: Seed of the hashed samples (the same in the reference and in every report).
 SAMPLE_SEED = 42
 _PRED, _DIST = "__mbkm_drift_cluster", "__mbkm_drift_distance"
+#: Features the statistics cover at most: their aggregations hold 5 + ``bins`` columns
+#: per feature (moments, quantiles, rows per bin), and Spark's planning and generated
+#: code grow faster than the columns: on 2,000 rows, 100 features took 381 s on this
+#: (heavily shared) machine and 400 did not finish in 8 minutes (see :func:`check_width`).
+MAX_FEATURES = 200
+#: Values (rows x features) of the hashed sample kept on the driver and in the JSON: a
+#: wide table keeps fewer rows (``sample_rows`` is lowered to fit, and logged).
+MAX_SAMPLE_VALUES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,28 @@ def _hashed_sample(model, spec: feat.FeatureSpec, df: DataFrame, rows: int,
     return out.reshape(len(picked), spec.n_features)
 
 
+def check_width(n_features: int, bins: int) -> None:
+    """Raise, before any Spark job, when the statistics would cover more than
+    :data:`MAX_FEATURES` features: naming the limit and what to do."""
+    if n_features > MAX_FEATURES:
+        raise InvalidInputError(
+            f"drift statistics cover at most {MAX_FEATURES} features (one aggregation of "
+            f"{5 + bins} columns per feature with bins={bins}); the model has "
+            f"{n_features}: compute them on a selection of at most {MAX_FEATURES} "
+            "features (a model of those columns), or on a projection of the features")
+
+
+def sample_size(sample_rows: int, n_features: int) -> int:
+    """``sample_rows`` lowered so that the hashed sample holds at most
+    :data:`MAX_SAMPLE_VALUES` values."""
+    fit = max(1, MAX_SAMPLE_VALUES // max(n_features, 1))
+    if sample_rows > fit:
+        logger.info("hashed sample: %d rows instead of %d, so that %d features hold at "
+                    "most %d values", fit, sample_rows, n_features, MAX_SAMPLE_VALUES)
+        return fit
+    return sample_rows
+
+
 def _proportions(counts: np.ndarray) -> List[Optional[float]]:
     total = counts.sum()
     return [float(c / total) if total else None for c in counts]
@@ -262,7 +292,8 @@ def reference_statistics(model, df: DataFrame, bins: int = 10,
         Quantile bins per feature (``bins - 1`` cut points at ``1/bins, 2/bins...``);
         equal cut points are merged, so a feature with few values has fewer bins.
     sample_rows : int
-        Size of the hashed sample kept for the Kolmogorov-Smirnov test (0: none).
+        Size of the hashed sample kept for the Kolmogorov-Smirnov test (0: none); at
+        most :data:`MAX_SAMPLE_VALUES` / features (bounded driver memory and JSON).
     accuracy : int
         ``percentile_approx`` accuracy (the relative rank error is 1 / accuracy).
 
@@ -281,24 +312,15 @@ def reference_statistics(model, df: DataFrame, bins: int = 10,
     Raises
     ------
     InvalidInputError
-        The features cannot be found, or no row is valid.
+        The features cannot be found, no row is valid, or there are more than
+        :data:`MAX_FEATURES` features (before any Spark job).
     """
-    if not isinstance(bins, int) or bins < 2:
-        raise InvalidParamError(f"bins={bins!r} is invalid: expected an integer >= 2")
-    if not isinstance(sample_rows, int) or sample_rows < 0:
-        raise InvalidParamError(f"sample_rows={sample_rows!r} is invalid: expected an "
-                                "integer >= 0")
+    _check_arguments(bins, sample_rows)
     spec = _spec(model, df)
+    check_width(spec.n_features, bins)
+    sample_rows = sample_size(sample_rows, spec.n_features)
     names = _feature_names(spec)
-    valid = _valid(model, spec)
-    probs = [i / bins for i in range(1, bins)]
-    aggs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(~valid, 1)).alias("invalid")]
-    for j, x in enumerate(spec.feature_exprs()):
-        v = F.when(valid, x)
-        aggs += [F.avg(v).alias(f"mean{j}"), F.stddev_samp(v).alias(f"std{j}"),
-                 F.min(v).alias(f"min{j}"), F.max(v).alias(f"max{j}"),
-                 F.percentile_approx(v, probs, accuracy).alias(f"q{j}")]
-    row = df.agg(*aggs).first()
+    row = df.agg(*_reference_aggregates(spec, _valid(model, spec), bins, accuracy)).first()
     rows, invalid = int(row["rows"]), int(row["invalid"])
     if rows == invalid:
         raise InvalidInputError(f"reference statistics need valid rows: the input has "
@@ -330,6 +352,28 @@ def reference_statistics(model, df: DataFrame, bins: int = 10,
                 "%d sample rows, mean distance %.4g", rows, invalid, len(names), len(counts),
                 sample.shape[0], ref["meanDistance"] or float("nan"))
     return ref
+
+
+def _check_arguments(bins, sample_rows) -> None:
+    if not isinstance(bins, int) or bins < 2:
+        raise InvalidParamError(f"bins={bins!r} is invalid: expected an integer >= 2")
+    if not isinstance(sample_rows, int) or sample_rows < 0:
+        raise InvalidParamError(f"sample_rows={sample_rows!r} is invalid: expected an "
+                                "integer >= 0")
+
+
+def _reference_aggregates(spec: feat.FeatureSpec, valid: Column, bins: int,
+                          accuracy: int) -> List[Column]:
+    """The reference aggregation's columns: ``rows``, ``invalid``, and per feature ``j``
+    the valid rows' ``mean{j}``, ``std{j}``, ``min{j}``, ``max{j}`` and cut points ``q{j}``."""
+    probs = [i / bins for i in range(1, bins)]
+    aggs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(~valid, 1)).alias("invalid")]
+    for j, x in enumerate(spec.feature_exprs()):
+        v = F.when(valid, x)
+        aggs += [F.avg(v).alias(f"mean{j}"), F.stddev_samp(v).alias(f"std{j}"),
+                 F.min(v).alias(f"min{j}"), F.max(v).alias(f"max{j}"),
+                 F.percentile_approx(v, probs, accuracy).alias(f"q{j}")]
+    return aggs
 
 
 def _schema_of(spec: feat.FeatureSpec, df: DataFrame) -> dict:
@@ -416,8 +460,6 @@ def drift_report(model, reference: Mapping, df: DataFrame,
         ``referenceMeanDistance``, ``distanceRatio``, ``distanceDrift``. The statistics
         are None (and ``skipped`` says why) when the features cannot be read.
     """
-    from scipy.stats import ks_2samp
-
     feature_schema = reference.get("featureSchema") or model.featureSchema
     input_schema = reference.get("inputSchema") or model.inputSchema
     diff = schema_differences(df, feature_schema, input_schema, ignore)
@@ -437,6 +479,7 @@ def drift_report(model, reference: Mapping, df: DataFrame,
         report["skipped"] = f"the features cannot be read: {e}"
         return _finish(report)
     names = _feature_names(spec)
+    check_width(len(names), int(reference.get("bins") or 10))
     _check_reference(model, reference, names)
     ref_features = reference["features"]
     row = _valid_moments(model, spec, df)
@@ -451,13 +494,7 @@ def drift_report(model, reference: Mapping, df: DataFrame,
     n_sample = min((len(ref_features[n]["sample"]) for n in names), default=0)
     sample = _hashed_sample(model, spec, df, n_sample, int(reference.get("sampleSeed",
                                                                          SAMPLE_SEED)))
-    features = {}
-    for j, name in enumerate(names):
-        ref_sample = np.asarray(ref_features[name]["sample"], dtype=np.float64)
-        ks = ks_2samp(ref_sample, sample[:, j]) if len(ref_sample) and len(sample) else None
-        features[name] = _feature_drift(ref_features[name], bin_counts[j], ks,
-                                        int(min(len(ref_sample), len(sample))),
-                                        row[f"mean{j}"], row[f"std{j}"], thresholds)
+    features = _features_drift(names, ref_features, bin_counts, sample, row, thresholds)
     drifted = [name for name in names if features[name]["drift"]]
     report["features"], report["driftedFeatures"] = features, drifted
     if drifted:
@@ -467,6 +504,21 @@ def drift_report(model, reference: Mapping, df: DataFrame,
     _cluster_drift(report, reference, counts, thresholds)
     _distance_drift(report, reference, counts, dist, thresholds)
     return _finish(report)
+
+
+def _features_drift(names, ref_features: Mapping, bin_counts, sample: np.ndarray, row,
+                    thresholds: DriftThresholds) -> dict:
+    """Each feature's entry of the drift report (:func:`_feature_drift`), by name."""
+    from scipy.stats import ks_2samp
+
+    features = {}
+    for j, name in enumerate(names):
+        ref_sample = np.asarray(ref_features[name]["sample"], dtype=np.float64)
+        ks = ks_2samp(ref_sample, sample[:, j]) if len(ref_sample) and len(sample) else None
+        features[name] = _feature_drift(ref_features[name], bin_counts[j], ks,
+                                        int(min(len(ref_sample), len(sample))),
+                                        row[f"mean{j}"], row[f"std{j}"], thresholds)
+    return features
 
 
 def _valid_moments(model, spec: feat.FeatureSpec, df: DataFrame):

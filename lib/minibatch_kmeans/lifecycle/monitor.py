@@ -24,8 +24,9 @@ as functions it calls in order:
    ``min_silhouette``).
 5. :func:`register_challenger`: the challenger becomes a new model version (alias
    ``challenger``; reference statistics, holdout metrics, trigger and warm start as tags);
-   a promotion moves ``champion`` to it with compare-and-set against the champion the
-   job started from (lost to another job: kept, with that reason); the decision and its
+   :func:`promote_challenger`: a promotion moves ``champion`` to it with compare-and-set
+   against the champion the job started from, under the alias lock (lost to another
+   job: kept, with that reason); the decision and its
    reasons go on the version's tags and the MLflow run either way
    (:meth:`~minibatch_kmeans.lifecycle.registry.Registry.record_decision`).
 
@@ -327,9 +328,8 @@ def register_challenger(registry: Registry, name: str, champion_mv, challenger: 
                         decision: str, reasons: Dict[str, Any], *,
                         tags: Optional[Mapping[str, Any]] = None,
                         training_table: Optional[str] = None) -> Tuple[Any, str, Dict]:
-    """Register the challenger (alias ``challenger``), promote it when ``decision`` is
-    ``"promoted"`` (compare-and-set against ``champion_mv``), record the decision on the
-    version and the active run. Mutates the registry. Returns ``(ModelVersion, final
+    """Register the challenger as a new version of ``name``, then
+    :func:`promote_challenger`. Mutates the registry. Returns ``(ModelVersion, final
     decision, reasons)``: a promotion lost to another job becomes ``"kept"``."""
 
     holdout = holdout_metrics(challenger.rows.get("holdout"), challenger.metrics,
@@ -339,9 +339,22 @@ def register_challenger(registry: Registry, name: str, champion_mv, challenger: 
         reference_stats=challenger.reference,
         tags={"warm_start": str(challenger.warm_start).lower(),
               "champion_at_start": str(champion_mv.version), **(tags or {})})
+    reasons = dict(reasons, warm_start=challenger.warm_start)
+    decision, reasons = promote_challenger(registry, name, mv, champion_mv, decision, reasons)
+    return mv, decision, reasons
+
+
+def promote_challenger(registry: Registry, name: str, mv, champion_mv, decision: str,
+                       reasons: Dict[str, Any]) -> Tuple[str, Dict]:
+    """Give the registered challenger ``mv`` the alias ``challenger``; when ``decision`` is
+    ``"promoted"``, move ``champion`` to it with compare-and-set against ``champion_mv``
+    (the champion the job started from; :meth:`Registry.promote` holds the alias lock from
+    the check to the move, so of two jobs promoting against one champion exactly one
+    wins); record the decision on the version and the active run. Mutates the registry.
+    Returns ``(final decision, reasons)``: a promotion lost to another job (or to the
+    lock's timeout) becomes ``"kept"``, the reason saying why."""
     registry.promote(name, mv.version, CHALLENGER, reason=reasons["why"])
-    reasons = dict(reasons, champion_version=str(champion_mv.version),
-                   warm_start=challenger.warm_start)
+    reasons = dict(reasons, champion_version=str(champion_mv.version))
     if decision == "promoted":
         try:
             registry.promote(name, mv.version, CHAMPION,
@@ -350,7 +363,7 @@ def register_challenger(registry: Registry, name: str, champion_mv, challenger: 
             decision = "kept"
             reasons["why"] = f"{reasons['why']}; but not promoted: {e}"
     registry.record_decision(name, mv.version, decision, reasons)
-    return mv, decision, reasons
+    return decision, reasons
 
 
 def challenger_metrics(challenger: Challenger) -> Dict[str, float]:

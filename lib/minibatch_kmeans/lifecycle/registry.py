@@ -5,8 +5,11 @@ tracking. Each trained :class:`~minibatch_kmeans.MiniBatchKMeansModel` is logged
 MLflow pyfunc model (the saved model directory is its artifact) and registered as a
 version of a registered model, with its metadata as version tags. The deployed model is
 the version holding the alias ``champion``; a challenger holds ``challenger``.
-Promotion moves an alias (one upsert in the registry, so two jobs promoting at once leave
-exactly one champion); :meth:`Registry.rollback` moves it back to the version it replaced.
+Promotion moves an alias, and :meth:`Registry.rollback` moves it back to the version it
+replaced; both hold a lock per alias from checking the alias to moving it
+(:mod:`minibatch_kmeans.lifecycle.alias_lock`), so ``promote(...,
+expected_current=v)`` is a compare-and-set: of two jobs promoting against the same
+champion, exactly one moves it.
 
 Where things live is configuration, not code: :func:`tracking` uses the given URI, else
 ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_REGISTRY_URI``), else a local SQLite store,
@@ -36,13 +39,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
-import time
+from collections import Counter
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -59,6 +64,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from ..errors import MiniBatchKMeansError
 from ..spark.session import redact_text
+from .alias_lock import AliasLock, AliasLockError, LOCK_WAIT, alias_lock, set_alias
 from .saved_model import SavedModel
 
 logger = logging.getLogger(__name__)
@@ -158,7 +164,7 @@ def tracking(uri: Optional[str] = None, experiment: str = DEFAULT_EXPERIMENT, *,
     mlflow.set_experiment(experiment_id=exp_id)
     logger.info("MLflow tracking %s, registry %s, experiment %r (%s)", redact_text(uri),
                 redact_text(registry_uri), experiment, exp_id)
-    return Registry(client, exp_id)
+    return Registry(client, exp_id, registry_uri)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -184,6 +190,7 @@ def _json_default(value: Any):
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested keys joined by dots, as names MLflow accepts (:func:`mlflow_keys`)."""
     out: Dict[str, Any] = {}
     for key, value in d.items():
         name = f"{prefix}{key}"
@@ -191,6 +198,33 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
             out.update(_flatten(value, name + "."))
         else:
             out[name] = value
+    return out if prefix else mlflow_keys(out)
+
+
+#: Characters MLflow refuses in a param, metric or tag name (it takes letters, digits,
+#: ``_ - . /`` and space, and ``:`` except on Windows; a ``/`` would make a path), and
+#: its longest name.
+_MLFLOW_BAD = re.compile(r"[^\w.\- ]")
+MLFLOW_KEY_CHARS = 250
+
+
+def mlflow_keys(d: Mapping[str, Any]) -> Dict[str, Any]:
+    """``d`` with names MLflow accepts (column names end up in them: ``psi.f(x)``): any
+    other character becomes ``_`` and a leading dot gets a ``_`` before it; a changed name
+    that meets another name, or one too long, ends in 8 hex digits of the original's hash,
+    so no two entries share a name."""
+    fixed = {}
+    for key in d:
+        name = _MLFLOW_BAD.sub("_", str(key))
+        fixed[key] = "_" + name if not name or name.startswith(".") else name
+    seen = Counter(fixed.values())
+    out: Dict[str, Any] = {}
+    for key, value in d.items():
+        name = fixed[key]
+        if (name != key and seen[name] > 1) or len(name) > MLFLOW_KEY_CHARS:
+            digest = hashlib.sha1(str(key).encode("utf-8")).hexdigest()[:8]
+            name = f"{name[:MLFLOW_KEY_CHARS - 9]}-{digest}"
+        out[name] = value
     return out
 
 
@@ -210,31 +244,23 @@ def _finite_metrics(metrics: Mapping[str, Any]) -> Dict[str, float]:
     return out
 
 
-#: Words of a unique-key conflict in the SQLite, PostgreSQL and MySQL stores' errors.
-_CONFLICT = ("unique constraint", "duplicate key", "duplicate entry", "integrityerror")
-
-
-def _set_alias(client: MlflowClient, name: str, alias: str, version: str,
-               attempts: int = 5) -> None:
-    """``set_registered_model_alias``, retried on a unique-key conflict: MLflow's SQL
-    store upserts the alias as a read then an insert, so two processes moving an alias
-    that no version holds yet both insert, and the loser fails. On retry the row exists
-    and the store updates it."""
-    for attempt in range(attempts):
-        try:
-            client.set_registered_model_alias(name, alias, version)
-            return
-        except MlflowException as e:
-            if attempt == attempts - 1 or not any(w in str(e).lower() for w in _CONFLICT):
-                raise
-            logger.info("%s: setting %r met a concurrent write; retrying", name, alias)
-            time.sleep(0.05 * (attempt + 1))
-
-
 def _version_str(version: Any) -> str:
     if isinstance(version, ModelVersion):
         return str(version.version)
     return str(int(version))
+
+
+def _check_expected(what: str, expected_current: Any, current: Optional[str]) -> None:
+    """Raise RegistryError when ``expected_current`` (a version, None or ANY) is not
+    ``current`` (the alias holder's version, None for none)."""
+    if expected_current is ANY:
+        return
+    expected = None if expected_current is None else _version_str(expected_current)
+    if expected != current:
+        raise RegistryError(
+            f"cannot {what}: expected the alias on "
+            f"{'no version' if expected is None else 'version ' + expected}, but it is on "
+            f"{'no version' if current is None else 'version ' + current}")
 
 
 # -- the pyfunc model --------------------------------------------------------------------
@@ -317,11 +343,37 @@ class Registry:
     ----------
     client : mlflow.tracking.MlflowClient
     experiment_id : str
+    registry_uri : str, optional
+        The client's registry URI (default: its tracking URI); it chooses the lock that
+        :meth:`promote` and :meth:`rollback` hold (see
+        :mod:`minibatch_kmeans.lifecycle.alias_lock`).
+    lock_wait : float
+        Seconds a promotion or rollback waits for another one to finish before giving up.
     """
 
-    def __init__(self, client: MlflowClient, experiment_id: str):
+    def __init__(self, client: MlflowClient, experiment_id: str,
+                 registry_uri: Optional[str] = None, lock_wait: float = LOCK_WAIT):
         self.client = client
         self.experiment_id = experiment_id
+        self.registry_uri = registry_uri or client.tracking_uri
+        self.lock_wait = lock_wait
+
+    @contextlib.contextmanager
+    def alias_lock(self, name: str, alias: str) -> Iterator[AliasLock]:
+        """Hold the lock of ``name``'s ``alias`` for the block (a lock file next to a local
+        store, else a lease; :func:`~minibatch_kmeans.lifecycle.alias_lock.alias_lock`).
+
+        Raises
+        ------
+        RegistryError
+            Not taken within ``lock_wait`` seconds.
+        """
+        try:
+            with alias_lock(self.client, self.registry_uri, name, alias,
+                            wait=self.lock_wait) as held:
+                yield held
+        except AliasLockError as e:
+            raise RegistryError(f"cannot move {name} {alias!r}: {e}") from None
 
     # -- runs ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -493,8 +545,9 @@ class Registry:
 
     def promote(self, name: str, version, alias: str = CHAMPION, *,
                 expected_current: Any = ANY, reason: Optional[str] = None) -> ModelVersion:
-        """Move ``alias`` to ``version`` (mutates the registry: one alias upsert, so
-        concurrent promotions leave exactly one holder).
+        """Move ``alias`` to ``version`` (mutates the registry). The alias lock
+        (:meth:`alias_lock`) is held from reading the alias to moving it, so concurrent
+        promotions and rollbacks take turns, each seeing the one before it.
 
         The promoted version gets the tags ``previous_<alias>`` (the version it replaces,
         ``""`` for none; :meth:`rollback` returns to it), ``<alias>_since`` and
@@ -503,60 +556,75 @@ class Registry:
         Parameters
         ----------
         expected_current : version, None or ANY
-            Compare-and-set: refuse (``RegistryError``) when the alias is not held by this
-            version now (None: held by none), e.g. when another job promoted meanwhile.
-            The check and the move are two calls, so a promotion landing between them
-            can still win; the alias then names exactly one version either way, and the
-            check after the move logs a warning.
+            Compare-and-set: refuse (``RegistryError``) when, under the lock, the alias is
+            not held by this version (None: held by none), e.g. when another job promoted
+            meanwhile. ``ANY`` (the default) replaces whichever version holds it.
+
+        Raises
+        ------
+        RegistryError
+            The alias is not where ``expected_current`` says, or the lock was not taken
+            within ``lock_wait`` seconds.
         """
         version = _version_str(version)
         self.client.get_model_version(name, version)  # raises on an unknown version
-        current = self.version_for(name, alias)
-        current_v = None if current is None else str(current.version)
-        if expected_current is not ANY:
-            expected = None if expected_current is None else _version_str(expected_current)
-            if expected != current_v:
-                raise RegistryError(
-                    f"cannot promote {name} version {version} to {alias!r}: expected the "
-                    f"alias on {'no version' if expected is None else 'version ' + expected}"
-                    f", but it is on "
-                    f"{'no version' if current_v is None else 'version ' + current_v}")
-        if current_v == version:
-            logger.info("%s version %s already holds %r", name, version, alias)
-            return current
-        self.client.set_model_version_tag(name, version, f"previous_{alias}", current_v or "")
-        self.client.set_model_version_tag(name, version, f"{alias}_since", _now())
-        if reason:
-            self.client.set_model_version_tag(name, version, f"{alias}_reason", reason)
-        _set_alias(self.client, name, alias, version)
+        with self.alias_lock(name, alias) as held:
+            current = self.version_for(name, alias)
+            current_v = None if current is None else str(current.version)
+            _check_expected(f"promote {name} version {version} to {alias!r}",
+                            expected_current, current_v)
+            if current_v == version:
+                logger.info("%s version %s already holds %r", name, version, alias)
+                return current
+            held.check()
+            self.client.set_model_version_tag(name, version, f"previous_{alias}",
+                                              current_v or "")
+            self.client.set_model_version_tag(name, version, f"{alias}_since", _now())
+            if reason:
+                self.client.set_model_version_tag(name, version, f"{alias}_reason", reason)
+            set_alias(self.client, name, alias, version)
         now = self.version_for(name, alias)
         if now is None or str(now.version) != version:
-            logger.warning("%s: %r moved to version %s right after this promotion of "
-                           "version %s", name, alias, None if now is None else now.version,
-                           version)
+            logger.warning("%s: %r moved to version %s right after this promotion of version "
+                           "%s (by a writer that does not take the alias lock)", name, alias,
+                           None if now is None else now.version, version)
         logger.info("%s: %r moved from version %s to %s", name, alias, current_v, version)
         return self.client.get_model_version(name, version)
 
-    def rollback(self, name: str, alias: str = CHAMPION,
-                 reason: Optional[str] = None) -> ModelVersion:
+    def rollback(self, name: str, alias: str = CHAMPION, reason: Optional[str] = None, *,
+                 expected_current: Any = ANY) -> ModelVersion:
         """Move ``alias`` back to the version it replaced (the holder's
-        ``previous_<alias>`` tag); mutates the registry. Rolling back again walks further
-        back. The demoted version gets ``rolled_back_from_<alias>`` (time) and the restored
-        one ``restored_as_<alias>`` (time and the demoted version)."""
-        current = self.version_for(name, alias)
-        if current is None:
-            raise RegistryError(f"cannot roll back {name}: no version holds {alias!r}")
-        previous = current.tags.get(f"previous_{alias}", "")
-        if not previous:
-            raise RegistryError(
-                f"cannot roll back {name} {alias!r}: version {current.version} holds it and "
-                "replaced no version (tag previous_" + alias + " is empty or missing)")
-        now = _now()
-        _set_alias(self.client, name, alias, previous)
-        self.client.set_model_version_tag(name, current.version, f"rolled_back_from_{alias}",
-                                          now + (f": {reason}" if reason else ""))
-        self.client.set_model_version_tag(name, previous, f"restored_as_{alias}",
-                                          f"{now} (from version {current.version})")
+        ``previous_<alias>`` tag); mutates the registry, under the alias lock as
+        :meth:`promote`. Rolling back again walks further back. The demoted version gets
+        ``rolled_back_from_<alias>`` (time) and the restored one ``restored_as_<alias>``
+        (time and the demoted version).
+
+        Parameters
+        ----------
+        expected_current : version or ANY
+            Refuse (``RegistryError``) when, under the lock, another version than this one
+            holds the alias (e.g. one promoted since the caller looked). ``ANY`` rolls
+            back whichever version holds it.
+        """
+        with self.alias_lock(name, alias) as held:
+            current = self.version_for(name, alias)
+            if current is None:
+                raise RegistryError(f"cannot roll back {name}: no version holds {alias!r}")
+            _check_expected(f"roll back {name} {alias!r}", expected_current,
+                            str(current.version))
+            previous = current.tags.get(f"previous_{alias}", "")
+            if not previous:
+                raise RegistryError(
+                    f"cannot roll back {name} {alias!r}: version {current.version} holds it "
+                    f"and replaced no version (tag previous_{alias} is empty or missing)")
+            held.check()
+            now = _now()
+            set_alias(self.client, name, alias, previous)
+            self.client.set_model_version_tag(name, current.version,
+                                              f"rolled_back_from_{alias}",
+                                              now + (f": {reason}" if reason else ""))
+            self.client.set_model_version_tag(name, previous, f"restored_as_{alias}",
+                                              f"{now} (from version {current.version})")
         logger.info("%s: %r rolled back from version %s to %s", name, alias, current.version,
                     previous)
         return self.client.get_model_version(name, previous)

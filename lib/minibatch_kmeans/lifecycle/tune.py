@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -172,19 +172,26 @@ def _short(value) -> str:
 # -- the grid ----------------------------------------------------------------------------
 
 
+def _split_columns(spec: feat.FeatureSpec) -> Tuple[List[str], str, str]:
+    """The input columns :func:`_split` keeps (features, weight), and the names of its
+    part and hash columns, apart from them."""
+    cols = list(dict.fromkeys([*spec.columns, *([spec.weight_col] if spec.weight_col else [])]))
+    return cols, feat.fresh_name(cols, "_part"), feat.fresh_name(cols, "_h")
+
+
 def _split(df: DataFrame, spec: feat.FeatureSpec, fraction: float, seed: int):
-    """The input's feature (and weight) columns with ``_part`` (-1 invalid, 0 training,
-    1 holdout) and ``_h`` (the holdout hash), cached; and its counts per part."""
-    keep = [F.col(feat.quoted(c)) for c in spec.columns]
-    if spec.weight_col is not None:
-        keep.append(F.col(feat.quoted(spec.weight_col)))
+    """The input's feature (and weight) columns with a part (-1 invalid, 0 training,
+    1 holdout) and the holdout hash (:func:`_split_columns`), cached; and its counts per
+    part."""
+    cols, part_col, h_col = _split_columns(spec)
     h = F.xxhash64(F.lit(HOLDOUT_SALT), F.lit(int(seed)), *spec.feature_exprs())
     part = (F.when(~spec.valid_expr(cosine=False), F.lit(-1))
             .when(in_holdout(h, fraction, _BUCKETS), F.lit(1)).otherwise(F.lit(0)))
-    data = df.select(*keep, part.alias("_part"), h.alias("_h")).persist(STORAGE)
-    rows = data.groupBy("_part").agg(F.count(F.lit(1)).alias("n"),
-                                     F.sum(spec.weight_expr()).alias("w")).collect()
-    counts = {r["_part"]: (int(r["n"]), float(r["w"] or 0.0)) for r in rows}
+    data = df.select(*[F.col(feat.quoted(c)) for c in cols], part.alias(part_col),
+                     h.alias(h_col)).persist(STORAGE)
+    rows = data.groupBy(F.col(feat.quoted(part_col)).alias("part")).agg(
+        F.count(F.lit(1)).alias("n"), F.sum(spec.weight_expr()).alias("w")).collect()
+    counts = {r["part"]: (int(r["n"]), float(r["w"] or 0.0)) for r in rows}
     return data, counts
 
 
@@ -251,10 +258,11 @@ def choose_k(df: DataFrame, estimator, k_values: Sequence[int],
         n_bad = counts.get(-1, (0, 0.0))[0]
         (n_train, _), (n_hold, w_hold) = counts.get(0, (0, 0.0)), counts.get(1, (0, 0.0))
         _check_split(est, df, spec, ks[-1], holdout_fraction, n_bad, n_train, n_hold)
-        cols = [c for c in data.columns if not c.startswith("_")]
-        train = data.where(F.col("_part") == 0).select(*cols)
-        holdout = data.where(F.col("_part") == 1).select(*cols)
-        sample = _silhouette_sample(data, spec, cols, sample_size)
+        cols, part_col, _ = _split_columns(spec)
+        part = F.col(feat.quoted(part_col))
+        train = feat.select_named(data.where(part == 0), cols)
+        holdout = feat.select_named(data.where(part == 1), cols)
+        sample = _silhouette_sample(data, spec, sample_size)
         n_sample = sample.count()
         grid, centers = _fit_grid(est, train, ks, grid_sizes)
         measured = measure_centers(holdout, sample, spec, centers, w_hold)
@@ -301,14 +309,17 @@ def _check_split(est, df, spec, k_max, holdout_fraction, n_bad, n_train, n_hold)
                 n_train + n_hold + n_bad, n_train, n_hold, n_bad)
 
 
-def _silhouette_sample(data: DataFrame, spec: feat.FeatureSpec, cols, sample_size: int):
+def _silhouette_sample(data: DataFrame, spec: feat.FeatureSpec, sample_size: int):
     """The holdout rows with the smallest hashes, with an MLlib Vector column, cached."""
     from pyspark.ml.functions import array_to_vector
 
+    cols, part_col, h_col = _split_columns(spec)
     vector = (F.col(feat.quoted(spec.columns[0])) if spec.kind == "vector"
               else array_to_vector(spec.array_expr()))
-    return (data.where(F.col("_part") == 1).orderBy("_h").limit(sample_size)
-            .select(*cols, vector.alias(VECTOR_COL)).persist(STORAGE))
+    return (data.where(F.col(feat.quoted(part_col)) == 1).orderBy(F.col(feat.quoted(h_col)))
+            .limit(sample_size)
+            .select(*[F.col(feat.quoted(c)) for c in cols], vector.alias(VECTOR_COL))
+            .persist(STORAGE))
 
 
 def _fit_grid(est, train: DataFrame, ks: Sequence[int], grid_sizes):

@@ -428,15 +428,18 @@ class MiniBatchKMeansModel(Model, MiniBatchKMeansParams, _ReadWrite):
         elif spec.kind != "columns":  # a longer array would otherwise pass unnoticed
             args.append(F.size(spec.array_expr()))
         dist_col = self.getDistanceCol()
+        pred = self.getPredictionCol()
+        feat.check_new_columns(dataset.columns, {"predictionCol": pred,
+                                                 "distanceCol": dist_col})
         udf = predict_udf(self._centers, self._cosine, self._compute_dtype(),
                           dist_col is not None, spec)
-        pred = self.getPredictionCol()
         if dist_col is None:
             return dataset.withColumn(pred, udf(*args))
-        tmp = "__mbkm_prediction"
-        out = dataset.withColumn(tmp, udf(*args))
-        return (out.withColumn(pred, F.col(f"{tmp}.prediction"))
-                .withColumn(dist_col, F.col(f"{tmp}.distance")).drop(tmp))
+        tmp = feat.fresh_name(dataset.columns, "__mbkm_prediction")
+        s = F.col(feat.quoted(tmp))
+        return (dataset.withColumn(tmp, udf(*args))
+                .withColumns({pred: s.getField("prediction"),
+                              dist_col: s.getField("distance")}).drop(tmp))
 
     def computeCost(self, dataset: DataFrame) -> float:
         """Sum of (weighted) distances of the valid rows to their nearest center: squared

@@ -227,6 +227,48 @@ def quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def select_named(df: DataFrame, names: Sequence[str]) -> DataFrame:
+    """``df``'s columns ``names`` (once each), by their exact names: dots, spaces and
+    backticks in them are not parsed as Spark SQL."""
+    return df.select(*[F.col(quoted(c)) for c in dict.fromkeys(names)])
+
+
+def clashes(columns: Sequence[str], names: Sequence[str]) -> List[str]:
+    """The columns of ``columns`` that a new column named one of ``names`` would replace.
+    Names compare without case, as Spark resolves them by default
+    (``spark.sql.caseSensitive=false``)."""
+    wanted = {n.lower() for n in names if n}
+    return [c for c in columns if c.lower() in wanted]
+
+
+def fresh_name(columns: Sequence[str], base: str) -> str:
+    """``base``, or ``base_1``, ``base_2``... : a name for a temporary column that
+    replaces none of ``columns``."""
+    name, i = base, 0
+    while clashes(columns, [name]):
+        i += 1
+        name = f"{base}_{i}"
+    return name
+
+
+def check_new_columns(columns: Sequence[str], new: Dict[str, Optional[str]],
+                      what: str = "the input") -> None:
+    """Raise :class:`InvalidInputError` when an output column (``{Param: name}``, None
+    for one not written) would replace a column of ``columns``, or two share a name:
+    never overwrite an input column silently."""
+    named = [(p, n) for p, n in new.items() if n]
+    for i, (param, name) in enumerate(named):
+        taken = clashes(columns, [name])
+        if taken:
+            raise InvalidInputError(
+                f"{what} already has a column {taken[0]!r}, which {param}={name!r} would "
+                f"replace: set {param} to a name that is not a column of {what}")
+        same = [p for p, n in named[i + 1:] if clashes([n], [name])]
+        if same:
+            raise InvalidInputError(f"{param} and {same[0]} are both {name!r}: expected "
+                                    "distinct output column names")
+
+
 def _field(df: DataFrame, name: str, role: str) -> T.StructField:
     fields = {f.name: f for f in df.schema.fields}
     if name not in fields:

@@ -32,18 +32,24 @@ class SparkMiniBatch(Initializer):
     """One per-step fit over a prepared table. Use :func:`fit` rather than this class
     directly."""
 
+    #: Largest Arrow result (bytes) a step's job brought to the driver.
+    max_step_result_bytes = 0
+
     def run_batch(self, bucket, centers, n_candidates, step) -> BatchStats:
         salt_value = candidate_salt(self.p.seed, step)
         if self.local_steps == 1:
-            s = self.stats(self.data.bucket(bucket), centers, n_candidates, salt_value)
+            s = self.stats(self.data.bucket(bucket), centers, n_candidates, salt_value,
+                           self.data.step_tasks)
         else:
             fn = local_steps_function(centers, self.state.weight_sums, self.p.np_dtype,
                                       self.data.bucket_bounds(bucket), self.local_steps,
                                       n_candidates, salt_value, self.p.spherical)
-            s = self.run_stats(self.data.bucket(bucket), fn, centers.shape[0], n_candidates)
-        if s.n_rows > 4 * self.p.batch_size * self.local_steps:
+            s = self.run_stats(self.data.bucket(bucket), fn, centers.shape[0], n_candidates,
+                               self.data.step_tasks)
+        self.max_step_result_bytes = max(self.max_step_result_bytes, self.last_result_bytes)
+        if s.n_rows > 4 * self.p.step_batch_size * self.local_steps:
             logger.warning("bucket %d has %d rows for batchSize %d: the input has many "
-                           "exact duplicate rows", bucket, s.n_rows, self.p.batch_size)
+                           "exact duplicate rows", bucket, s.n_rows, self.p.step_batch_size)
         return s
 
     def run(self, initial_centers=None, should_stop=None, on_step=None) -> FitResult:
@@ -153,6 +159,8 @@ class SparkMiniBatch(Initializer):
             "prepareStorage": data.storage,
             "prepareBlocks": data.n_blocks,
             "initSize": init_size,
+            "initRowsCollected": self.init_rows_collected,
+            "maxStepResultBytes": self.max_step_result_bytes,
             "numSteps": state.step,
             "numIter": int(math.ceil(state.step / data.n_buckets)) if state.step else 0,
             "stopReason": reason,

@@ -8,6 +8,7 @@ import math
 from typing import Optional
 
 import numpy as np
+from pyspark.sql import functions as F
 
 from ..core import init as init_mod
 from ..core import rng as rng_mod
@@ -16,16 +17,71 @@ from ..core.minibatch import Convergence, MiniBatchState
 from ..errors import InvalidInputError
 from .collect import collect_matrix
 from .params import FitParams, check_initial_centers
-from .prepare import N_SLOTS, Prepared
-from .udfs import (SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix, sample_function,
+from .prepare import N_SLOTS, Prepared, feature_names
+from .udfs import (PART_VALUES, PARTIAL_SCHEMA, SAMPLE_SCHEMA, STATS_SCHEMA, feature_matrix,
+                   parts_function, parts_to_stats, reduce_parts_function, sample_function,
                    sample_table_to_numpy, stats_function, table_to_stats)
 
 logger = logging.getLogger(__name__)
 
 
+def distinct_rows(rows, n_features: int, weighted: bool):
+    """One row per key of ``rows`` (``key``, ``f0`` ... and ``weight``), grouped in the JVM:
+    its features, ``copies`` (its rows) and, when ``weighted``, the sum of their weights.
+    Rows of one key are exact duplicates (the key hashes the features), so the first
+    row's features are every row's."""
+    aggs = [F.first(n).alias(n) for n in feature_names(n_features)]
+    aggs.append(F.count(F.lit(1)).alias("copies"))
+    if weighted:
+        aggs.append(F.sum("weight").alias("weight"))
+    return rows.groupBy("key").agg(*aggs)
+
+
+def reduced_stats(df, fn, k: int, n_features: int, n_candidates: int, tasks: int):
+    """The Arrow table of a stats function's partials summed on the executors: each task
+    cuts its partial into parts of ``PART_VALUES`` doubles (:func:`parts_function`), one
+    shuffle gathers each part of every task in one reduce task, which sums them in the
+    canonical order (:func:`reduce_parts_function`), and the driver receives one row
+    per part: ``k (d + 2)`` doubles in all, plus the candidates, whatever ``tasks`` is.
+    DataFrame API only (Spark Connect)."""
+    n_parts = -(-k * (n_features + 2) // PART_VALUES)
+    reducers = max(1, min(n_parts + 1, tasks))
+    parts = df.mapInArrow(parts_function(fn), PARTIAL_SCHEMA)
+    gathered = parts.repartitionById(reducers, F.pmod(F.col("part") + 1, F.lit(reducers)))
+    reduce_fn = reduce_parts_function(n_features, n_candidates or None)
+    return gathered.mapInArrow(reduce_fn, PARTIAL_SCHEMA).toArrow()
+
+
+def thin_copies(copies: np.ndarray, hashed: np.ndarray, size: int) -> np.ndarray:
+    """How many of each row's ``copies`` a sample of ``size`` copies in all keeps, as a
+    uniform sample of the copies would: about ``copies * t`` each, for the rate ``t`` that
+    keeps ``size``, rounded by the row's random key ``hashed`` (uint64):
+    ``floor(copies * t + 1 - u)`` with ``u = hashed / 2^64``. A row of one copy is kept
+    when ``u <= t``: rows without duplicates are taken by smallest key, as before."""
+    c = np.asarray(copies, dtype=np.float64)
+    one_minus_u = 1.0 - hashed.astype(np.float64) / 2.0 ** 64
+
+    def kept(t):
+        return np.clip(np.floor(c * t + one_minus_u), 0, c)
+
+    if size >= c.sum():
+        return c.astype(np.int64)
+    lo, hi = 0.0, 1.0
+    for _ in range(64):  # the smallest t keeping at least size copies
+        mid = 0.5 * (lo + hi)
+        if kept(mid).sum() >= size:
+            hi = mid
+        else:
+            lo = mid
+    return kept(hi).astype(np.int64)
+
+
 class Initializer:
     """Spark jobs over a prepared (or projected) table and the initialisation built on
     them; :class:`~minibatch_kmeans.spark.fit.SparkMiniBatch` adds the per-step loop."""
+
+    #: Bytes of partial results above which a job's partials are summed on the executors.
+    direct_result_bytes = 4 << 20
 
     def __init__(self, prepared: Prepared, params: FitParams):
         self.p = params
@@ -34,17 +90,34 @@ class Initializer:
         self.timings = {}
         self.local_steps = 1
         self.state: Optional[MiniBatchState] = None
+        self.init_rows_collected = 0
+        self.last_result_bytes = 0
 
     # -- one Spark job each ---------------------------------------------------------
-    def stats(self, df, centers, n_candidates=0, salt_value=0) -> BatchStats:
+    def stats(self, df, centers, n_candidates=0, salt_value=0, tasks=None) -> BatchStats:
         fn = stats_function(centers, self.p.np_dtype, n_candidates, salt_value,
                             self.p.spherical)
-        return self.run_stats(df, fn, centers.shape[0], n_candidates)
+        return self.run_stats(df, fn, centers.shape[0], n_candidates, tasks)
 
-    def run_stats(self, df, fn, k, n_candidates=0) -> BatchStats:
-        """The merged partials of a stats function (``STATS_SCHEMA``) run over ``df``."""
-        table = df.mapInArrow(fn, STATS_SCHEMA).toArrow()
-        return table_to_stats(table, k, self.d, n_candidates or None)
+    def run_stats(self, df, fn, k, n_candidates=0, tasks=None) -> BatchStats:
+        """The merged partials of a stats function (``STATS_SCHEMA``) run over ``df``.
+
+        Each task returns one partial (k x d sums, weights and counts, and up to
+        ``n_candidates`` rows). When the prepared table's tasks would bring more than
+        ``direct_result_bytes`` of them to the driver, they are summed on the executors
+        instead (:func:`reduced_stats`): the driver then receives one partial's worth
+        whatever the number of tasks. ``tasks``: at most how many tasks ``df`` runs
+        (default: the prepared table's partitions). ``last_result_bytes``: the Arrow
+        bytes the driver received."""
+        tasks = tasks or self.data.n_partitions
+        partial = 8 * (k * (self.d + 2) + 4 + n_candidates * (self.d + 1))
+        if tasks is None or tasks * partial <= self.direct_result_bytes:
+            table = df.mapInArrow(fn, STATS_SCHEMA).toArrow()
+            self.last_result_bytes = table.nbytes
+            return table_to_stats(table, k, self.d, n_candidates or None)
+        table = reduced_stats(df, fn, k, self.d, n_candidates, tasks)
+        self.last_result_bytes = table.nbytes
+        return parts_to_stats(table, k, self.d)
 
     def collect_rows(self, df):
         """(keys, rows float64, weights or None) of a small DataFrame, sorted by key."""
@@ -67,7 +140,8 @@ class Initializer:
         return counts, keys, X, w
 
     def rows_from_table(self, table):
-        """:meth:`collect_rows` of an Arrow table with ``key``, ``f0`` ... and ``weight``."""
+        """:meth:`collect_rows` of an Arrow table with ``key``, ``f0`` ... and ``weight``;
+        with ``copies`` (as :func:`distinct_rows` gives) also each row's copies."""
         if table.num_rows == 0:
             return np.empty(0, np.int64), np.empty((0, self.d)), None
         keys = table.column("key").to_numpy()
@@ -78,19 +152,38 @@ class Initializer:
         w = None
         if "weight" in table.column_names:
             w = table.column("weight").to_numpy().astype(np.float64)[order]
+        if "copies" in table.column_names:
+            return keys[order], X, w, table.column("copies").to_numpy()[order]
         return keys[order], X, w
 
     # -- initialisation ---------------------------------------------------------------
     def init_sample(self, size: int):
-        """``size`` rows drawn at random (by key) from the prepared table, on the driver."""
+        """``size`` rows drawn at random (by key) from the prepared table, on the driver:
+        (keys, X, weights or None, whether the sample is every valid row).
+
+        Rows of one key (exact duplicates) reach the driver as one row with their number
+        of copies (and their weights' sum), grouped in the JVM, so the driver receives
+        about ``size`` distinct rows however often a value repeats; the slot range grows
+        until it holds ``size`` rows (copies counted, as if every copy had come), and
+        :meth:`draw` takes ``size`` copies of them. ``init_rows_collected`` counts the
+        rows the init's jobs brought to the driver."""
         n = self.data.n_rows
         hi = min(N_SLOTS, int(math.ceil(N_SLOTS * 1.2 * size / max(n, 1))) + 1)
+        self.init_rows_collected = 0
         while True:
-            keys, X, w = self.collect_rows(self.data.slots(0, hi))
-            if len(keys) >= size or hi >= N_SLOTS:
+            table = distinct_rows(self.data.slots(0, hi), self.d,
+                                  self.data.weighted).toArrow()
+            self.init_rows_collected += table.num_rows
+            if table.num_rows == 0:
+                keys, X, w, copies = np.empty(0, np.int64), np.empty((0, self.d)), None, np.empty(0)
+            else:
+                keys, X, w, copies = self.rows_from_table(table)
+            if copies.sum() >= size or hi >= N_SLOTS:
                 break
             hi = min(N_SLOTS, hi * 2)
-        return self.draw(keys, X, w, size, hi >= N_SLOTS)
+        logger.info("init sample: %d distinct rows collected to the driver (%d wanted, "
+                    "slots [0, %d))", self.init_rows_collected, size, hi)
+        return self.draw(keys, X, w, size, hi >= N_SLOTS, copies)
 
     def draw_order(self, keys, w=None) -> np.ndarray:
         """The init's order of rows: by a per-row random key (then weight: rows with one
@@ -98,9 +191,12 @@ class Initializer:
         hashed = rng_mod.keyed_uint64(keys, rng_mod.salt(self.p.seed, rng_mod.INIT))
         return np.argsort(hashed, kind="stable") if w is None else np.lexsort((w, hashed))
 
-    def draw(self, keys, X, w, size: int, whole: bool):
+    def draw(self, keys, X, w, size: int, whole: bool, copies=None):
         """The ``size`` rows of collected rows that the init takes (the smallest per-row
-        random keys): (keys, X, w, whole) as :meth:`init_sample`."""
+        random keys): (keys, X, w, whole) as :meth:`init_sample`. With ``copies`` (rows
+        standing for several), :func:`thin_copies` takes ``size`` copies in all."""
+        if copies is not None and len(copies) and (copies != 1).any():
+            return self.draw_copies(keys, X, w, size, whole, copies)
         if 0 < size < len(keys):  # sort only the smallest keys, with all ties of the last
             hashed = rng_mod.keyed_uint64(keys, rng_mod.salt(self.p.seed, rng_mod.INIT))
             last = hashed[np.argpartition(hashed, size - 1)[size - 1]]
@@ -110,6 +206,18 @@ class Initializer:
             order = self.draw_order(keys, w)
         order = order[:size]
         return keys[order], X[order], (None if w is None else w[order]), whole
+
+    def draw_copies(self, keys, X, w, size: int, whole: bool, copies):
+        """:meth:`draw` of rows with ``copies``: each keeps its share of ``size`` copies
+        (:func:`thin_copies`, by its per-row random key), weighted by the copies kept
+        (times the mean weight of its copies)."""
+        hashed = rng_mod.keyed_uint64(keys, rng_mod.salt(self.p.seed, rng_mod.INIT))
+        kept = thin_copies(copies, hashed, size)
+        rows = np.flatnonzero(kept)
+        weights = kept[rows] * (1.0 if w is None else w[rows] / copies[rows])
+        order = self.draw_order(keys[rows], weights)
+        rows, weights = rows[order], weights[order]
+        return keys[rows], X[rows], weights, whole and bool((kept == copies).all())
 
     def ensure_distinct(self, X, w, whole_table):
         """Raise when the table has fewer than k distinct rows; enlarge the sample when
@@ -123,7 +231,7 @@ class Initializer:
             valid = self.data.valid()
             feats = self.data.feature_names
             distinct_df = valid.dropDuplicates(feats)
-            if w is not None:
+            if self.data.weighted:
                 distinct_df = valid.where("weight > 0").dropDuplicates(feats)
             n_distinct = distinct_df.count()
             if n_distinct >= k:
@@ -132,7 +240,7 @@ class Initializer:
             distinct = n_distinct
         raise InvalidInputError(
             f"k={k} but the input has only {distinct} distinct rows"
-            + (" with positive weight" if w is not None else "")
+            + (" with positive weight" if self.data.weighted else "")
             + (" after skipping invalid rows" if self.data.n_invalid else "")
             + f": expected at least k={k} distinct rows")
 

@@ -98,6 +98,9 @@ class Prepared:
     scratch_path: Optional[str] = None
     #: Builds ``df`` (lazily, not cached) the first time a job needs it, when it is None.
     make_df: Optional[Callable[[], DataFrame]] = None
+    #: At most how many tasks a job over ``df`` runs (None: unknown): how many partial
+    #: results the driver would receive from a job that returns one per task.
+    n_partitions: Optional[int] = None
 
     def frame(self) -> DataFrame:
         """``df``, built by ``make_df`` on first use."""
@@ -108,6 +111,12 @@ class Prepared:
     @property
     def storage(self) -> str:
         return "memory" if self.scratch_path is None else "disk"
+
+    @property
+    def step_tasks(self) -> Optional[int]:
+        """At most how many tasks a step's job runs: one per cached partition in memory,
+        about one per block file read on disk (a step reads one to three)."""
+        return 3 if self.scratch_path is not None else self.n_partitions
 
     @property
     def n_blocks(self) -> Optional[int]:
@@ -160,7 +169,8 @@ class Prepared:
 def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
             cosine: bool = False, storage: str = "memory", scratch_dir: Optional[str] = None,
             block_rows: int = 20_000,
-            storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER) -> Prepared:
+            storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER,
+            partitions: Optional[int] = None) -> Prepared:
     """Hash, validate and cache ``df``'s features; count rows by validity in one pass.
 
     Parameters
@@ -182,6 +192,9 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
         Default: the system's temporary directory, which only a local session can use.
     block_rows : int
         Rows per block on disk, about: the batch size, so a step reads one to three files.
+    partitions : int, optional
+        In memory: at most this many cached partitions (default: the session's task
+        slots); a job over them returns one partial result per partition.
     """
     rows = prepared_rows(df, spec, seed, dtype, cosine)
     if storage not in STORAGES:
@@ -192,7 +205,9 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
         storage, n_input = choose_storage(df, rows, bytes_per_row)
     layout = {}
     if storage == "memory":
-        data, counts = _cache(rows, storage_level)
+        partitions = partitions or default_parallelism(df.sparkSession)
+        data, counts = _cache(rows, storage_level, partitions)
+        layout = {"n_partitions": partitions}
     else:
         if n_input is None:
             n_input = df.count()
@@ -202,7 +217,9 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
         except BaseException:
             remove_path(df.sparkSession, path)
             raise
-        layout = {"block_shift": shift, "scratch_path": path}
+        layout = {"block_shift": shift, "scratch_path": path,
+                  "n_partitions": _read_tasks(n_input, bytes_per_row, df.sparkSession,
+                                              1 << (SLOT_BITS - shift))}
     n_rows, n_invalid = int(counts["n"]), int(counts["bad"])
     invalid = spec.invalid_counts(df, cosine) if n_invalid else {}
     logger.info("prepared %d valid rows (%s) in %s, %d invalid", n_rows, spec.describe(),
@@ -278,7 +295,7 @@ def count_rows(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float3
     return agg.first().asDict()
 
 
-def _cache(rows: DataFrame, storage_level: StorageLevel):
+def _cache(rows: DataFrame, storage_level: StorageLevel, partitions: int):
     """Cache in memory: (cached DataFrame, its counts as :func:`count_columns` names them)."""
     # One cached partition per task slot, however many the input has: a step runs one
     # task per cached partition, so the step time must not grow with the input's size.
@@ -292,7 +309,7 @@ def _cache(rows: DataFrame, storage_level: StorageLevel):
     # is read when persist() plans the cache, so it must hold from there.
     spark = rows.sparkSession
     with temporary_conf(spark, {"spark.sql.inMemoryColumnarStorage.compressed": "false"}):
-        cached = (rows.coalesce(default_parallelism(spark))
+        cached = (rows.coalesce(partitions)
                   .sortWithinPartitions("slot").persist(storage_level))
         counts = cached.agg(*count_columns("weight" in rows.columns)).first()
     return cached, counts
@@ -322,6 +339,14 @@ def _write_blocks(rows: DataFrame, path: str, n_input: int, bytes_per_row: int,
     logger.info("wrote %d blocks of about %d rows each to %s", 1 << blocks_log2,
                 n_input >> blocks_log2, path)
     return spark.read.schema(blocks.schema).parquet(path), obs.get, shift
+
+
+def _read_tasks(n_input: int, bytes_per_row: int, spark, n_files: int = 4096) -> int:
+    """About how many tasks a scan of the disk layout runs: one per 128 MB of rows and
+    4 MB per file (Spark's ``maxPartitionBytes`` and ``openCostInBytes``), and at least
+    the session's task slots."""
+    total = n_input * bytes_per_row + n_files * 2 ** 22
+    return max(default_parallelism(spark), math.ceil(total / 2 ** 27))
 
 
 def row_bytes(spec: FeatureSpec, dtype: str) -> int:

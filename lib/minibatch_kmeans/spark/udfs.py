@@ -28,7 +28,7 @@ def arrow_matrix(col, n_features: int, dtype) -> np.ndarray:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     flat = col.flatten().to_numpy(zero_copy_only=False)  # flatten honours offsets
-    return flat.astype(dtype, copy=False).reshape(len(col), n_features)
+    return flat.astype(dtype, copy=False).reshape(len(col), n_features)  # -1: equal lists
 
 
 def feature_matrix(batch, n_features: int, dtype, out: Optional[np.ndarray] = None
@@ -100,6 +100,123 @@ def table_to_stats(table: pa.Table, k: int, n_features: int,
         int(n_rows.sum()),
         flat("counts", np.int64).reshape(-1, k).sum(axis=0),
         keys, rows)
+
+
+PARTIAL_SCHEMA = ("part int, inertia double, n_rows long, vals array<double>, "
+                  "cand_keys array<long>, cand_rows array<double>")
+#: Doubles per part of a partial result reduced on the executors (128 KB).
+PART_VALUES = 1 << 14
+
+
+def _list_column(arrays, dtype) -> pa.Array:
+    """An Arrow list column of 1-D NumPy arrays, built from one flat buffer."""
+    lengths = np.array([len(a) for a in arrays], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    flat = np.concatenate(arrays).astype(dtype, copy=False) if len(arrays) else np.empty(0, dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+
+def stats_to_parts(batch: pa.RecordBatch, part_values: int = PART_VALUES) -> pa.RecordBatch:
+    """A ``STATS_SCHEMA`` row (one task's partial) as ``PARTIAL_SCHEMA`` rows: its sums,
+    weights and counts laid end to end (``k (d + 2)`` doubles) cut into parts of
+    ``part_values`` (part 0, 1, ...), and its candidates as part -1 when it has some.
+    Every row carries the partial's inertia and rows, by which the reduce orders them."""
+    def flat(name, dtype):
+        return batch.column(name).flatten().to_numpy(zero_copy_only=False).astype(dtype)
+
+    values = np.concatenate([flat("sums", np.float64), flat("weights", np.float64),
+                             flat("counts", np.float64)])
+    vals = [values[i:i + part_values] for i in range(0, len(values), part_values)]
+    parts = list(range(len(vals)))
+    empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
+    cand_keys, cand_rows = [empty_i] * len(vals), [empty_f] * len(vals)
+    if len(batch.column("cand_keys")[0]):
+        parts.append(-1)
+        vals.append(empty_f)
+        cand_keys.append(flat("cand_keys", np.int64))
+        cand_rows.append(flat("cand_rows", np.float64))
+    m = len(parts)
+    return pa.RecordBatch.from_arrays([
+        pa.array(parts, pa.int32()),
+        pa.array([batch.column("inertia")[0].as_py()] * m, pa.float64()),
+        pa.array([batch.column("n_rows")[0].as_py()] * m, pa.int64()),
+        _list_column(vals, np.float64), _list_column(cand_keys, np.int64),
+        _list_column(cand_rows, np.float64)],
+        names=["part", "inertia", "n_rows", "vals", "cand_keys", "cand_rows"])
+
+
+def parts_function(fn, part_values: int = PART_VALUES):
+    """``fn`` (a stats function) whose partial comes out as :func:`stats_to_parts` rows."""
+    def parted(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in fn(batches):
+            yield stats_to_parts(batch, part_values)
+
+    return parted
+
+
+def reduce_parts_function(n_features: int, max_candidates: Optional[int]):
+    """mapInArrow function over ``PARTIAL_SCHEMA`` rows gathered by part: one row per part,
+    the sum of every task's values of that part in the canonical order of
+    :func:`table_to_stats` (by inertia, then rows: the same totals bit for bit, whatever
+    order the partials arrive in), with the total inertia and rows; part -1: the
+    ``max_candidates`` candidates of smallest key of all tasks."""
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        got = [b for b in batches if b.num_rows]
+        if not got:
+            return
+        t = pa.Table.from_batches(got)
+        part, inertia = t.column("part").to_numpy(), t.column("inertia").to_numpy()
+        n_rows = t.column("n_rows").to_numpy()
+        for p in np.unique(part):
+            rows = np.flatnonzero(part == p)
+            order = rows[np.lexsort((n_rows[rows], inertia[rows]))]
+            sub = t.take(pa.array(order))
+            vals, cand_keys, cand_rows = np.empty(0), np.empty(0, np.int64), np.empty(0)
+            if p >= 0:
+                vals = arrow_matrix(sub.column("vals"), -1, np.float64).sum(axis=0)
+            else:
+                keys = sub.column("cand_keys").combine_chunks().flatten().to_numpy(
+                    zero_copy_only=False).astype(np.int64)
+                cand = sub.column("cand_rows").combine_chunks().flatten().to_numpy(
+                    zero_copy_only=False).reshape(-1, n_features)
+                cand_keys, cand_rows = smallest_keys(keys.view(np.uint64), cand,
+                                                     max_candidates)
+                cand_keys, cand_rows = cand_keys.view(np.int64), cand_rows.ravel()
+            yield pa.RecordBatch.from_arrays([
+                pa.array([int(p)], pa.int32()),
+                pa.array([float(np.sum(inertia[order]))], pa.float64()),
+                pa.array([int(n_rows[order].sum())], pa.int64()),
+                _list_column([vals], np.float64), _list_column([cand_keys], np.int64),
+                _list_column([cand_rows], np.float64)],
+                names=["part", "inertia", "n_rows", "vals", "cand_keys", "cand_rows"])
+
+    return fn
+
+
+def parts_to_stats(table: pa.Table, k: int, n_features: int) -> BatchStats:
+    """The :class:`BatchStats` of a reduced parts job (:func:`reduce_parts_function`)."""
+    if table.num_rows == 0:
+        return BatchStats.empty(k, n_features)
+    part = table.column("part").to_numpy()
+    main = np.flatnonzero(part >= 0)
+    main = main[np.argsort(part[main])]
+    vals = table.column("vals").combine_chunks()
+    values = np.concatenate([vals[int(i)].values.to_numpy(zero_copy_only=False)
+                             for i in main])
+    kd = k * n_features
+    keys, rows = np.empty(0, np.uint64), np.empty((0, n_features))
+    cand = np.flatnonzero(part < 0)
+    if len(cand):
+        i = int(cand[0])
+        keys = table.column("cand_keys")[i].values.to_numpy(zero_copy_only=False)
+        keys = keys.astype(np.int64).view(np.uint64)
+        rows = (table.column("cand_rows")[i].values.to_numpy(zero_copy_only=False)
+                .reshape(-1, n_features))
+    first = int(main[0])
+    return BatchStats(values[:kd].reshape(k, n_features), values[kd:kd + k].copy(),
+                      float(table.column("inertia")[first].as_py()),
+                      int(table.column("n_rows")[first].as_py()),
+                      values[kd + k:].astype(np.int64), keys, rows)
 
 
 def stats_function(centers: np.ndarray, dtype, n_candidates: int = 0, salt_value=0,

@@ -10,11 +10,18 @@ Writes never change a table's schema: writing to an existing table whose columns
 from the DataFrame's raises :class:`~minibatch_kmeans.errors.InvalidInputError` naming the
 columns added, removed and retyped, whatever the mode, before anything is written.
 
+A partition is replaced by :func:`write_table` (``replace_partitions``) and removed, when it
+is left with no rows, by :func:`remove_partition`. Parquet partition columns are typed by
+Spark from their directory names unless read with ``string_partitions`` (``run_id=007``
+would read as 7).
+
 Examples
 --------
 >>> write_table(scores, "out/scores", "delta", partition_by=["run_id"],
 ...             replace_partitions=True)                      # doctest: +SKIP
 >>> read_table(spark, "out/scores", "delta", version=3)      # doctest: +SKIP
+>>> read_table(spark, "out/scores", string_partitions=["run_id"])  # doctest: +SKIP
+>>> remove_partition(spark, "out/quarantine", "delta", {"run_id": "007"})  # doctest: +SKIP
 >>> read_table(spark, fmt="delta", table="main.ml.points",
 ...            timestamp="2024-05-01T00:00:00Z")              # doctest: +SKIP
 """
@@ -24,8 +31,10 @@ import json
 import logging
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -33,7 +42,7 @@ from pyspark.sql import types as T
 from . import delta
 from ..errors import InvalidInputError, InvalidParamError
 from ..paths import local_dir
-from ..spark.session import temporary_conf
+from ..spark.session import is_connect, temporary_conf
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +91,52 @@ def _check_table_name(table: str) -> str:
     return table.strip()
 
 
+def _column_names(name: str, value) -> List[str]:
+    """``value`` as a list of column names; InvalidParamError naming ``name`` otherwise."""
+    names = [value] if isinstance(value, str) else value
+    if names is None or not isinstance(names, (list, tuple)) or not all(
+            isinstance(n, str) and n for n in names):
+        raise InvalidParamError(f"{name}={value!r} is not valid: expected a list of column "
+                                "names (non-empty strings)")
+    return list(names)
+
+
 # -- reading ---------------------------------------------------------------------------------
+
+
+def _check_read_args(fmt, path, table, version, timestamp, since_version) -> Optional[str]:
+    """Raise InvalidParamError for :func:`read_table` arguments that do not go together;
+    return the catalog table name, checked."""
+    _check_format(fmt)
+    if (path is None) == (table is None):
+        raise InvalidParamError("read_table needs exactly one of path and table: got "
+                                + ("both" if path is not None else "neither"))
+    if path is not None and (not isinstance(path, str) or not path.strip()):
+        raise InvalidParamError(f"path {path!r} is not valid: expected a non-empty string")
+    if table is not None:
+        table = _check_table_name(table)
+    if version is not None and timestamp is not None:
+        raise InvalidParamError(f"give at most one of version ({version!r}) and timestamp "
+                                f"({timestamp!r})")
+    if (version is not None or timestamp is not None) and fmt != "delta":
+        raise InvalidParamError(f"version and timestamp (time travel) need fmt='delta', not "
+                                f"{fmt!r}")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 0):
+        raise InvalidParamError(f"version {version!r} is not valid: expected an integer >= 0")
+    if since_version is not None and (fmt != "delta" or isinstance(since_version, bool)
+                                      or not isinstance(since_version, int)
+                                      or since_version < 0):
+        raise InvalidParamError(f"since_version {since_version!r} is not valid: expected an "
+                                "integer >= 0, with fmt='delta'")
+    return table
 
 
 def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parquet", *,
                table: Optional[str] = None, version: Optional[int] = None,
                timestamp: Union[str, datetime, date, None] = None,
-               since_version: Optional[int] = None) -> DataFrame:
+               since_version: Optional[int] = None,
+               string_partitions: Sequence[str] = ()) -> DataFrame:
     """The table at ``path`` (or the catalog table ``table``), resolved now: a missing
     table fails here, also on Spark Connect where reads are lazy.
 
@@ -112,6 +160,12 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
         have been appended to in between (a removed file is an error). Spark's Delta
         source reads the table's change data feed when it is on (inserts only), else
         the rows of the data files added since (see :mod:`.delta.native`).
+    string_partitions : sequence of str
+        Parquet by path: these partition columns are read as the text of their directory
+        names (``run_id=007`` is ``"007"``), not as the type Spark infers from them (the
+        integer 7, the same as ``run_id=7``; ``run_id=2026-11-24`` a date). Through an
+        explicit schema, so also on Spark Connect. Delta (the log types its partition
+        columns) and catalog tables are read as they are typed.
 
     Returns
     -------
@@ -130,28 +184,8 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     ImportError
         A Delta table without Spark's Delta source and without the deltalake package.
     """
-    _check_format(fmt)
-    if (path is None) == (table is None):
-        raise InvalidParamError("read_table needs exactly one of path and table: got "
-                                + ("both" if path is not None else "neither"))
-    if path is not None and (not isinstance(path, str) or not path.strip()):
-        raise InvalidParamError(f"path {path!r} is not valid: expected a non-empty string")
-    if table is not None:
-        table = _check_table_name(table)
-    if version is not None and timestamp is not None:
-        raise InvalidParamError(f"give at most one of version ({version!r}) and timestamp "
-                                f"({timestamp!r})")
-    if (version is not None or timestamp is not None) and fmt != "delta":
-        raise InvalidParamError(f"version and timestamp (time travel) need fmt='delta', not "
-                                f"{fmt!r}")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
-                                or version < 0):
-        raise InvalidParamError(f"version {version!r} is not valid: expected an integer >= 0")
-    if since_version is not None and (fmt != "delta" or isinstance(since_version, bool)
-                                      or not isinstance(since_version, int)
-                                      or since_version < 0):
-        raise InvalidParamError(f"since_version {since_version!r} is not valid: expected an "
-                                "integer >= 0, with fmt='delta'")
+    table = _check_read_args(fmt, path, table, version, timestamp, since_version)
+    string_partitions = _column_names("string_partitions", string_partitions)
     what = f"{fmt} table {table!r}" if table is not None else f"{fmt} table at {path!r}"
     if fmt == "delta":
         if delta.native_delta_available(spark):
@@ -168,6 +202,8 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
                 "fmt='delta' (as Parquet it would include the files of removed versions)")
         df = _resolved(what, lambda: spark.read.table(table) if table is not None
                        else spark.read.format(fmt).load(path))
+        if string_partitions and table is None:
+            df = _with_string_partitions(spark, path, df, string_partitions, what)
         engine = "Spark"
     when = (f" version {version}" if version is not None else
             f" as of {timestamp}" if timestamp is not None else "")
@@ -175,6 +211,37 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
         when += f", rows appended after version {since_version}"
     logger.info("reading %s%s (%d columns, %s)", what, when, len(df.columns), engine)
     return df
+
+
+def _parquet_partitions(df: DataFrame) -> List[str]:
+    """The partition columns of a Parquet table read by path: the ``col=value`` directories
+    of its first data file that name its last columns (Spark puts them last)."""
+    names = df.columns
+    first = df.inputFiles()[:1]
+    dirs = first[0].split("/")[:-1] if first else []
+    found: List[str] = []
+    for d in reversed(dirs):
+        name = d.split("=", 1)[0]
+        if "=" not in d or name not in names:
+            break
+        found.insert(0, name)
+    return [p for p in found if p in names[len(names) - len(found):]]
+
+
+def _with_string_partitions(spark: SparkSession, path: str, df: DataFrame,
+                            names: Sequence[str], what: str) -> DataFrame:
+    """The Parquet table ``df`` read again with the partition columns ``names`` typed as
+    strings: given in the schema, Spark takes their directory text as it is."""
+    parts = set(_parquet_partitions(df))
+    retype = {f.name for f in df.schema.fields if f.name in names and f.name in parts
+              and not isinstance(f.dataType, T.StringType)}
+    if not retype:
+        return df
+    schema = T.StructType([T.StructField(f.name, T.StringType(), f.nullable)
+                           if f.name in retype else f for f in df.schema.fields])
+    logger.info("reading the partition column(s) %s of the %s as strings", sorted(retype),
+                what)
+    return _resolved(what, lambda: spark.read.schema(schema).parquet(path))
 
 
 def stream_delta(spark: SparkSession, path: Optional[str] = None, *,
@@ -370,20 +437,9 @@ def _parquet_existing(spark: SparkSession, path: str
         return None
     try:
         existing = spark.read.parquet(path)
-        schema = existing.schema
-        first = existing.inputFiles()[:1]
+        return existing.schema, _parquet_partitions(existing)
     except delta.native.spark_errors():
         return None  # missing, or no Parquet files (empty directory)
-    names = [f.name for f in schema.fields]
-    dirs = first[0].split("/")[:-1] if first else []
-    found = []
-    for d in reversed(dirs):
-        name = d.split("=", 1)[0]
-        if "=" not in d or name not in names:
-            break
-        found.insert(0, name)
-    parts = [p for p in found if p in names[len(names) - len(found):]]
-    return schema, parts
 
 
 def _write_parquet(spark, df, path, mode, parts, replace_partitions) -> None:
@@ -424,18 +480,26 @@ def _write_delta_native(spark, df, path, mode, parts, replace_partitions) -> Non
     _needs_parts(what, parts, replace_partitions)
     writer = _spark_writer(delta.native.without_udts(df), "delta", mode, parts,
                            replace_partitions)
-    try:  # timestamps as TIMESTAMP_MICROS (not Spark's INT96), as delta-rs writes them
-        with temporary_conf(spark, {"spark.sql.parquet.outputTimestampType":
-                                    "TIMESTAMP_MICROS"}):
-            writer.save(path)
+    # timestamps as TIMESTAMP_MICROS (not Spark's INT96), as delta-rs writes them
+    with _native_write_errors(path), temporary_conf(
+            spark, {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}):
+        writer.save(path)
+    logger.info("wrote %s (mode %s%s, Spark's Delta source)", what, mode,
+                ", replacing the partitions written" if replace_partitions else "")
+
+
+@contextmanager
+def _native_write_errors(path: str) -> Iterator[None]:
+    """A change to the Delta table at ``path`` through Spark's Delta source, its refusals
+    (a feature it cannot write, a concurrent commit) as this package's errors."""
+    try:
+        yield
     except delta.native.spark_errors() as e:
         refused = (delta.native.write_refusal(e, path)
                    or delta.write.concurrent_write_error(e, path))
         if refused is None:
             raise
         raise refused from None
-    logger.info("wrote %s (mode %s%s, Spark's Delta source)", what, mode,
-                ", replacing the partitions written" if replace_partitions else "")
 
 
 def _write_delta_fallback(df, path, mode, parts, replace_partitions) -> None:
@@ -452,3 +516,116 @@ def _write_delta_fallback(df, path, mode, parts, replace_partitions) -> None:
     parts = parts or []
     _needs_parts(what, parts, replace_partitions)
     delta.commit_write(df, path, existing, mode, parts, replace_partitions)
+
+
+# -- removing a partition ---------------------------------------------------------------------
+
+
+def remove_partition(spark: SparkSession, path: str, fmt: str,
+                     values: Mapping[str, str]) -> bool:
+    """Remove one partition's rows from the table at ``path``: what replacing the partition
+    with no rows leaves (a scoring job's re-run whose run has no invalid rows left). The
+    other partitions stay; a missing table, or one without that partition, is left alone.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path : str
+        Any Spark path.
+    fmt : {"parquet", "delta"}
+    values : mapping of str to str
+        The partition: a value for each of the table's partition columns, as written
+        (``{"run_id": "007"}``).
+
+    Parquet: the partition's directory is deleted (the driver's file system for a local,
+    ``file:`` or ``dbfs:`` path, else Hadoop's FileSystem; over Spark Connect, which has
+    neither, Spark overwrites the directory with no rows). Spark's Delta source: a
+    ``DELETE`` of the partition's rows (its files, from the log). delta-rs: the partition's
+    files removed in one commit, as a partition replacement removes them
+    (:func:`.delta.write.remove_partition`).
+
+    Returns
+    -------
+    bool
+        Whether the table had that partition.
+
+    Raises
+    ------
+    InvalidParamError
+        Unknown format, or ``values`` not a mapping of column names to strings.
+    InvalidInputError
+        The table is not partitioned by exactly the columns of ``values``, or (Delta)
+        needs a feature the engine cannot write; ``ConcurrentWriteError`` when another
+        writer changed that partition meanwhile.
+    """
+    _check_format(fmt)
+    if (not isinstance(values, Mapping) or not values
+            or not all(isinstance(k, str) and k and isinstance(v, str)
+                       for k, v in values.items())):
+        raise InvalidParamError(f"partition values {values!r} are not valid: expected a "
+                                "mapping of each partition column to its value as a string, "
+                                "e.g. {'run_id': '007'}")
+    what = f"{fmt} table at {path!r}"
+    if fmt == "parquet":
+        existing = _parquet_existing(spark, path)
+        parts = None if existing is None else existing[1]
+    elif delta.native_delta_available(spark):
+        existing = delta.native.existing(spark, path)
+        parts = None if existing is None else existing[1]
+    else:
+        existing = delta.existing_table(path)
+        parts = None if existing is None else list(existing.partition_columns)
+    if parts is None:
+        logger.info("no %s: no partition %s to remove", what, dict(values))
+        return False
+    if sorted(parts) != sorted(values):
+        raise InvalidInputError(f"cannot remove the partition {dict(values)} of the {what}: "
+                                f"it is partitioned by {parts}, not {sorted(values)}")
+    if fmt == "parquet":
+        found = _remove_parquet_partition(spark, path, existing[0], parts, values)
+    elif delta.native_delta_available(spark):
+        with _native_write_errors(path):
+            found = delta.native.delete_partition(spark, path, values)
+    else:
+        found = delta.remove_partition(path, existing, values)
+    logger.info("%s partition %s of the %s", "removed" if found else "there is no",
+                dict(values), what)
+    return found
+
+
+#: The characters Spark (Hive) escapes as %XX in a partition directory's name.
+_ESCAPED = set(chr(c) for c in range(1, 32)) | set('"#%\'*/:=?\\\x7f{[]^')
+if os.name == "nt":  # pragma: no cover - as Spark escapes them on Windows
+    _ESCAPED |= set(" <>|")
+
+
+def partition_directory(parts: Sequence[str], values: Mapping[str, str]) -> str:
+    """The relative directory Spark writes a partition's files to: ``col=value`` per
+    partition column, names and values escaped as Spark escapes them (``a:b`` is
+    ``a%3Ab``; an empty value is Hive's default partition)."""
+    def escape(text: str) -> str:
+        return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in text)
+
+    return "/".join(f"{escape(p)}={escape(values[p]) or '__HIVE_DEFAULT_PARTITION__'}"
+                    for p in parts)
+
+
+def _remove_parquet_partition(spark: SparkSession, path: str, schema: T.StructType,
+                              parts: Sequence[str], values: Mapping[str, str]) -> bool:
+    """Delete a Parquet table's partition directory; whether it was there."""
+    directory = path.rstrip("/") + "/" + partition_directory(parts, values)
+    local = local_dir(directory)
+    if local is not None:
+        if not os.path.isdir(local):
+            return False
+        shutil.rmtree(local)
+        return True
+    if not is_connect(spark):
+        jvm = spark.sparkContext._jvm
+        jpath = jvm.org.apache.hadoop.fs.Path(directory)
+        fs = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        return bool(fs.exists(jpath) and fs.delete(jpath, True))
+    # Spark Connect reaches no file system: overwrite the directory with no rows
+    data = T.StructType([f for f in schema.fields if f.name not in parts])
+    spark.createDataFrame([], data).write.mode("overwrite").parquet(directory)
+    return True

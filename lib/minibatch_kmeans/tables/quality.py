@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 NULL, NAN, INF, LENGTH, BELOW, ABOVE, WEIGHT = ("null", "NaN", "infinite", "wrong length",
                                                "below min", "above max", "invalid weight")
 REASONS = (NULL, NAN, INF, LENGTH, BELOW, ABOVE, WEIGHT)
+#: The column :meth:`QualityResult.quarantine` adds to the invalid rows.
+REASON_COLUMN = "reason"
 
 
 class DataQualityError(InvalidInputError):
@@ -228,7 +230,7 @@ class QualityResult:
         """The rows without any problem."""
         return self.df.where(~self._checks.any_problem())
 
-    def quarantine(self, reason_col: str = "reason") -> DataFrame:
+    def quarantine(self, reason_col: str = REASON_COLUMN) -> DataFrame:
         """The invalid rows, every input column kept, plus ``reason_col``."""
         return (self.df.where(self._checks.any_problem())
                 .withColumn(reason_col, self._checks.reason()))

@@ -1,7 +1,7 @@
 """The monitoring job's config (``jobs/monitor.py``): :class:`MonitorConfig`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -24,13 +24,20 @@ def load_monitor_config(path: str, overrides: Sequence[str] = ()) -> "MonitorCon
     return parse_monitor_config(read_yaml(path, overrides))
 
 
-#: Monitor output tables and driver-local files: key -> default name under output.dir.
+#: Stands for the run id in the monitor's driver-local file paths; the defaults put each
+#: run's files in its own directory, ``<output.dir>/<run id>/``, so that monitors sharing
+#: an output directory never write the same file.
+RUN_ID_FIELD = "{run_id}"
+
+#: Monitor output tables (partitioned by run_id) and driver-local files: key -> default
+#: name under output.dir.
 MONITOR_OUTPUTS = ({"quality": "quality", "quarantine": "quarantine"},
-                   {"quality_report": "quality.json"})
+                   {"quality_report": RUN_ID_FIELD + "/quality.json"})
 
 
 #: The drift report's driver-local files: key -> default name under output.dir.
-DRIFT_FILES = {"drift_json": "drift.json", "drift_md": "drift.md", "drift_png": "drift.png"}
+DRIFT_FILES = {"drift_json": RUN_ID_FIELD + "/drift.json",
+               "drift_md": RUN_ID_FIELD + "/drift.md", "drift_png": RUN_ID_FIELD + "/drift.png"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class MonitorSettings:
 
 @dataclass(frozen=True)
 class DriftFiles:
-    """Driver-local files of the drift report (None skips one)."""
+    """Driver-local files of the drift report (None skips one); ``{run_id}`` in a path
+    stands for the run's id (:meth:`MonitorConfig.for_run`)."""
 
     json: Optional[str]
     markdown: Optional[str]
@@ -108,6 +116,29 @@ class MonitorConfig:
     @classmethod
     def from_dict(cls, raw: Any) -> "MonitorConfig":
         return parse_monitor_config(raw)
+
+    def for_run(self, run_id: str) -> "MonitorConfig":
+        """This config with ``{run_id}`` in the driver-local file paths (quality report,
+        drift files) replaced by ``run_id``.
+
+        Raises
+        ------
+        ConfigError
+            ``run_id`` is not a valid run id (it names a directory).
+        """
+        run_id = parse_run_id("run_id", run_id)
+        if run_id is None:
+            raise ConfigError("run_id is None: expected the run's id, which names its "
+                              "directory of report files")
+
+        def fill(path):
+            return None if path is None else path.replace(RUN_ID_FIELD, run_id)
+
+        files = self.drift_files
+        return replace(
+            self, run_id=run_id,
+            output=replace(self.output, quality_report=fill(self.output.quality_report)),
+            drift_files=DriftFiles(fill(files.json), fill(files.markdown), fill(files.png)))
 
     def estimator_params(self) -> Dict[str, Any]:
         """The challenger's ``MiniBatchKMeans`` keyword arguments (model section plus the
@@ -184,6 +215,16 @@ def _parse_drift_files(raw) -> DriftFiles:
     return DriftFiles(*(driver_file(raw, key, base, name) for key, name in DRIFT_FILES.items()))
 
 
+def _check_run_fields(out: OutputConfig, files: DriftFiles) -> None:
+    """Driver-local paths may hold ``{run_id}`` and no other ``{...}`` field."""
+    for key, path in (("quality_report", out.quality_report), ("drift_json", files.json),
+                      ("drift_md", files.markdown), ("drift_png", files.png)):
+        if path is not None and ("{" in path.replace(RUN_ID_FIELD, "")
+                                 or "}" in path.replace(RUN_ID_FIELD, "")):
+            val.fail(f"output.{key}", path, "a driver-local path whose only field is "
+                     f"{RUN_ID_FIELD} (the run's id), or null")
+
+
 def parse_monitor_config(raw) -> MonitorConfig:
     s = val.Section("", raw, ("run_id", "spark", "input", "model", "quality", "mlflow",
                               "monitor", "output", "logging"),
@@ -198,6 +239,7 @@ def parse_monitor_config(raw) -> MonitorConfig:
         out = parse_output({k: v for k, v in out_raw.items() if k not in DRIFT_FILES},
                            MONITOR_OUTPUTS)
         files = _parse_drift_files(out_raw)
+        _check_run_fields(out, files)
     else:
         out = parse_output(out_raw, MONITOR_OUTPUTS)  # raises, naming the section
     ml_raw = s.get("mlflow")

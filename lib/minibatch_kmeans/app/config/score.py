@@ -87,8 +87,9 @@ def _parse_scoring(raw) -> ScoringConfig:
         val.names("scoring.ignore_columns", ignore) if ignore else (),
         val.string("scoring.prediction_col", s.get("prediction_col", "prediction")),
         val.string("scoring.distance_col", s.get("distance_col", "distance")))
-    taken = [c for c in (sc.prediction_col, sc.distance_col, "run_id") if c in sc.id_columns]
-    if sc.prediction_col == sc.distance_col or taken:
+    ids = {c.lower() for c in sc.id_columns}  # Spark resolves names without case
+    taken = [c for c in (sc.prediction_col, sc.distance_col, "run_id") if c.lower() in ids]
+    if sc.prediction_col.lower() == sc.distance_col.lower() or taken:
         val.fail("scoring", {"prediction_col": sc.prediction_col, "distance_col":
                              sc.distance_col}, "distinct output column names that are not id "
                  "columns or run_id")

@@ -185,6 +185,10 @@ class StreamSettings:
         (rows visited over all training steps: epochs count again); "sizes", its
         training rows per cluster (``trainingInfo.clusterSizes``); a number, every
         center's weight.
+    lease_seconds : float
+        A state directory that is not driver-local (``s3a:``, ``abfss:``, ``hdfs:``,
+        ``dbfs:``) is held by a lease renewed every third of this; a lease whose heartbeat
+        is older is taken over (:mod:`minibatch_kmeans.app.stream_lock`).
     """
 
     model: Optional[str] = None
@@ -207,6 +211,7 @@ class StreamSettings:
     value_schema: Optional[str] = None
     max_offsets_per_trigger: Optional[int] = None
     kafka_options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    lease_seconds: float = 60.0
 
     def update_options(self) -> Dict[str, Any]:
         """partialFit's keyword arguments."""
@@ -305,7 +310,9 @@ def _parse_stream_settings(raw, fmt: str) -> StreamSettings:
                    HANDLE_INVALID, fold=str.lower),
         val.names("stream.id_columns", ids) if ids else (),
         val.integer("stream.register_every", s.get("register_every", 0), 0),
-        _initial_weight(s.get("initial_weight", d.initial_weight)), **kafka_settings)
+        _initial_weight(s.get("initial_weight", d.initial_weight)), **kafka_settings,
+        lease_seconds=val.number("stream.lease_seconds",
+                                 s.get("lease_seconds", d.lease_seconds), 3.0))
 
 
 #: Keys of the stream section that apply to Kafka input only.

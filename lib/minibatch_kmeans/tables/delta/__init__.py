@@ -22,7 +22,8 @@ read.py
     A snapshot read into Spark, with partition values from the log and ``since_version``
     (:func:`read_snapshot`).
 write.py
-    Spark-written Parquet files committed in one delta-rs transaction (:func:`commit_write`).
+    Spark-written Parquet files committed in one delta-rs transaction (:func:`commit_write`);
+    a partition's files removed the same way (:func:`remove_partition`).
 stream.py
     The Structured Streaming source (:func:`.stream.read_delta_stream`). Not imported
     here: it needs PySpark's Python streaming data source API, loaded only when a stream
@@ -35,7 +36,7 @@ from .log import (READER_FEATURES_HONOURED, WRITER_FEATURES_HONOURED, delta_sche
                   spark_schema, table_filesystem, unsupported_features_error, writer_problems)
 from .read import read_snapshot
 from .values import fromiso, parse_timestamp, partition_value, session_zone
-from .write import Existing, commit_write, existing_table
+from .write import Existing, commit_write, existing_table, remove_partition
 
 __all__ = [
     "native", "ENGINE_ENV", "native_delta_available",
@@ -44,5 +45,5 @@ __all__ = [
     "spark_schema", "table_filesystem", "unsupported_features_error", "writer_problems",
     "read_snapshot",
     "fromiso", "parse_timestamp", "partition_value", "session_zone",
-    "Existing", "commit_write", "existing_table",
+    "Existing", "commit_write", "existing_table", "remove_partition",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
@@ -305,6 +305,24 @@ def write_refusal(e: BaseException, path: str) -> Optional[InvalidInputError]:
     """The InvalidInputError for a failed native write that is about the table's
     features; None for other errors (the caller re-raises those)."""
     return refusal(e, path, None, "write") if _FEATURES.search(str(e)) else None
+
+
+def _text_literal(value: str) -> str:
+    """A SQL string literal of ``value`` that no quoting or escaping setting changes: its
+    UTF-8 bytes as a binary literal, cast to string."""
+    return f"CAST(X'{value.encode('utf-8').hex()}' AS STRING)"
+
+
+def delete_partition(spark: SparkSession, path: str, values: Mapping[str, str]) -> bool:
+    """``DELETE`` the rows of one partition (``values``: {partition column: value}) of the
+    Delta table at ``path``; a predicate on partition columns alone, so Delta removes the
+    partition's files from the log without rewriting any. Returns whether it had rows."""
+    condition = " AND ".join(f"`{c.replace('`', '``')}` = {_text_literal(v)}"
+                             for c, v in values.items())
+    result = spark.sql(f"DELETE FROM {target(path, None)} WHERE {condition}").first()
+    deleted = result["num_affected_rows"] if result is not None and (
+        "num_affected_rows" in result.asDict()) else None
+    return deleted is None or deleted > 0
 
 
 # -- streaming --------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
 from pyspark.sql import DataFrame
@@ -162,6 +162,28 @@ def commit_write(df: DataFrame, path: str, existing: Optional[Existing], mode: s
                 time.perf_counter() - t0)
     return {"version": version, "files": len(adds), "rows": rows,
             "replacedPartitions": replaced}
+
+
+def remove_partition(path: str, existing: Existing, values: Mapping[str, str]) -> bool:
+    """Remove one partition's files (``values``: {partition column: value as the log writes
+    it}) from the Delta table at ``path`` in one commit: a partition replacement
+    (:func:`commit_write` with ``replace_partitions``) that adds no files, so with its
+    commit metadata, checks and :class:`ConcurrentWriteError`. Returns whether the
+    partition had files (no commit when it had none)."""
+    from deltalake.transaction import RemoveAction
+
+    parts = list(existing.partition_columns)
+    types = {f.name: f.dataType for f in existing.schema.fields}
+    part_values = [{p: values[p] for p in parts}]
+    written = {tuple(partition_value(v[p], types[p]) for p in parts) for v in part_values}
+    now = int(time.time() * 1000)
+    if not _files_in(existing.table, parts, written, now, RemoveAction):
+        return False
+    version, _ = _commit(path, existing, "overwrite", parts, types,
+                         delta_schema_json(existing.schema), [], part_values, now, True)
+    logger.info("removed partition %s from delta table %s in version %d (delta-rs)",
+                dict(values), path, version)
+    return True
 
 
 def _check_overwritable(path: str, existing: Optional[Existing], mode: str) -> None:
