@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pyspark
 import yaml
@@ -176,20 +177,29 @@ class StandaloneCluster:
         pytest.fail(f"no {what} within {timeout} s (master state: "
                     f"{json.dumps(state)[:2000]})\n{self.log_tails()}")
 
-    def submit(self, name: str, job: Path, py_files: Path, *job_args) -> list:
+    def submit(self, name: str, job: Path, py_files: Path, *job_args, conf=None) -> list:
         """spark-submit ``job`` to this cluster; return the command after it exits 0."""
+        return self.finish(name, *self.launch(name, job, py_files, *job_args, conf=conf))
+
+    def launch(self, name: str, job: Path, py_files: Path, *job_args, conf=None):
+        """Start spark-submit of ``job`` (``conf``: more Spark settings); return (its
+        process, the command) without waiting: :meth:`finish` waits."""
         self.wait_for_workers()
+        extra = [a for k, v in (conf or {}).items() for a in ("--conf", f"{k}={v}")]
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", self.url,
                "--py-files", str(py_files),
                "--conf", "spark.executor.cores=1", "--conf", "spark.cores.max=2",
                "--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.ui.enabled=false",
                "--driver-java-options", JVM_OPTS,
                "--conf", f"spark.executor.extraJavaOptions={JVM_OPTS}",
-               "--executor-memory", "512m",
+               "--executor-memory", "512m", *extra,
                str(job), *map(str, job_args)]
         cwd = self.root / name
         cwd.mkdir(exist_ok=True)
-        proc = self._spawn(name, cmd, self.env(), cwd)
+        return self._spawn(name, cmd, self.env(), cwd), cmd
+
+    def finish(self, name: str, proc, cmd: list) -> list:
+        """Wait for a :meth:`launch` ed spark-submit; return its command after it exits 0."""
         try:
             code = proc.wait(timeout=SUBMIT_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -213,6 +223,19 @@ class StandaloneCluster:
                 continue
             if int(pgid) in self.groups or self.tag in args or self._runs_in_root(pid):
                 found.append((int(pid), args[:200]))
+        return found
+
+    def executors(self, app_id: str) -> list:
+        """Pids of the live executor JVMs (``CoarseGrainedExecutorBackend``) of ``app_id``."""
+        found = []
+        for pid, _ in self.ours():
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if (b"org.apache.spark.executor.CoarseGrainedExecutorBackend" in args
+                    and app_id.encode() in args):
+                found.append(pid)
         return found
 
     def _runs_in_root(self, pid: str) -> bool:
@@ -413,3 +436,138 @@ def test_score_submitted_to_standalone_cluster(trained, cluster, py_files, blobs
     labels = {r["prediction"] for r in predictions.select("prediction").distinct().collect()}
     assert labels <= set(range(K)) and len(labels) == K
     assert predictions.select("id").distinct().count() == 20000
+
+
+# --- an executor SIGKILLed mid-job (issue 18, faults) ---------------------------------
+
+def _event_log_conf(where: Path) -> dict:
+    """Spark settings that write the application's event log, uncompressed, into
+    ``where``: the test reads which executor ran each task from it."""
+    where.mkdir(parents=True, exist_ok=True)
+    return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": where.as_uri(),
+            "spark.eventLog.compress": "false"}
+
+
+def _events(where: Path) -> list:
+    (log,) = [f for f in where.iterdir() if not f.name.startswith(".")]
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def _executor_story(events: list) -> dict:
+    """From an event log: the executors added and removed (ids, in order), the tasks each
+    executor ran, and those each ran after the first removal."""
+    added, removed, tasks, after, failed = [], [], {}, {}, []
+    for e in events:
+        kind = e["Event"]
+        if kind == "SparkListenerExecutorAdded":
+            added.append(e["Executor ID"])
+        elif kind == "SparkListenerExecutorRemoved":
+            removed.append(e["Executor ID"])
+        elif kind == "SparkListenerTaskEnd":
+            ex = e["Task Info"]["Executor ID"]
+            if e["Task End Reason"]["Reason"] != "Success":
+                failed.append(e["Task End Reason"]["Reason"])
+                continue
+            tasks[ex] = tasks.get(ex, 0) + 1
+            if removed:
+                after[ex] = after.get(ex, 0) + 1
+    return {"added": added, "removed": removed, "tasks": tasks, "tasksAfterRemoval": after,
+            "failedTasks": failed}
+
+
+def _kill_an_executor_when(cluster, proc, name: str, app_name: str, ready, what: str):
+    """Wait until the driver log of the spark-submit ``name`` satisfies ``ready(text)``
+    while the application ``app_name`` has an executor, then SIGKILL that executor's JVM.
+    Returns (application id, the killed executor's id, the log text before the kill)."""
+    log = cluster.logs[name]
+    deadline = time.monotonic() + SUBMIT_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited ({proc.returncode}) before {what}\n"
+                        f"{cluster.log_tails()}")
+        text = log.read_text(errors="replace")
+        if ready(text):
+            apps = [a["id"] for a in cluster.state().get("activeapps", [])
+                    if a["name"] == app_name]
+            pids = cluster.executors(apps[0]) if apps else []
+            if pids:
+                args = Path(f"/proc/{pids[0]}/cmdline").read_bytes().split(b"\0")
+                executor_id = args[args.index(b"--executor-id") + 1].decode()
+                _signal_pid(pids[0], signal.SIGKILL)
+                return apps[0], executor_id, text
+        time.sleep(0.2)
+    pytest.fail(f"no {what} in {name} within {SUBMIT_TIMEOUT} s\n{cluster.log_tails()}")
+
+
+STEP_LINE = "step {}/"
+
+
+def test_train_survives_an_executor_killed_mid_fit(cluster, py_files, blobs, spark,
+                                                   tmp_path):
+    """A step fit whose executor is SIGKILLed after its first steps exits 0 with the
+    centers, weights and training cost of an undisturbed run of the same config: the lost
+    cached partitions are rebuilt, and the replacement executor takes a share of the
+    steps' tasks."""
+    from minibatch_kmeans import MiniBatchKMeansModel
+
+    conf = tmp_path / "train.yaml"
+    conf.write_text(yaml.safe_dump({
+        "input": {"path": blobs, "format": "parquet", "features": {"inputCols": FEATURES}},
+        "model": {"k": K, "maxIter": 3, "seed": 5, "batchSize": 200, "tol": 0,
+                  "maxNoImprovement": 0, "computeTrainingCost": True},
+        "logging": {"level": "INFO"},
+    }))
+    runs = {}
+    for name in ("calm", "killed"):
+        args = ["--conf", conf, "--run-id", RUN_ID, "--set", "model.fitMode=step",
+                "--set", f"spark.app_name=mbkm-cluster-test-{name}",
+                "--set", f"output.dir={tmp_path / name}"]
+        proc, cmd = cluster.launch(f"submit-{name}", ROOT / "jobs" / "train.py", py_files,
+                                   *args, conf=_event_log_conf(tmp_path / f"events-{name}"))
+        if name == "killed":
+            app_id, executor_id, before = _kill_an_executor_when(
+                cluster, proc, f"submit-{name}", f"mbkm-cluster-test-{name}",
+                lambda text: STEP_LINE.format(30) in text, "step 30 of the fit")
+            assert "stopped after" not in before  # killed while the steps ran
+        cluster.finish(f"submit-{name}", proc, cmd)
+        model = MiniBatchKMeansModel.load(str(tmp_path / name / "model"))
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        runs[name] = model, summary, _executor_story(_events(tmp_path / f"events-{name}"))
+    (calm, calm_summary, _), (killed, killed_summary, story) = runs["calm"], runs["killed"]
+    assert calm_summary["fitMode"] == "step" and calm_summary["numSteps"] == 300
+    assert killed_summary["numSteps"] == calm_summary["numSteps"]
+    assert np.array_equal(np.asarray(killed.clusterCenters()),
+                          np.asarray(calm.clusterCenters()))
+    assert np.array_equal(killed.weightSums, calm.weightSums)
+    assert killed_summary["trainingCost"] == calm_summary["trainingCost"]
+    # the kill was seen: the executor was removed while the application ran
+    assert story["removed"][:1] == [executor_id], (app_id, story)
+    print("executor story of the killed run:", json.dumps(story))
+
+
+def test_score_survives_an_executor_killed_mid_run(trained, cluster, py_files, blobs,
+                                                   spark, tmp_path):
+    """A score job whose executor is SIGKILLed while it writes its predictions exits 0,
+    and the run's predictions hold every input row once."""
+    conf = tmp_path / "score.yaml"
+    conf.write_text(yaml.safe_dump({
+        "spark": {"app_name": "mbkm-cluster-test-score-killed"},
+        "input": {"path": blobs, "format": "parquet"},
+        "scoring": {"model": str(trained[0] / "model"), "id_columns": ["id"]},
+        "output": {"dir": str(tmp_path / "out")},
+        "logging": {"level": "INFO"},
+    }))
+    name = "submit-score-killed"
+    proc, cmd = cluster.launch(name, ROOT / "jobs" / "score.py", py_files, "--conf", conf,
+                               "--run-id", RUN_ID, conf=_event_log_conf(tmp_path / "events"))
+    app_id, executor_id, before = _kill_an_executor_when(
+        cluster, proc, name, "mbkm-cluster-test-score-killed",
+        lambda text: "Starting task" in text, "task")
+    cluster.finish(name, proc, cmd)
+    story = _executor_story(_events(tmp_path / "events"))
+    print("executor story of the killed score run:", json.dumps(story))
+    assert story["removed"][:1] == [executor_id], (app_id, story)
+    predictions = spark.read.parquet(str(tmp_path / "out" / "predictions"))
+    inputs = spark.read.parquet(blobs).count()
+    assert predictions.count() == inputs
+    assert predictions.select("id").distinct().count() == inputs

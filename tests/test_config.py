@@ -401,7 +401,7 @@ def test_secrets_by_setting_name_and_inside_values_are_never_shown():
     """Azure SAS settings, catalog credentials, *.pwd, JDBC password= and a tracking URI's
     user:password@ are hidden in the config's repr and log lines; other values stay
     readable."""
-    from minibatch_kmeans.spark.session import redact
+    from minibatch_kmeans.redaction import redact
 
     raw = copy.deepcopy(BASE)
     raw["spark"]["conf"].update({

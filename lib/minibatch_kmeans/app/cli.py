@@ -14,7 +14,8 @@ import sys
 from typing import Callable, List, Optional
 
 from ..errors import MiniBatchKMeansError
-from ..spark.session import job_session, redact_text
+from ..redaction import redact_text
+from ..spark.session import job_session
 from .config import configure_logging, run_id_override
 
 

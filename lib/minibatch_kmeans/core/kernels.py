@@ -373,3 +373,14 @@ def batch_stats(X, centers, sample_weight=None, dtype="float32") -> BatchStats:
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise InvalidInputError("sample_weight must be finite and non-negative")
     return assignment_stats(X, C, row_norms_sq(C), w)
+
+
+def predict_matrix(X: np.ndarray, centers: np.ndarray, cosine: bool, dtype):
+    """Labels and distances (Euclidean, or cosine distance) of rows of X."""
+    Xc = np.ascontiguousarray(X, dtype=dtype)
+    C = np.ascontiguousarray(centers, dtype=dtype)
+    if cosine:
+        Xc = normalize_rows(Xc)
+    labels, dist_sq = labels_and_distances(Xc, C, row_norms_sq(C))
+    dist = dist_sq / 2.0 if cosine else np.sqrt(dist_sq)
+    return labels, dist

@@ -63,7 +63,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                       "'minibatch-kmeans[mlops]'", name=e.name) from e
 
 from ..errors import MiniBatchKMeansError
-from ..spark.session import redact_text
+from ..redaction import redact_text
 from .alias_lock import AliasLock, AliasLockError, LOCK_WAIT, alias_lock, set_alias
 from .saved_model import SavedModel
 
@@ -323,7 +323,9 @@ def _requirements() -> List[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for name in ("mlflow", "numpy", "pandas", "pyarrow", "pyspark"):
+    # no pyspark: the pyfunc model scores pandas rows with NumPy (SavedModel), and the
+    # package imports pyspark only for its Spark classes
+    for name in ("mlflow", "numpy", "pandas", "pyarrow"):
         try:
             reqs.append(f"{name}=={version(name)}")
         except PackageNotFoundError:  # pragma: no cover

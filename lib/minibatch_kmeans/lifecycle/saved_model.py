@@ -130,7 +130,7 @@ class SavedModel:
 
         Invalid rows raise under ``handleInvalid='error'``; under ``'skip'`` they get a
         null prediction and a NaN distance (Spark's transform drops them)."""
-        from ..ml.predict import predict_matrix
+        from ..core.kernels import predict_matrix
 
         X, bad = self.feature_matrix(frame)
         skip = self.params.get("handleInvalid", "error") == "skip"

@@ -20,6 +20,7 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ..core.kernels import predict_matrix
 from ..core.minibatch import minibatch_update, split_dying
 from ..errors import InvalidInputError, ModelPersistenceError
 from ..spark import features as feat
@@ -31,7 +32,7 @@ from ..spark.udfs import STATS_SCHEMA, stats_function, table_to_stats
 from .params import UPDATE_RULES, MiniBatchKMeansParams, discount_rule
 from .persistence import (centers_from_table, data_dir, new_data_dir, path_exists,
                           remove_old_data)
-from .predict import predict_matrix, predict_udf
+from .predict import predict_udf
 from .summary import MiniBatchKMeansSummary
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""Predicting with centers: on a NumPy matrix (:func:`predict_matrix`) and as the
-Arrow UDF a model's transform runs on the executors (:func:`predict_udf`)."""
+"""Predicting with centers as the Arrow UDF a model's transform runs on the executors
+(:func:`predict_udf`), around the NumPy
+:func:`~minibatch_kmeans.core.kernels.predict_matrix`."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,21 +8,8 @@ import pyarrow as pa
 from pyspark.sql import types as T
 
 from ..errors import InvalidInputError
+from ..core.kernels import predict_matrix
 from ..spark import features as feat
-
-def predict_matrix(X: np.ndarray, centers: np.ndarray, cosine: bool, dtype):
-    """Labels and distances (Euclidean, or cosine distance) of rows of X."""
-    from ..core.kernels import labels_and_distances, row_norms_sq
-    from ..core.kernels import normalize_rows
-
-    Xc = np.ascontiguousarray(X, dtype=dtype)
-    C = np.ascontiguousarray(centers, dtype=dtype)
-    if cosine:
-        Xc = normalize_rows(Xc)
-    labels, dist_sq = labels_and_distances(Xc, C, row_norms_sq(C))
-    dist = dist_sq / 2.0 if cosine else np.sqrt(dist_sq)
-    return labels, dist
-
 
 def predict_udf(centers: np.ndarray, cosine: bool, dtype, with_distance: bool,
                 spec: feat.FeatureSpec):

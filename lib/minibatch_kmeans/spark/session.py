@@ -20,18 +20,10 @@ from typing import Dict, Iterator, List, Mapping, Optional
 
 from pyspark.sql import SparkSession
 
+from ..redaction import SPARK_REDACTION_REGEX, redact
+
 logger = logging.getLogger(__name__)
 
-#: Setting names whose values are secrets: keys, secrets, tokens, passwords (also pwd and
-#: passwd), credentials, Azure SAS settings (fs.azure.sas.<container>.<account>...) and
-#: JAAS configurations (Kafka's SASL login).
-_SECRET = re.compile(r"key|secret|token|passw(or)?d|pwd|credential|(^|\.)sas\.|jaas",
-                     re.IGNORECASE)
-#: Secrets inside values: the password of user:password@ in a URI, and password=, pwd=,
-#: sig= (a SAS token's signature), secret= and token= parameters (JDBC URLs, SAS strings).
-_SECRET_IN_VALUE = re.compile(
-    r"(?i)(://[^/\s:@]+:)[^@\s/]+(?=@)|\b((?:password|passwd|pwd|sig|secret|token)=)[^;&\s]+")
-REDACTED = "*********(redacted)"
 
 
 #: HotSpot compiles no method of more than 8,000 bytes of bytecode (its HugeMethodLimit),
@@ -76,18 +68,6 @@ def connector_conf(jars: Optional[List[str]] = None) -> Dict[str, str]:
     return conf
 
 
-def redact(name: str, value) -> str:
-    """The value to log for a setting: hidden when the name looks like a secret, else with
-    the secrets inside it hidden (:func:`redact_text`)."""
-    return REDACTED if _SECRET.search(name) else redact_text(value)
-
-
-def redact_text(value) -> str:
-    """``value`` as text with the secrets inside it hidden: a URI's user:password@, and
-    password=, pwd=, sig=, secret= or token= parameters."""
-    return _SECRET_IN_VALUE.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, str(value))
-
-
 def is_connect(spark) -> bool:
     """True for a Spark Connect session (Databricks serverless): no RDD, no sparkContext."""
     try:
@@ -119,7 +99,7 @@ def get_spark(app_name: str = "minibatch-kmeans", master: Optional[str] = None,
     # Spark's own redaction (UI, event log, its log lines) by default misses names with
     # only "key" in them, such as fs.s3a.access.key: redact what ours does.
     settings = {"spark.ui.showConsoleProgress": "false",
-                "spark.redaction.regex": f"(?i){_SECRET.pattern}|password=|sig=",
+                "spark.redaction.regex": SPARK_REDACTION_REGEX,
                 **JIT_SIZED_CODEGEN}
     if not launched:
         builder = builder.master(master or "local[2]")

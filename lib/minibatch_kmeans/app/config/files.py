@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from ...errors import ConfigError
-from ...spark.session import redact, redact_text
+from ...redaction import redact, redact_text
 from . import values as val
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def apply_override(raw: Dict[str, Any], item: str) -> None:
 
 class RedactingFormatter(logging.Formatter):
     """Log lines (tracebacks included) with the secrets inside them hidden
-    (:func:`~minibatch_kmeans.spark.session.redact_text`), whichever library logged them."""
+    (:func:`~minibatch_kmeans.redaction.redact_text`), whichever library logged them."""
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from ...errors import ConfigError
 from ...evaluate.holdout import SILHOUETTE_ROWS
-from ...spark.session import redact_text
+from ...redaction import redact_text
 from . import values as val
 from .files import read_yaml
 from .sections import (driver_file, InputConfig, LoggingConfig, MlflowConfig, OutputConfig,

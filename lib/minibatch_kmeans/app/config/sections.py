@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 from ...errors import ConfigError
 from ...paths import is_remote
 from ...spark.params import PARAM_RULES
-from ...spark.session import redact, redact_text
+from ...redaction import redact, redact_text
 from . import values as val
 from .files import LOG_LEVELS
 

@@ -7,7 +7,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 from ... import checks
 from ...checks import Rule
 from ...errors import ConfigError
-from ...spark.session import redact
+from ...redaction import redact
 
 MISSING = object()
 
