@@ -14,9 +14,12 @@ same held-out rows, registers the challenger, promotes it when it wins (relative
 threshold; the absolute gate when the champion cannot score the data) and records the
 decision and its reasons on the run and the model version (see minibatch_kmeans.app.monitor_job).
 
-Exit codes: 0 no drift (nothing retrained), 3 drift and the challenger promoted, 4 drift
-and the champion kept, 2 bad configuration or input (no champion, a failed quality gate),
-1 anything else. (With force_retrain and no drift: 3 or 4.)
+The outcome ("no drift", or the challenger promoted or kept) is printed and goes to
+drift.json, the MLflow run's ``outcome`` tag and, on Databricks, the task's values.
+Exit codes: 0 whenever the job did its job, whatever it found (as schedulers expect);
+with ``--fail-on-drift`` (``monitor.fail_on_drift``) 3 for drift and the challenger
+promoted, 4 for drift and the champion kept (also with force_retrain and no drift);
+2 bad configuration or input (no champion, a failed quality gate); 1 anything else.
 """
 from __future__ import annotations
 
@@ -41,6 +44,13 @@ def run(spark, cfg, args):
 def main(argv: Optional[List[str]] = None) -> int:
     return config_job("monitor", __doc__, load_monitor_config, run, argv,
                       default_conf="conf/monitor.yaml", example="monitor.force_retrain=true",
+                      flags={"--fail-on-drift": (
+                          "monitor.fail_on_drift=true",
+                          "exit 3 (drift, challenger promoted) or 4 (drift, champion kept) "
+                          "instead of 0")},
+                      exit_codes="exit codes: 0 the job did its job (drift or not); with "
+                      "--fail-on-drift 3 drift and promoted, 4 drift and kept; 2 bad "
+                      "arguments, configuration or input; 1 anything else",
                       run_id_help="names this run: its report directory <output.dir>/<run id>, "
                       "its partition of the quality tables, its MLflow run")
 

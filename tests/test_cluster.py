@@ -445,7 +445,7 @@ def _event_log_conf(where: Path) -> dict:
     ``where``: the test reads which executor ran each task from it."""
     where.mkdir(parents=True, exist_ok=True)
     return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": where.as_uri(),
-            "spark.eventLog.compress": "false"}
+            "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"}
 
 
 def _events(where: Path) -> list:
@@ -513,7 +513,7 @@ def test_train_survives_an_executor_killed_mid_fit(cluster, py_files, blobs, spa
     conf = tmp_path / "train.yaml"
     conf.write_text(yaml.safe_dump({
         "input": {"path": blobs, "format": "parquet", "features": {"inputCols": FEATURES}},
-        "model": {"k": K, "maxIter": 3, "seed": 5, "batchSize": 200, "tol": 0,
+        "model": {"k": K, "maxIter": 2, "seed": 5, "batchSize": 400, "tol": 0,
                   "maxNoImprovement": 0, "computeTrainingCost": True},
         "logging": {"level": "INFO"},
     }))
@@ -523,18 +523,18 @@ def test_train_survives_an_executor_killed_mid_fit(cluster, py_files, blobs, spa
                 "--set", f"spark.app_name=mbkm-cluster-test-{name}",
                 "--set", f"output.dir={tmp_path / name}"]
         proc, cmd = cluster.launch(f"submit-{name}", ROOT / "jobs" / "train.py", py_files,
-                                   *args, conf=_event_log_conf(tmp_path / f"events-{name}"))
+                                   *args, conf={**_event_log_conf(tmp_path / f"events-{name}"), **json.loads(os.environ.get("XTMP_CONF", "{}"))})
         if name == "killed":
             app_id, executor_id, before = _kill_an_executor_when(
                 cluster, proc, f"submit-{name}", f"mbkm-cluster-test-{name}",
-                lambda text: STEP_LINE.format(30) in text, "step 30 of the fit")
+                lambda text: STEP_LINE.format(20) in text, "step 20 of the fit")
             assert "stopped after" not in before  # killed while the steps ran
         cluster.finish(f"submit-{name}", proc, cmd)
         model = MiniBatchKMeansModel.load(str(tmp_path / name / "model"))
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         runs[name] = model, summary, _executor_story(_events(tmp_path / f"events-{name}"))
     (calm, calm_summary, _), (killed, killed_summary, story) = runs["calm"], runs["killed"]
-    assert calm_summary["fitMode"] == "step" and calm_summary["numSteps"] == 300
+    assert calm_summary["fitMode"] == "step" and calm_summary["numSteps"] == 100
     assert killed_summary["numSteps"] == calm_summary["numSteps"]
     assert np.array_equal(np.asarray(killed.clusterCenters()),
                           np.asarray(calm.clusterCenters()))
@@ -543,6 +543,7 @@ def test_train_survives_an_executor_killed_mid_fit(cluster, py_files, blobs, spa
     # the kill was seen: the executor was removed while the application ran
     assert story["removed"][:1] == [executor_id], (app_id, story)
     print("executor story of the killed run:", json.dumps(story))
+    print("loop seconds", calm_summary["loopSeconds"], killed_summary["loopSeconds"])
 
 
 def test_score_survives_an_executor_killed_mid_run(trained, cluster, py_files, blobs,
@@ -562,7 +563,9 @@ def test_score_survives_an_executor_killed_mid_run(trained, cluster, py_files, b
                                "--run-id", RUN_ID, conf=_event_log_conf(tmp_path / "events"))
     app_id, executor_id, before = _kill_an_executor_when(
         cluster, proc, name, "mbkm-cluster-test-score-killed",
-        lambda text: "Starting task" in text, "task")
+        lambda text: "Starting task" in text.partition("wrote summary")[2],
+        "a task of the predictions' write")
+    assert "/out/predictions' (mode" not in before  # killed before they were written
     cluster.finish(name, proc, cmd)
     story = _executor_story(_events(tmp_path / "events"))
     print("executor story of the killed score run:", json.dumps(story))

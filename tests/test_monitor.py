@@ -191,7 +191,7 @@ def test_worse_challenger_is_kept_with_its_reason(spark, store, tmp_path, capsys
     champion = reg.champion(NAME).version
     data = write_slice(spark, tmp_path, sample(2000, seed=3))
     conf = config(store, tmp_path, data, force_retrain=True, min_improvement=0.5)
-    code, out = run_job(conf, capsys)
+    code, out = run_job(conf, capsys, "--fail-on-drift")
     assert code == 4, out.err
     assert reg.champion(NAME).version == champion
     new = versions(reg)[-1]
@@ -212,9 +212,11 @@ def test_mean_shift_in_three_features_promotes_the_challenger(spark, store, tmp_
     champion = reg.champion(NAME).version
     data = write_slice(spark, tmp_path, sample(2000, seed=4, shift={0: 3.0, 1: -3.0, 2: 3.0}))
     code, out = run_job(config(store, tmp_path, data), capsys)
-    assert code == 3, out.err
+    assert code == 0, out.err  # drift handled: a success for the scheduler
     report = json.loads((tmp_path / "out" / "t1" / "drift.json").read_text())
     assert report["drift"] and set(report["driftedFeatures"]) >= {"x0", "x1", "x2"}
+    assert report["outcome"]["code"] == 3 and report["outcome"]["decision"] == "promoted"
+    assert "promoted" in out.out
     new = versions(reg)[-1]
     assert int(reg.champion(NAME).version) == new != int(champion)
     decision, reasons = decision_of(reg, new)
@@ -222,6 +224,8 @@ def test_mean_shift_in_three_features_promotes_the_challenger(spark, store, tmp_
     assert reasons["challenger_cost_per_row"] < reasons["champion_cost_per_row"] * 0.98
     mv = reg.client.get_model_version(NAME, str(new))
     assert mv.tags["previous_champion"] == str(champion)
+    run = reg.client.get_run(mv.tags["decision_run_id"])
+    assert run.data.tags["outcome"] == report["outcome"]["outcome"]
     assert reg.json_tag(mv, "reference_stats")["k"] == K  # the next monitor run's reference
 
 
@@ -233,7 +237,7 @@ def test_schema_drift_challenger_judged_by_absolute_gate(spark, store, tmp_path,
     X[:, 4] = np.random.default_rng(6).normal(size=len(X))  # x4 is gone, x5 is new
     cols = ["x0", "x1", "x2", "x3", "x5"]
     data = write_slice(spark, tmp_path, X, cols)
-    code, out = run_job(config(store, tmp_path, data, cols), capsys)
+    code, out = run_job(config(store, tmp_path, data, cols), capsys, "--fail-on-drift")
     assert code == 3, out.err
     report = json.loads((tmp_path / "out" / "t1" / "drift.json").read_text())
     assert report["schema"]["removed"] == ["x4"] and report["schema"]["added"] == ["x5"]

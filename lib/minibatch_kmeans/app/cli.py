@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import MiniBatchKMeansError
 from ..redaction import redact_text
@@ -58,17 +58,21 @@ def run_job(name: str, parse_args: Callable[[Optional[List[str]]], argparse.Name
 
 def config_job(name: str, doc: str, load, run, argv: Optional[List[str]] = None, *,
                default_conf: str, example: str, run_id_help: Optional[str] = None,
-               check=None) -> int:
+               check=None, flags: Optional[Dict[str, Tuple[str, str]]] = None,
+               exit_codes: str = EXIT_CODES) -> int:
     """The ``main`` of a job driven by a YAML config.
 
     Parses ``--conf``, ``--set`` (and ``--run-id`` when ``run_id_help`` is given), loads
-    the config with ``load(path, overrides)``, sets up logging and logs the config, calls
+    the config with ``load(path, overrides)`` (``flags``: ``--name`` switches, each
+    (the override it stands for, its help)), sets up logging and logs the config, calls
     ``check(cfg)`` (what can be refused before Spark starts), then ``run(spark, cfg,
     args)`` in the job's session; prints the result's ``text()`` and returns its
     ``code``. Failures map to exit codes as :func:`run_job` says.
     """
     def parse_args(argv):
-        parser = job_parser(name, doc)
+        parser = job_parser(name, doc, exit_codes)
+        for flag, (_, text) in (flags or {}).items():
+            parser.add_argument(flag, action="store_true", help=text)
         parser.add_argument("--conf", default=default_conf,
                             help="YAML job config (default: %(default)s)")
         parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -79,7 +83,10 @@ def config_job(name: str, doc: str, load, run, argv: Optional[List[str]] = None,
         return parser.parse_args(argv)
 
     def start(args) -> int:
-        cfg = load(args.conf, args.overrides + run_id_override(getattr(args, "run_id", None)))
+        switched = [override for flag, (override, _) in (flags or {}).items()
+                    if getattr(args, flag.lstrip("-").replace("-", "_"))]
+        cfg = load(args.conf, args.overrides + switched
+                   + run_id_override(getattr(args, "run_id", None)))
         configure_logging(cfg.logging.level)
         log = logging.getLogger(f"minibatch_kmeans_jobs.{name}")
         for line in cfg.describe():

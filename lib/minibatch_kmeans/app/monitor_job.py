@@ -4,6 +4,8 @@ data under a :class:`~minibatch_kmeans.app.config.MonitorConfig`, in the steps
 and MLflow run."""
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -18,6 +20,8 @@ from ..ml.estimator import MiniBatchKMeans
 from ..paths import driver_path
 from ..tables.quality import check_quality
 from .outputs import read_input, write_quality_outputs
+
+logger = logging.getLogger(__name__)
 
 
 def run_params(cfg, champion_mv, source: str) -> Dict[str, Any]:
@@ -36,11 +40,15 @@ def run_params(cfg, champion_mv, source: str) -> Dict[str, Any]:
 class MonitorResult:
     """What :func:`run_monitor` found and did."""
 
+    #: the job's exit code: 0 whenever it did its job, else (``monitor.fail_on_drift``)
+    #: the outcome's code
     code: int
     source: str
     report: Dict[str, Any]
     outcome: Dict[str, Any]
     report_path: Optional[str] = None
+    #: NO_DRIFT, PROMOTED or KEPT (lifecycle.monitor)
+    outcome_code: int = NO_DRIFT
 
     def text(self) -> str:
         """The job's printed summary: drift or not, reasons, outcome, exit code."""
@@ -101,8 +109,32 @@ def run_monitor(spark, cfg, run_id: str) -> MonitorResult:
             code = PROMOTED if decision == "promoted" else KEPT
             outcome = {"outcome": f"{trigger}: challenger version {mv.version} {decision}",
                        "decision": decision, "version": str(mv.version), "reasons": reasons}
+        outcome["code"] = code
+        mlflow.set_tag("outcome", outcome["outcome"])
         write_drift_files(report, *paths, outcome=outcome)
         for path in paths:
             if path:
                 mlflow.log_artifact(path, "drift")
-    return MonitorResult(code, source, report, outcome, files.markdown or files.json)
+    publish_task_values(spark, {"outcome": outcome["outcome"], "drift": report["drift"],
+                                "decision": outcome.get("decision", "none"),
+                                "version": outcome.get("version")})
+    return MonitorResult(code if m.fail_on_drift else 0, source, report, outcome,
+                         files.markdown or files.json, code)
+
+
+def publish_task_values(spark, values: Dict[str, Any]) -> bool:
+    """On Databricks (``DATABRICKS_RUNTIME_VERSION`` set), the values as the task's values
+    (``dbutils.jobs.taskValues``), for the job's later tasks and its run page; elsewhere
+    nothing. Returns whether they were set; a failure is logged, never raised."""
+    if not os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return False
+    try:
+        from pyspark.dbutils import DBUtils  # only on Databricks runtimes
+
+        task_values = DBUtils(spark).jobs.taskValues
+        for key, value in values.items():
+            task_values.set(key=key, value=value)
+        return True
+    except Exception as e:  # noqa: BLE001 - a report only; the outcome is in the JSON and run
+        logger.warning("could not set the task values %s: %s", sorted(values), e)
+        return False

@@ -67,6 +67,10 @@ class MonitorSettings:
         Judges the challenger alone when the champion cannot score the data.
     force_retrain : bool
         Train and judge a challenger even without drift.
+    fail_on_drift : bool
+        Exit 3 (drift, promoted) or 4 (drift, kept) instead of 0: by default the job exits 0
+        whenever it did its job, as schedulers expect, and the outcome goes to its JSON,
+        its MLflow run and (on Databricks) its task values.
     where : str or None
         SQL filter applied to the input after reading (a partition: ``day = '2026-11-24'``).
     ignore_columns : tuple of str
@@ -82,6 +86,7 @@ class MonitorSettings:
     min_improvement: float = 0.02
     absolute_gate: AbsoluteGate = field(default_factory=AbsoluteGate)
     force_retrain: bool = False
+    fail_on_drift: bool = False
     where: Optional[str] = None
     ignore_columns: Tuple[str, ...] = ()
     sample_size: int = SILHOUETTE_ROWS
@@ -156,7 +161,7 @@ class MonitorConfig:
             f"{self.mlflow.model_name!r}, experiment {self.mlflow.experiment!r}",
             f"monitor: thresholds {m.thresholds.as_dict()}, holdout {m.holdout_fraction}, "
             f"min_improvement {m.min_improvement}, gate {m.absolute_gate}, "
-            f"force_retrain {m.force_retrain}",
+            f"force_retrain {m.force_retrain}, fail_on_drift {m.fail_on_drift}",
             f"challenger model: {model}",
             f"output: {self.output.dir}; drift report {self.drift_files}",
         ]
@@ -178,7 +183,8 @@ def _parse_thresholds(raw):
 
 def _parse_monitor_settings(raw) -> MonitorSettings:
     s = val.Section("monitor", raw, ("thresholds", "holdout_fraction", "min_improvement",
-                                     "absolute_gate", "force_retrain", "where",
+                                     "absolute_gate", "force_retrain", "fail_on_drift",
+                                     "where",
                                      "ignore_columns", "sample_size", "seed"))
     d = MonitorSettings(None)
     fraction = val.number("monitor.holdout_fraction", s.get("holdout_fraction",
@@ -203,6 +209,7 @@ def _parse_monitor_settings(raw) -> MonitorSettings:
     return MonitorSettings(
         _parse_thresholds(s.get("thresholds", None)), fraction, improvement, gate,
         val.boolean("monitor.force_retrain", s.get("force_retrain", d.force_retrain)),
+        val.boolean("monitor.fail_on_drift", s.get("fail_on_drift", d.fail_on_drift)),
         val.string("monitor.where", s.get("where", None), allow_none=True),
         val.names("monitor.ignore_columns", ignore) if ignore else (),
         val.integer("monitor.sample_size", s.get("sample_size", d.sample_size), 2),
