@@ -86,6 +86,19 @@ def versions(reg, fitted, tmp_path_factory):
     return run.info.run_id, v1, v2
 
 
+def test_on_databricks_the_default_store_is_the_workspace_and_unity_catalog(monkeypatch):
+    """DATABRICKS_RUNTIME_VERSION set (a Databricks cluster or serverless): the workspace's
+    tracking server and the Unity Catalog registry, unless configured otherwise."""
+    from minibatch_kmeans.lifecycle.registry import default_registry_uri
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    assert default_tracking_uri() == "databricks"
+    assert default_registry_uri("databricks") == "databricks-uc"
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION")
+    assert default_tracking_uri().startswith("sqlite:///")
+    assert default_registry_uri("sqlite:///x.db") == "sqlite:///x.db"
+
+
 def test_default_store_is_sqlite_under_out(store, tmp_path):
     root, reg = store
     assert default_tracking_uri() == "sqlite:///" + os.path.abspath("out/mlflow/mlflow.db")

@@ -105,8 +105,18 @@ ANY = _Any()
 
 
 def default_tracking_uri(root: str = "out") -> str:
-    """``sqlite:///<abs root>/mlflow/mlflow.db``: the embedded, serverless store."""
+    """On Databricks (``DATABRICKS_RUNTIME_VERSION`` set): ``databricks``, the workspace's
+    tracking server; elsewhere ``sqlite:///<abs root>/mlflow/mlflow.db``, the embedded,
+    serverless store."""
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return "databricks"
     return "sqlite:///" + os.path.abspath(os.path.join(root, "mlflow", "mlflow.db"))
+
+
+def default_registry_uri(tracking_uri: str) -> str:
+    """The registry of a tracking store: Unity Catalog (``databricks-uc``, MLflow 3's
+    default there) for the workspace's, else the store itself."""
+    return "databricks-uc" if tracking_uri == "databricks" else tracking_uri
 
 
 def default_artifact_location(root: str = "out") -> str:
@@ -126,12 +136,14 @@ def tracking(uri: Optional[str] = None, experiment: str = DEFAULT_EXPERIMENT, *,
     ----------
     uri : str, optional
         Tracking URI. Default: ``MLFLOW_TRACKING_URI`` when set, else
-        :func:`default_tracking_uri` under ``root`` (the directory is created).
+        :func:`default_tracking_uri`: the workspace's on Databricks, else a SQLite store
+        under ``root`` (the directory is created).
     experiment : str
         Experiment name (on Databricks a workspace path such as ``/Shared/mbkm``).
     registry_uri : str, optional
         Model registry URI (``databricks-uc`` for Unity Catalog). Default:
-        ``MLFLOW_REGISTRY_URI`` when set, else the tracking URI.
+        ``MLFLOW_REGISTRY_URI`` when set, else :func:`default_registry_uri` (Unity Catalog
+        for the workspace's tracking server, else the tracking store).
     artifact_location : str, optional
         Artifact root of a new experiment. Default for a SQLite store: ``artifacts`` next
         to the database file (``<root>/mlflow/artifacts`` for the embedded one); the
@@ -149,7 +161,8 @@ def tracking(uri: Optional[str] = None, experiment: str = DEFAULT_EXPERIMENT, *,
         os.makedirs(os.path.dirname(db), exist_ok=True)
         if artifact_location is None:
             artifact_location = "file://" + os.path.join(os.path.dirname(db), "artifacts")
-    registry_uri = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    registry_uri = (registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
+                    or default_registry_uri(uri))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
