@@ -523,7 +523,7 @@ def test_train_survives_an_executor_killed_mid_fit(cluster, py_files, blobs, spa
                 "--set", f"spark.app_name=mbkm-cluster-test-{name}",
                 "--set", f"output.dir={tmp_path / name}"]
         proc, cmd = cluster.launch(f"submit-{name}", ROOT / "jobs" / "train.py", py_files,
-                                   *args, conf={**_event_log_conf(tmp_path / f"events-{name}"), **json.loads(os.environ.get("XTMP_CONF", "{}"))})
+                                   *args, conf=_event_log_conf(tmp_path / f"events-{name}"))
         if name == "killed":
             app_id, executor_id, before = _kill_an_executor_when(
                 cluster, proc, f"submit-{name}", f"mbkm-cluster-test-{name}",
@@ -543,7 +543,6 @@ def test_train_survives_an_executor_killed_mid_fit(cluster, py_files, blobs, spa
     # the kill was seen: the executor was removed while the application ran
     assert story["removed"][:1] == [executor_id], (app_id, story)
     print("executor story of the killed run:", json.dumps(story))
-    print("loop seconds", calm_summary["loopSeconds"], killed_summary["loopSeconds"])
 
 
 def test_score_survives_an_executor_killed_mid_run(trained, cluster, py_files, blobs,

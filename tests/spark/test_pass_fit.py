@@ -235,9 +235,11 @@ def test_a_fit_keeps_generated_methods_jit_sized_for_its_own_jobs(spark, data):
             spark.conf.set(name, original)
 
 
-def test_every_spark_job_of_a_pass_fit_is_described(spark, data, tmp_path):
-    """Each job of a fit carries a description in the Spark UI (what it does for the fit):
-    recorded here by the tasks themselves, from the input's own Python UDF."""
+@pytest.mark.parametrize("mode", ["pass", "step"])
+def test_every_spark_job_of_a_fit_is_described(spark, data, tmp_path, mode):
+    """Each job of a fit that reads the input carries a description in the Spark UI (what
+    it does for the fit): recorded here by the tasks themselves, from the input's own
+    Python UDF (a step-mode fit reads the input once, to prepare its cached copy)."""
     from pyspark import TaskContext
 
     X, w, C, df = data
@@ -250,9 +252,12 @@ def test_every_spark_job_of_a_pass_fit_is_described(spark, data, tmp_path):
         return x
 
     traced = df.withColumn("x0", F.udf(record, "double")("x0"))
-    MiniBatchKMeans(k=4, inputCols=cols(3), seed=1, fitMode="pass").fit(traced)
+    MiniBatchKMeans(k=4, inputCols=cols(3), seed=1, fitMode=mode, batchSize=500).fit(traced)
     seen = {p.read_text() for p in log.iterdir()}
-    assert "(none)" not in seen, seen
+    assert seen and "(none)" not in seen, seen
+    if mode == "step":
+        assert seen == {"mbkm fit: prepare (keyed rows, cached)"}
+        return
     assert {"mbkm fit: count the rows", "mbkm fit: the epochs' sample to the driver"} <= seen
     assert any(s.startswith("mbkm fit: exact pass after pass") for s in seen), seen
     assert spark.sparkContext.getLocalProperty("spark.job.description") is None

@@ -22,7 +22,7 @@ from .params import (FitParams, FitResult, check_initial_centers, check_prepared
                      cost_from_inertia, default_init_size)
 from .passes import fit_passes
 from .prepare import N_SLOTS, prepare
-from .session import jit_sized_codegen
+from .session import jit_sized_codegen, job_description
 from .udfs import local_steps_function
 
 logger = logging.getLogger(__name__)
@@ -34,18 +34,22 @@ class SparkMiniBatch(Initializer):
 
     #: Largest Arrow result (bytes) a step's job brought to the driver.
     max_step_result_bytes = 0
+    #: Steps the fit may run (the Spark UI's "step i/n")
+    max_steps = 0
 
     def run_batch(self, bucket, centers, n_candidates, step) -> BatchStats:
         salt_value = candidate_salt(self.p.seed, step)
-        if self.local_steps == 1:
-            s = self.stats(self.data.bucket(bucket), centers, n_candidates, salt_value,
-                           self.data.step_tasks)
-        else:
-            fn = local_steps_function(centers, self.state.weight_sums, self.p.np_dtype,
-                                      self.data.bucket_bounds(bucket), self.local_steps,
-                                      n_candidates, salt_value, self.p.spherical)
-            s = self.run_stats(self.data.bucket(bucket), fn, centers.shape[0], n_candidates,
-                               self.data.step_tasks)
+        rows = self.data.bucket(bucket)
+        with job_description(rows.sparkSession,
+                             f"mbkm fit: step {step + 1}/{self.max_steps}"):
+            if self.local_steps == 1:
+                s = self.stats(rows, centers, n_candidates, salt_value, self.data.step_tasks)
+            else:
+                fn = local_steps_function(centers, self.state.weight_sums, self.p.np_dtype,
+                                          self.data.bucket_bounds(bucket), self.local_steps,
+                                          n_candidates, salt_value, self.p.spherical)
+                s = self.run_stats(rows, fn, centers.shape[0], n_candidates,
+                                   self.data.step_tasks)
         self.max_step_result_bytes = max(self.max_step_result_bytes, self.last_result_bytes)
         if s.n_rows > 4 * self.p.step_batch_size * self.local_steps:
             logger.warning("bucket %d has %d rows for batchSize %d: the input has many "
@@ -121,6 +125,7 @@ class SparkMiniBatch(Initializer):
                         saved.step, saved.stop_reason)
             return saved.stop_reason
         checkpoints.last_saved = state.step
+        self.max_steps, first, t_loop = max_steps, state.step, time.perf_counter()
 
         def before_step() -> bool:
             checkpoints.save_if_due(state)
@@ -128,11 +133,13 @@ class SparkMiniBatch(Initializer):
 
         def log_step(rec: StepRecord):
             if rec.step == 1 or rec.step % max(1, p.log_every) == 0:
+                per_step = (time.perf_counter() - t_loop) / max(1, rec.step - first)
                 logger.info("step %d/%d (epoch %d): %d rows seen, batch inertia %.4g, "
-                            "ewa %s, shift %.3g, %.2f s elapsed", rec.step, max_steps,
+                            "ewa %s, shift %.3g, %.2f s elapsed, at most %.0f s left "
+                            "(early stopping usually ends sooner)", rec.step, max_steps,
                             rec.epoch + 1, state.rows_seen, rec.batch_inertia,
                             "-" if rec.ewa is None else f"{rec.ewa:.4g}", rec.center_shift,
-                            time.perf_counter() - t_start)
+                            time.perf_counter() - t_start, per_step * (max_steps - rec.step))
             if on_step is not None:
                 on_step(rec, state)
 
@@ -217,8 +224,9 @@ def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None, on_step=None
 def _fit_steps(df, spec: FeatureSpec, params: FitParams, should_stop, on_step) -> FitResult:
     """:func:`fit` with ``fitMode="step"``."""
     t0 = time.perf_counter()
-    data = prepare(df, spec, params.seed, params.dtype, params.spherical,
-                   params.prepare_storage, params.scratch_dir, params.step_batch_size)
+    with job_description(df.sparkSession, "mbkm fit: prepare (keyed rows, cached)"):
+        data = prepare(df, spec, params.seed, params.dtype, params.spherical,
+                       params.prepare_storage, params.scratch_dir, params.step_batch_size)
     prepare_seconds = time.perf_counter() - t0
     try:
         check_prepared(data, params)
