@@ -487,8 +487,11 @@ def _kill_an_executor_when(cluster, proc, name: str, app_name: str, ready, what:
                         f"{cluster.log_tails()}")
         text = log.read_text(errors="replace")
         if ready(text):
-            apps = [a["id"] for a in cluster.state().get("activeapps", [])
-                    if a["name"] == app_name]
+            try:
+                apps = [a["id"] for a in cluster.state().get("activeapps", [])
+                        if a["name"] == app_name]
+            except OSError:  # the master did not answer this time: ask again
+                apps = []
             pids = cluster.executors(apps[0]) if apps else []
             if pids:
                 args = Path(f"/proc/{pids[0]}/cmdline").read_bytes().split(b"\0")

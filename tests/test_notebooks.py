@@ -9,6 +9,37 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"))
 
 
+@pytest.fixture(autouse=True)
+def no_progress_handler_left():
+    """A notebook adds a handler that prints the package's log lines: removed after each
+    test, with the logger's level, so other tests' logging is as they expect."""
+    import logging
+
+    log = logging.getLogger("minibatch_kmeans")
+    level = log.level
+    yield
+    for handler in list(log.handlers):
+        if handler.get_name() == "mbkm-notebook-progress":
+            log.removeHandler(handler)
+    log.setLevel(level)
+
+
+def test_a_notebook_shows_the_fit_s_progress_by_default(capsys):
+    """A notebook's logging shows only warnings: Notebook() prints the package's INFO lines
+    (a fit's passes and steps) to the cell's output, once, secrets redacted."""
+    import logging
+
+    from minibatch_kmeans.app.notebook import Notebook
+
+    Notebook({})
+    Notebook({})  # a second cell: still one handler
+    logging.getLogger("minibatch_kmeans.spark.passes").info(
+        "pass 1 (epochs) to http://u:S3CRET@h")
+    out = capsys.readouterr().out
+    assert out.count("pass 1 (epochs)") == 1 and "S3CRET" not in out
+    Notebook({}, progress=False)
+
+
 def test_there_are_notebooks():
     assert [p.name for p in NOTEBOOKS] == ["01_train_and_compare_with_mllib.py",
                                            "02_monitor_and_retrain.py", "03_choose_k.py",

@@ -17,18 +17,46 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import sys
 from typing import Any, Mapping, Optional
 
+from .config.files import RedactingFormatter
+
 logger = logging.getLogger(__name__)
+
+#: the name of the handler :func:`show_progress` adds (once) to the package's logger
+PROGRESS_HANDLER = "mbkm-notebook-progress"
+
+
+def show_progress(level: str = "INFO") -> logging.Handler:
+    """Print the package's log lines at ``level`` and above to the cell's output (stdout):
+    a notebook's logging shows only warnings, so a fit would otherwise print nothing while
+    it runs. Added once; returns the handler (remove it from
+    ``logging.getLogger("minibatch_kmeans")`` to stop)."""
+    log = logging.getLogger("minibatch_kmeans")
+    for handler in log.handlers:
+        if handler.get_name() == PROGRESS_HANDLER:
+            return handler
+    handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(PROGRESS_HANDLER)
+    handler.setLevel(level)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > handler.level:
+        log.setLevel(handler.level)
+    return handler
 
 
 class Notebook:
     """The notebook's environment, read from its globals (which are not modified)."""
 
-    def __init__(self, namespace: Mapping[str, Any], app_name: str = "minibatch-kmeans"):
+    def __init__(self, namespace: Mapping[str, Any], app_name: str = "minibatch-kmeans",
+                 progress: bool = True):
         self.ns = namespace
         self.app_name = app_name
         self.dbutils = namespace.get("dbutils")
+        if progress:  # the fit's progress in the cell's output (show_progress)
+            show_progress()
 
     @property
     def on_databricks(self) -> bool:
