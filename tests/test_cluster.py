@@ -508,9 +508,14 @@ STEP_LINE = "step {}/"
 def test_train_survives_an_executor_killed_mid_fit(cluster, py_files, blobs, spark,
                                                    tmp_path):
     """A step fit whose executor is SIGKILLed after its first steps exits 0 with the
-    centers, weights and training cost of an undisturbed run of the same config: the lost
-    cached partitions are rebuilt, and the replacement executor takes a share of the
-    steps' tasks."""
+    centers, weights and training cost of an undisturbed run of the same config (the lost
+    cached partition is rebuilt from the input).
+
+    Which executor rebuilds it is a race: the replacement when it has registered by then
+    (it then runs about half of the later steps' tasks), else the survivor, which then
+    holds both cached partitions and, with spark.locality.wait's 3 s against steps of a
+    fraction of a second, runs nearly every later task (3 of 168 on the replacement in
+    one run). The event log's per-executor task counts are printed, not asserted."""
     from minibatch_kmeans import MiniBatchKMeansModel
 
     conf = tmp_path / "train.yaml"
