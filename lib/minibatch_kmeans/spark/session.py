@@ -77,6 +77,15 @@ def is_connect(spark) -> bool:
     return isinstance(spark, ConnectSession)
 
 
+def existing_session() -> Optional[SparkSession]:
+    """This thread's active session, else the process's default one (built in another
+    thread: a notebook's, a test's, the job that started this thread), else None."""
+    try:
+        return SparkSession.active()
+    except Exception:  # noqa: BLE001 - pyspark raises its own error when there is none
+        return None
+
+
 def get_spark(app_name: str = "minibatch-kmeans", master: Optional[str] = None,
               conf: Optional[Mapping[str, str]] = None) -> SparkSession:
     """Return the active SparkSession, or build one.
@@ -91,7 +100,7 @@ def get_spark(app_name: str = "minibatch-kmeans", master: Optional[str] = None,
         Extra settings for a session this function builds. Values whose names contain
         key, secret, token or password are never logged.
     """
-    active = SparkSession.getActiveSession()
+    active = existing_session()
     if active is not None:
         return active
     builder = SparkSession.builder.appName(app_name)
@@ -121,7 +130,7 @@ def job_session(app_name: str, master: Optional[str] = None,
                 conf: Optional[Mapping[str, str]] = None) -> Iterator[SparkSession]:
     """:func:`get_spark` for a job: stops the session on exit only if it built it (a
     notebook's, a test's or spark-submit's active session is left running)."""
-    owned = SparkSession.getActiveSession() is None
+    owned = existing_session() is None
     spark = get_spark(app_name, master, conf)
     try:
         yield spark
