@@ -26,9 +26,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ...errors import InvalidInputError, InvalidParamError
+from ...errors import InvalidInputError
 from .log import new_local_table, not_found_error, one_line
-from .values import parse_timestamp, session_zone
+from .values import check_stream_options, parse_timestamp, session_zone
 
 logger = logging.getLogger(__name__)
 
@@ -337,20 +337,7 @@ def read_stream(spark: SparkSession, path: Optional[str], table: Optional[str] =
     ``startingVersion`` (only commits from that version on, not the snapshot),
     ``maxFilesPerTrigger`` and ``skipChangeCommits``. The table and starting version are
     checked now."""
-    if starting_version is not None and (isinstance(starting_version, bool)
-                                         or not isinstance(starting_version, int)
-                                         or starting_version < 0):
-        raise InvalidParamError(f"starting_version={starting_version!r} is not valid: "
-                                "expected a table version, an integer >= 0 (or None to "
-                                "start with the latest snapshot)")
-    if max_files_per_trigger is not None and (
-            isinstance(max_files_per_trigger, bool) or not isinstance(max_files_per_trigger, int)
-            or max_files_per_trigger < 1):
-        raise InvalidParamError(f"max_files_per_trigger={max_files_per_trigger!r} is not "
-                                "valid: expected an integer >= 1 (or None for no cap)")
-    if not isinstance(skip_change_commits, bool):
-        raise InvalidParamError(f"skip_change_commits={skip_change_commits!r} is not valid: "
-                                "expected True or False")
+    check_stream_options(starting_version, max_files_per_trigger, skip_change_commits)
     read(spark, path, table)  # the table is there and readable
     if starting_version is not None:
         versions = history(spark, path, table)

@@ -73,7 +73,7 @@ from pyspark.sql.streaming.datasource import (ReadAllAvailable, ReadLimit, ReadM
 from ...errors import InvalidInputError, InvalidParamError
 from .log import (is_absolute_uri, log_uri, open_table, reader_problems, spark_schema,
                   table_filesystem, unsupported_features_error)
-from .values import partition_value
+from .values import check_stream_options, partition_value
 
 logger = logging.getLogger(__name__)
 
@@ -127,20 +127,7 @@ def read_delta_stream(spark: SparkSession, path: str, *, starting_version: Optio
     if not isinstance(path, str) or not path.strip():
         raise InvalidParamError(f"path {path!r} is not valid: expected the path of a delta "
                                 "table (a non-empty string)")
-    if max_files_per_trigger is not None and (
-            isinstance(max_files_per_trigger, bool) or not isinstance(max_files_per_trigger, int)
-            or max_files_per_trigger < 1):
-        raise InvalidParamError(f"max_files_per_trigger={max_files_per_trigger!r} is not "
-                                "valid: expected an integer >= 1 (or None for no cap)")
-    if starting_version is not None and (
-            isinstance(starting_version, bool) or not isinstance(starting_version, int)
-            or starting_version < 0):
-        raise InvalidParamError(f"starting_version={starting_version!r} is not valid: "
-                                "expected a table version, an integer >= 0 (or None to "
-                                "start with the latest snapshot)")
-    if not isinstance(skip_change_commits, bool):
-        raise InvalidParamError(f"skip_change_commits={skip_change_commits!r} is not valid: "
-                                "expected True or False")
+    check_stream_options(starting_version, max_files_per_trigger, skip_change_commits)
     dt = open_table(path)
     latest = dt.version()
     problems = reader_problems(dt)

@@ -127,3 +127,23 @@ def log_partition_value(text: str, data_type: T.DataType, zone) -> Optional[str]
         when = when if when.tzinfo else when.replace(tzinfo=zone)
         return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value
+
+
+def check_stream_options(starting_version, max_files_per_trigger, skip_change_commits) -> None:
+    """The Delta stream options both engines take, checked alike: ``startingVersion`` a
+    table version or None, ``maxFilesPerTrigger`` at least 1 or None, ``skipChangeCommits``
+    a bool."""
+    if starting_version is not None and (isinstance(starting_version, bool)
+                                         or not isinstance(starting_version, int)
+                                         or starting_version < 0):
+        raise InvalidParamError(f"starting_version={starting_version!r} is not valid: "
+                                "expected a table version, an integer >= 0 (or None to "
+                                "start with the latest snapshot)")
+    if max_files_per_trigger is not None and (
+            isinstance(max_files_per_trigger, bool) or not isinstance(max_files_per_trigger, int)
+            or max_files_per_trigger < 1):
+        raise InvalidParamError(f"max_files_per_trigger={max_files_per_trigger!r} is not "
+                                "valid: expected an integer >= 1 (or None for no cap)")
+    if not isinstance(skip_change_commits, bool):
+        raise InvalidParamError(f"skip_change_commits={skip_change_commits!r} is not valid: "
+                                "expected True or False")
