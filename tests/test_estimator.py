@@ -416,7 +416,7 @@ def test_save_refuses_existing_path_without_overwrite(tmp_path, blob_data):
     _, _, _, df = blob_data
     m = MiniBatchKMeans(k=4, inputCols=cols(3), batchSize=300, maxIter=1).fit(df)
     path = str(tmp_path / "m")
-    m.save(path)
+    m.save(f"file://{path}")  # a file: URI is the same driver-local folder
     with pytest.raises(ModelPersistenceError, match="already exists.*overwrite"):
         m.save(path)
     m.write().overwrite().save(path)
@@ -424,6 +424,17 @@ def test_save_refuses_existing_path_without_overwrite(tmp_path, blob_data):
         MiniBatchKMeansModel.load(str(tmp_path / "nothing"))
     with pytest.raises(ModelPersistenceError, match="holds a minibatch_kmeans.ml.estimator"):
         MiniBatchKMeans.load(path)
+
+
+def test_a_local_path_s_existence_is_asked_of_the_driver_not_spark(tmp_path):
+    """Spark logs a WARN with a Java stack trace when asked about a missing path: a local
+    path is checked on the driver's filesystem, with no Spark call."""
+    from minibatch_kmeans.ml.persistence import path_exists
+
+    (tmp_path / "there").mkdir()
+    assert path_exists(None, str(tmp_path / "there"))
+    assert path_exists(None, f"file://{tmp_path}/there")
+    assert not path_exists(None, str(tmp_path / "missing" / "metadata"))
 
 
 def test_save_is_switched_in_by_its_metadata_and_load_checks_k_and_d(

@@ -31,9 +31,14 @@ def data_dir(meta: dict) -> str:
 
 
 def path_exists(spark, path: str) -> bool:
-    """Whether Spark finds ``path`` (analysis only: no job; also on Spark Connect)."""
+    """Whether ``path`` exists: the driver's filesystem answers for a path it can open
+    (:func:`~minibatch_kmeans.paths.local_dir`); Spark for a remote one (analysis only: no
+    job; also on Spark Connect)."""
     from pyspark.errors import AnalysisException
 
+    folder = local_dir(path)
+    if folder is not None:
+        return os.path.exists(folder)
     try:
         spark.read.text(path).schema
     except AnalysisException:
