@@ -24,7 +24,8 @@ from minibatch_kmeans.evaluate.report import plot_convergence, summary_table
 
 nb = Notebook(globals())
 spark = nb.spark()
-output_dir = nb.widget("output_dir", "out/notebooks/01", "output directory")
+output_dir = nb.widget("output_dir", nb.default_dir("01"),
+                       "output directory (a /Volumes path on Databricks)")
 data_path = nb.widget("data_path", "", "input Parquet table (empty: generate blobs)")
 rows = int(nb.widget("rows", "200000", "rows to generate"))
 n_features = int(nb.widget("features", "16", "features to generate"))

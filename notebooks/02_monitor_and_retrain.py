@@ -7,9 +7,9 @@
 # MAGIC have moved in a few features: the drift report finds it, a challenger is trained
 # MAGIC (warm start from the champion's centers), both are judged on the same held-out rows,
 # MAGIC and the challenger replaces the champion only when it is better by the threshold.
-# MAGIC On Databricks set `tracking_uri` to `databricks` (and `registry_uri` to
-# MAGIC `databricks-uc` for Unity Catalog); without `dbutils` the widget defaults apply, or
-# MAGIC `MBKM_<NAME>` environment variables.
+# MAGIC On Databricks the defaults are the workspace's tracking server, Unity Catalog's
+# MAGIC registry (`catalog.schema.name`) and a `/Volumes` output directory; without `dbutils`
+# MAGIC the widget defaults apply, or `MBKM_<NAME>` environment variables.
 
 # COMMAND ----------
 
@@ -27,9 +27,16 @@ from minibatch_kmeans.lifecycle.registry import tracking
 
 nb = Notebook(globals())
 spark = nb.spark()
-output_dir = nb.widget("output_dir", "out/notebooks/02", "output directory")
-tracking_uri = nb.widget("tracking_uri", "", "MLflow tracking URI (empty: SQLite under out/)")
-model_name = nb.widget("model_name", "minibatch-kmeans-notebook", "registered model")
+output_dir = nb.widget("output_dir", nb.default_dir("02"),
+                       "output directory (a /Volumes path on Databricks)")
+tracking_uri = nb.widget("tracking_uri", "", "MLflow tracking URI (empty: the workspace's on "
+                         "Databricks, else SQLite under the output directory)")
+model_name = nb.widget("model_name", nb.default("minibatch-kmeans-notebook",
+                                                "main.default.minibatch_kmeans_notebook"),
+                       "registered model (catalog.schema.name in Unity Catalog)")
+experiment = nb.widget("experiment", nb.default("minibatch-kmeans-notebooks",
+                                                "/Shared/minibatch-kmeans-notebooks"),
+                       "MLflow experiment (a workspace path on Databricks)")
 rows = int(nb.widget("rows", "100000", "rows per table"))
 k = int(nb.widget("k", "10", "clusters"))
 shift = float(nb.widget("shift", "3.0", "mean shift of x0, x1, x2 in the new slice"))
@@ -48,7 +55,7 @@ features = [c for c in reference_df.columns if c.startswith("x")]
 train, holdout = holdout_split(reference_df, 0.1, seed=1, cols=features)
 model = MiniBatchKMeans(k=k, inputCols=features, batchSize=5000, seed=1).fit(train)
 
-registry = tracking(tracking_uri or None, "minibatch-kmeans-notebooks",
+registry = tracking(tracking_uri or None, experiment,
                     root=os.path.join(output_dir, "store"))
 version = registry.log_model(model, model_name, training_table=reference_path,
                              reference_stats=reference_statistics(model, holdout))
@@ -73,7 +80,7 @@ config = MonitorConfig.from_dict({
     "input": {"path": slice_path, "features": {"inputCols": features}},
     "model": {"batchSize": 5000, "seed": 2},
     "mlflow": {"tracking_uri": tracking_uri or None, "root": os.path.join(output_dir, "store"),
-               "experiment": "minibatch-kmeans-notebooks", "model_name": model_name},
+               "experiment": experiment, "model_name": model_name},
     "monitor": {"ignore_columns": ["id", "label"], "holdout_fraction": 0.2,
                 "sample_size": 5000, "min_improvement": 0.02},
     "output": {"dir": os.path.join(output_dir, "monitor")},

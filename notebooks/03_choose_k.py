@@ -19,7 +19,8 @@ from minibatch_kmeans.lifecycle.tune import choose_k, markdown, write_tune
 
 nb = Notebook(globals())
 spark = nb.spark()
-output_dir = nb.widget("output_dir", "out/notebooks/03", "output directory")
+output_dir = nb.widget("output_dir", nb.default_dir("03"),
+                       "output directory (a /Volumes path on Databricks)")
 data_path = nb.widget("data_path", "", "input Parquet table (empty: generate blobs)")
 rows = int(nb.widget("rows", "100000", "rows to generate"))
 true_k = int(nb.widget("true_k", "6", "blobs to generate"))

@@ -23,7 +23,8 @@ from minibatch_kmeans.app.stream_job import run_stream
 
 nb = Notebook(globals())
 spark = nb.spark()
-output_dir = nb.widget("output_dir", "out/notebooks/04", "output directory")
+output_dir = nb.widget("output_dir", nb.default_dir("04"),
+                       "output directory (a /Volumes path on Databricks)")
 rows = int(nb.widget("rows", "20000", "rows per file"))
 k = int(nb.widget("k", "5", "clusters"))
 half_life = float(nb.widget("half_life", "1", "half-life in micro-batches"))

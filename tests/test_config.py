@@ -272,7 +272,8 @@ BAD = [
     ("output.dir", None, "output.dir"),
     ("output.model", 3, "output.model"),
     ("output.plot", 3, "output.plot"),
-    ("output.summary", "s3a://bucket/summary.json", "output.summary"),
+    ("output.centers", "main.default.my-centers", "output.centers"),
+    ("output.metrics", "a.b.c.d", "output.metrics"),
     ("logging.level", "LOUD", "logging.level"),
     ("logging", "INFO", "logging"),
     ("compare.mllib.solver", "fast", "compare.mllib.solver"),
@@ -305,15 +306,15 @@ def test_expected_is_stated():
         Config.from_dict(with_value("model.initMode", "kmeans"))
 
 
-def test_remote_output_dir_needs_local_summary_and_plot():
-    with pytest.raises(ConfigError, match="output.summary is missing"):
-        Config.from_dict(with_value("output.dir", "s3a://bucket/models"))
+def test_remote_output_dir_keeps_the_reports_next_to_the_outputs():
+    out = Config.from_dict(with_value("output.dir", "s3a://bucket/models")).output
+    assert (out.summary, out.plot, out.quality_report) == (
+        "s3a://bucket/models/summary.json", "s3a://bucket/models/convergence.png",
+        "s3a://bucket/models/quality.json")
     raw = with_value("output.dir", "s3a://bucket/models")
     raw["output"].update(summary="/tmp/s.json", plot=None)
-    with pytest.raises(ConfigError, match="output.quality_report is missing"):
-        Config.from_dict(raw)
-    raw["output"]["quality_report"] = "/tmp/q.json"
     out = Config.from_dict(raw).output
+    assert (out.summary, out.plot) == ("/tmp/s.json", None)
     assert out.model == "s3a://bucket/models/model"
     assert (out.centers, out.quarantine, out.format) == ("s3a://bucket/models/centers",
                                                           "s3a://bucket/models/quarantine",

@@ -78,3 +78,78 @@ def test_databricks_configs_use_volumes_and_the_workspace_registry(name):
     if getattr(cfg, "mlflow", None) is not None:
         assert (cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri) == ("databricks",
                                                                       "databricks-uc")
+
+
+# -- the spark-submit container (conf/container/Dockerfile); docker is not run here -------
+
+ROOT = CONF.parent
+DOCKERFILE = CONF / "container" / "Dockerfile"
+
+
+def dockerfile():
+    """The Dockerfile's instructions as (KEYWORD, arguments), continuations joined."""
+    out, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        pending += " " + line.strip().rstrip("\\").strip()
+        if not line.rstrip().endswith("\\"):
+            keyword, _, rest = pending.strip().partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+            pending = ""
+    return out
+
+
+def test_container_copies_only_files_that_exist_or_dist_builds():
+    """Every COPY source is in the repository, or is what .ci/dist.py builds into dist/
+    (the wheel, named as pip names it); the Dockerfile's ignore file lets each through."""
+    import fnmatch
+    import re
+
+    version = re.search(r'version="([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
+    dist_py = (ROOT / ".ci" / "dist.py").read_text()
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    copies = [args.split() for kw, args in dockerfile() if kw == "COPY"]
+    assert copies
+    for *sources, _dest in copies:
+        for source in sources:
+            assert not source.startswith("--"), source  # no --from stages here
+            assert f"!{source.rstrip('/')}" in [line.rstrip("/") for line in ignore], source
+            if source.startswith("dist/"):
+                wheel = f"minibatch_kmeans-{version}-py3-none-any.whl"
+                assert fnmatch.fnmatch(f"dist/{wheel}", source), source
+                assert "def build_wheel" in dist_py and "*.whl" in dist_py
+            else:
+                assert glob.glob(str(ROOT / source)), f"{source} does not exist"
+
+
+def test_container_spark_is_the_pinned_pyspark_s_and_pip_never_installs_pyspark():
+    import re
+    from importlib.metadata import requires
+
+    instructions = dockerfile()
+    args = dict(a.split("=", 1) for kw, a in instructions if kw == "ARG" and "=" in a)
+    (base,) = [a for kw, a in instructions if kw == "FROM"]
+    assert base.startswith("apache/spark:${SPARK_VERSION}-") and "python3" in base
+    spark = args["SPARK_VERSION"]
+    pinned = re.search(r"^pyspark==(\S+)$", (ROOT / "constraints.txt").read_text(),
+                       flags=re.M).group(1)
+    assert spark.split(".")[:2] == pinned.split(".")[:2], (spark, pinned)
+    low = re.search(r'"pyspark\[connect\]>=([\d.]+),<(\d+)"', (ROOT / "setup.py").read_text())
+    as_tuple = [int(v) for v in spark.split(".")]
+    assert as_tuple >= [int(v) for v in low.group(1).split(".")]
+    assert as_tuple[0] < int(low.group(2))
+    runs = " ".join(a for kw, a in instructions if kw == "RUN")
+    installs = [cmd for cmd in re.split(r";|&&", runs) if "pip install" in cmd]
+    assert installs and not [cmd for cmd in installs if "pyspark" in cmd or "-r " in cmd]
+    assert "pip show pyspark" in runs  # and the build fails if something pulled it in
+    # neither the wheel nor the extras EXTRAS may name bring pyspark
+    extras = [e for e in args.get("EXTRAS", "").strip('"').split(",") if e]
+    assert not extras
+    reqs = requires("minibatch-kmeans") or []
+    base_reqs = [r for r in reqs if "extra ==" not in r]
+    assert base_reqs and not [r for r in base_reqs if r.lower().startswith("pyspark")]
+    text = DOCKERFILE.read_text()
+    for extra in re.findall(r'"(\w+)" \(', text):  # the extras the Dockerfile offers
+        named = [r for r in reqs if f'extra == "{extra}"' in r]
+        assert named and not [r for r in named if r.lower().startswith(("pyspark", "delta-"))]

@@ -264,3 +264,91 @@ def test_wide_reference_statistics_bound_the_sample_and_name_the_feature_limit(
     with pytest.raises(InvalidInputError) as e:
         reference_statistics(model, df, bins=4)
     assert f"at most {d - 1} features" in str(e.value) and f"has {d}" in str(e.value)
+
+
+def run_counting_jobs(spark, run):
+    """``run()``'s result and the number of Spark jobs it started (its own job group)."""
+    import uuid
+
+    sc = spark.sparkContext
+    group = f"drift-{uuid.uuid4().hex}"
+    sc.setJobGroup(group, "counted by the test")
+    try:
+        result = run()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return result, len(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def test_the_long_layout_gives_the_narrow_layout_s_statistics(spark, fitted, monkeypatch):
+    """Wide tables (from WIDE_FEATURES features) go through the long layout, one row per
+    row and feature: forced on the narrow table, it gives the same reference statistics
+    and drift report as the narrow layout, in as many Spark jobs."""
+    from minibatch_kmeans.lifecycle import drift as drift_mod
+
+    model, _, X = fitted
+    X = X.copy()
+    X[3, 2] = np.nan  # an invalid row: counted apart in both layouts
+    df = frame(spark, X)
+    new = frame(spark, sample(800, seed=9, shift={1: 1.0}))
+    narrow, narrow_jobs = run_counting_jobs(spark, lambda: reference_statistics(model, df))
+    narrow_report = drift_report(model, narrow, new)
+    monkeypatch.setattr(drift_mod, "WIDE_FEATURES", 1)
+    wide, wide_jobs = run_counting_jobs(spark, lambda: reference_statistics(model, df))
+    wide_report = drift_report(model, wide, new)
+    assert wide_jobs == narrow_jobs
+    for key in ("rows", "invalidRows", "validRows", "sampleRows", "k", "bins"):
+        assert wide[key] == narrow[key], key
+    assert wide["invalidRows"] == 1
+    assert wide["meanDistance"] == pytest.approx(narrow["meanDistance"], rel=1e-12)
+    for name in COLS:
+        w, n = wide["features"][name], narrow["features"][name]
+        assert w["mean"] == pytest.approx(n["mean"], rel=1e-12)
+        assert w["std"] == pytest.approx(n["std"], rel=1e-12)
+        assert (w["min"], w["max"], w["edges"]) == (n["min"], n["max"], n["edges"])
+        assert w["proportions"] == n["proportions"] and w["sample"] == n["sample"]
+    for w, n in zip(wide["clusters"], narrow["clusters"]):
+        assert w["rows"] == n["rows"]
+        assert w["meanDistance"] == pytest.approx(n["meanDistance"], rel=1e-12)
+    assert wide_report["driftedFeatures"] == narrow_report["driftedFeatures"] == ["x1"]
+    assert wide_report["clusters"]["rows"] == narrow_report["clusters"]["rows"]
+    for name in COLS:
+        w, n = wide_report["features"][name], narrow_report["features"][name]
+        assert w["proportions"] == n["proportions"]
+        assert w["psi"] == pytest.approx(n["psi"], rel=1e-12)
+        assert w["ksStatistic"] == n["ksStatistic"]
+        assert w["mean"] == pytest.approx(n["mean"], rel=1e-12)
+
+
+def test_reference_statistics_of_2000_features_in_a_fixed_number_of_jobs(spark):
+    """d=2,000 (issue 18; the narrow layout did not finish 400): the long layout's plans do
+    not grow with the features, the jobs are the three passes of a narrow table, the
+    driver holds d x (bins + 5) figures and a sample of at most MAX_SAMPLE_VALUES values,
+    and the figures match NumPy's."""
+    from minibatch_kmeans.lifecycle import drift as drift_mod
+
+    d, n = 2000, 120
+    rng = np.random.default_rng(8)
+    centers = np.vstack([np.zeros(d), np.full(d, 5.0)])
+    labels = np.repeat([0, 1], n // 2)
+    X = centers[labels] + rng.normal(size=(n, d))
+    df = spark.createDataFrame([(x.tolist(),) for x in X], "features array<double>")
+    model = MiniBatchKMeansModel(centers, spec=FeatureSpec("array", ("features",), d))
+    ref, jobs = run_counting_jobs(
+        spark, lambda: reference_statistics(model, df, bins=4, sample_rows=50))
+    assert d >= drift_mod.WIDE_FEATURES and jobs <= 3 * 2  # three passes (a shuffle each)
+    assert ref["validRows"] == n and len(ref["features"]) == d
+    assert [c["rows"] for c in ref["clusters"]] == [n // 2, n // 2]
+    for j in (0, 777, d - 1):
+        f = ref["features"][f"features[{j}]"]
+        assert f["mean"] == pytest.approx(X[:, j].mean(), rel=1e-9)
+        assert f["std"] == pytest.approx(X[:, j].std(ddof=1), rel=1e-9)
+        assert (f["min"], f["max"]) == (X[:, j].min(), X[:, j].max())
+        assert f["edges"] == np.quantile(X[:, j], [0.25, 0.5, 0.75], method="inverted_cdf"
+                                         ).tolist()
+        assert np.allclose(f["proportions"], bin_props(X[:, j], f["edges"]))
+        assert len(f["sample"]) == 50
+    report, report_jobs = run_counting_jobs(spark, lambda: drift_report(model, ref, df))
+    assert report_jobs <= 3 * 2
+    assert report["drift"] is False and report["clusters"]["js"] == 0.0
+    assert all(f["psi"] == 0.0 for f in report["features"].values())

@@ -294,7 +294,7 @@ def test_monitor_config_example_and_errors():
     for path, value, match in [("monitor.min_improvement", 1.5, "monitor.min_improvement=1.5"),
                                ("monitor.thresholds.js", 0, "drift threshold js=0"),
                                ("mlflow.promote_first", True, "mlflow.promote_first"),
-                               ("output.drift_md", "s3a://b/d.md", "output.drift_md"),
+                               ("output.quality", "main.ml.bad-name", "output.quality"),
                                ("output.drift_png", "out/{day}/d.png",
                                 "output.drift_png='out/{day}/d.png'")]:
         bad = yaml.safe_load(yaml.safe_dump(raw))

@@ -57,6 +57,74 @@ def test_databricks_source_format(path):
     ast.parse(text)
 
 
+def widget_defaults(path, nb):
+    """Each ``nb.widget(name, default, ...)`` of a notebook: its name and its default, the
+    default's expression evaluated against ``nb`` (no cell of the notebook runs)."""
+    defaults = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "widget" and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "nb"):
+            name = ast.literal_eval(node.args[0])
+            expr = compile(ast.Expression(node.args[1]), str(path), "eval")
+            defaults[name] = eval(expr, {"nb": nb})  # noqa: S307 (our own notebooks' source)
+    return defaults
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_widget_defaults_are_volume_paths_on_databricks_and_local_elsewhere(path, monkeypatch):
+    """On Databricks (DATABRICKS_RUNTIME_VERSION set) a notebook writes under the Unity
+    Catalog volume of conf/databricks*.yaml, registers in Unity Catalog and logs to a
+    workspace experiment; elsewhere under out/ with local names, so that it runs as a
+    plain script."""
+    from minibatch_kmeans.app.notebook import Notebook
+
+    number = path.name[:2]
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    nb = Notebook({}, progress=False)
+    assert nb.on_databricks
+    on_databricks = widget_defaults(path, nb)
+    assert on_databricks["output_dir"] == (
+        f"/Volumes/main/default/minibatch_kmeans/notebooks/{number}")
+    assert not [v for v in on_databricks.values() if v.startswith("out")]
+    if "model_name" in on_databricks:  # catalog.schema.name
+        assert on_databricks["model_name"] == "main.default.minibatch_kmeans_notebook"
+    if "experiment" in on_databricks:  # a workspace path
+        assert on_databricks["experiment"].startswith("/Shared/")
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION")
+    nb = Notebook({}, progress=False)
+    assert not nb.on_databricks
+    local = widget_defaults(path, nb)
+    assert local["output_dir"] == f"out/notebooks/{number}"
+    assert not [v for v in local.values() if v.startswith("/Volumes")]
+    assert local.keys() == on_databricks.keys()
+
+
+def test_the_notebooks_volume_is_the_databricks_configs():
+    """The notebooks' volume root is the one conf/databricks*.yaml write under."""
+    import yaml
+
+    from minibatch_kmeans.app.notebook import VOLUME_ROOT
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    volumes = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and value.startswith("/Volumes/"):
+            volumes.append(value)
+
+    for path in sorted(conf.glob("databricks*.yaml")):
+        walk(yaml.safe_load(path.read_text()))
+    assert volumes and all(v.startswith(VOLUME_ROOT + "/") for v in volumes), volumes
+
+
 def test_01_train_and_compare_runs(spark, tmp_path, monkeypatch):
     out = tmp_path / "nb01"
     for name, value in {"OUTPUT_DIR": str(out), "ROWS": "3000", "FEATURES": "4", "K": "4",

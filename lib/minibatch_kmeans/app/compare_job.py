@@ -2,15 +2,13 @@
 on the configured table, its report files, and with an ``mlflow:`` section an MLflow run."""
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass
 from typing import Any, Dict
 
 from ..errors import ConfigError
 from ..evaluate.compare import compare_with_mllib, markdown
 from ..ml.estimator import MiniBatchKMeans
-from ..paths import driver_path, is_remote
+from ..paths import local_copies
 from .outputs import read_input, registry_module
 
 @dataclass
@@ -26,9 +24,6 @@ class CompareResult:
 
 def check_compare(cfg) -> None:
     """What the comparison refuses before Spark starts."""
-    if is_remote(cfg.output.dir):
-        raise ConfigError(f"output.dir={cfg.output.dir!r} is invalid: expected a folder on "
-                          "the driver (or dbfs:/) for compare.json, compare.md and the PNGs")
     if "k" not in cfg.estimator_params():
         raise ConfigError("model.k is missing: it is required (the k both models fit)")
 
@@ -44,7 +39,7 @@ def run_compare(spark, cfg) -> CompareResult:
     result = compare_with_mllib(
         df, MiniBatchKMeans(**params), mllib=dict(c.mllib), sample_size=c.sample_size,
         local_max_mb=c.local_max_mb, references=c.references,
-        trajectory_points=c.trajectory_points, output_dir=driver_path(cfg.output.dir))
+        trajectory_points=c.trajectory_points, output_dir=cfg.output.dir)
     if cfg.mlflow is not None:
         o, m = result["ours"], result["mllib"]
         metrics = {"speedup": result["speedup"], "cost_ratio": result["cost_ratio"],
@@ -52,8 +47,10 @@ def run_compare(spark, cfg) -> CompareResult:
                    "ours.silhouette": o["silhouette"], "mllib.fit_seconds": m["fit_seconds"],
                    "mllib.cost": m["cost"], "mllib.silhouette": m["silhouette"],
                    "ari": result["agreement"]["ari"], "nmi": result["agreement"]["nmi"]}
-        pngs = sorted(glob.glob(os.path.join(driver_path(cfg.output.dir), "*.png")))
-        registry_module().log_job_run(
-            cfg.mlflow, "compare", {"k": params["k"], "ours": params, "mllib": dict(c.mllib)},
-            metrics, pngs=pngs, tags={"input": cfg.input.describe()})
+        written = sorted(p for p in result["files"].values() if p.endswith(".png"))
+        with local_copies(written) as pngs:  # MLflow logs local files
+            registry_module().log_job_run(
+                cfg.mlflow, "compare", {"k": params["k"], "ours": params,
+                                        "mllib": dict(c.mllib)},
+                metrics, pngs=pngs, tags={"input": cfg.input.describe()})
     return CompareResult(result)

@@ -17,7 +17,7 @@ from ..lifecycle.monitor import (KEPT, NO_DRIFT, OUTCOMES, PROMOTED, challenger_
                                  train_challenger, write_drift_files)
 from ..lifecycle.registry import tracking
 from ..ml.estimator import MiniBatchKMeans
-from ..paths import driver_path
+from ..paths import local_copies
 from ..tables.quality import check_quality
 from .outputs import read_input, write_quality_outputs
 
@@ -69,7 +69,7 @@ def run_monitor(spark, cfg, run_id: str) -> MonitorResult:
     that monitors sharing an output directory write apart."""
     cfg = cfg.for_run(run_id)
     m, name, files = cfg.monitor, cfg.mlflow.model_name, cfg.drift_files
-    paths = [driver_path(p) if p else None for p in (files.json, files.markdown, files.png)]
+    paths = [files.json, files.markdown, files.png]
     source = cfg.input.describe() + (f" where {m.where}" if m.where else "")
     registry = tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment,
                         registry_uri=cfg.mlflow.registry_uri, root=cfg.mlflow.root)
@@ -112,8 +112,8 @@ def run_monitor(spark, cfg, run_id: str) -> MonitorResult:
         outcome["code"] = code
         mlflow.set_tag("outcome", outcome["outcome"])
         write_drift_files(report, *paths, outcome=outcome)
-        for path in paths:
-            if path:
+        with local_copies([p for p in paths if p]) as local:  # MLflow logs local files
+            for path in local:
                 mlflow.log_artifact(path, "drift")
     publish_task_values(spark, {"outcome": outcome["outcome"], "drift": report["drift"],
                                 "decision": outcome.get("decision", "none"),

@@ -7,25 +7,45 @@ of them exists, and these helpers fall back to a local session, the widget defau
 ``MBKM_<NAME>`` environment variables, which is how tests make the data small) and
 printing.
 
+Where a notebook writes by default depends on where it runs, by one rule
+(:meth:`Notebook.default`): on Databricks (``DATABRICKS_RUNTIME_VERSION`` set, as on every
+Databricks cluster and serverless compute) a Unity Catalog volume, :data:`VOLUME_ROOT`, the
+one ``conf/databricks*.yaml`` use (the DBFS FileStore is restricted there, and a relative
+path would land on the driver's local disk); elsewhere ``out/`` under the working directory.
+
 Examples
 --------
 >>> nb = Notebook(globals())                      # doctest: +SKIP
 >>> k = int(nb.widget("k", "8", "clusters"))      # doctest: +SKIP
+>>> out = nb.widget("output_dir", nb.default_dir("01"), "output directory")  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import base64
 import logging
 import os
+import posixpath
 import sys
 from typing import Any, Mapping, Optional
 
+from ..paths import read_file
 from .config.files import RedactingFormatter
 
 logger = logging.getLogger(__name__)
 
 #: the name of the handler :func:`show_progress` adds (once) to the package's logger
 PROGRESS_HANDLER = "mbkm-notebook-progress"
+
+#: the Unity Catalog volume the notebooks write under on Databricks (as conf/databricks*.yaml)
+VOLUME_ROOT = "/Volumes/main/default/minibatch_kmeans"
+#: the same off Databricks: relative to the working directory
+LOCAL_ROOT = "out"
+
+
+def on_databricks() -> bool:
+    """True on a Databricks cluster or serverless compute (``DATABRICKS_RUNTIME_VERSION``
+    set): the rule that ``lifecycle.registry.default_tracking_uri`` follows too."""
+    return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
 
 
 def show_progress(level: str = "INFO") -> logging.Handler:
@@ -60,7 +80,19 @@ class Notebook:
 
     @property
     def on_databricks(self) -> bool:
-        return self.dbutils is not None
+        """Running on Databricks (:func:`on_databricks`); widgets need ``dbutils`` besides."""
+        return on_databricks()
+
+    def default(self, local: str, databricks: str) -> str:
+        """A widget's default by environment: ``databricks`` on Databricks, else ``local``.
+        The one place that rule lives; :meth:`default_dir` builds on it."""
+        return databricks if self.on_databricks else local
+
+    def default_dir(self, *parts: str) -> str:
+        """The default output directory of a notebook: ``<root>/notebooks/<parts...>``, on
+        the Unity Catalog volume :data:`VOLUME_ROOT` on Databricks, else under
+        :data:`LOCAL_ROOT` (``out/notebooks/01`` for ``default_dir("01")``)."""
+        return posixpath.join(self.default(LOCAL_ROOT, VOLUME_ROOT), "notebooks", *parts)
 
     def spark(self):
         """The notebook's ``spark``, or a local session (:func:`get_spark`)."""
@@ -98,7 +130,6 @@ class Notebook:
         if html is None:
             print(f"picture: {path}")
             return
-        with open(path, "rb") as f:
-            data = base64.b64encode(f.read()).decode("ascii")
+        data = base64.b64encode(read_file(path)).decode("ascii")
         html(f'<img src="data:image/png;base64,{data}" style="max-width:100%"/>')
 

@@ -1,7 +1,8 @@
 """What the jobs read and write around the model: the input table, run-keyed output
 tables and the quality outputs.
 
-Every output table has a ``run_id`` column and is partitioned by it; writing a run
+Every output table (a path or a catalog table name) has a ``run_id`` column and is
+partitioned by it; writing a run
 replaces that run's partition and leaves the others, so a scheduled job re-run for the
 same run id never duplicates rows (:func:`write_run_table`), and a re-run with no rows for
 a table (no invalid rows left for the quarantine) removes the run's old ones. Run ids are
@@ -17,7 +18,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..errors import InvalidInputError
-from ..paths import driver_path
 from ..spark.features import clashes
 from .config import InputConfig, OutputConfig
 from ..tables.io import read_table, remove_partition, write_table
@@ -36,9 +36,12 @@ def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
 
 def write_run_table(df: DataFrame, path: str, fmt: str, run_id: str, *,
                     empty: bool = False) -> None:
-    """Write ``df`` with a ``run_id`` column to the table at ``path``, replacing only
-    that run's rows. ``empty=True`` says ``df`` has no rows (the caller knows, with no
-    Spark job): the run's existing rows are removed and no table is created."""
+    """Write ``df`` with a ``run_id`` column to the table at ``path`` (a path or a catalog
+    table name such as ``main.default.scores``, told apart by
+    :func:`~minibatch_kmeans.tables.io.table_name`), replacing only that run's rows; a new
+    table is created partitioned by ``run_id``. ``empty=True`` says ``df`` has no rows (the
+    caller knows, with no Spark job): the run's existing rows are removed and no table is
+    created."""
     if empty:
         if remove_partition(df.sparkSession, path, fmt, {RUN_ID: run_id}):
             logger.info("removed run %s from %s table %s: it has no rows now", run_id, fmt,
@@ -50,19 +53,20 @@ def write_run_table(df: DataFrame, path: str, fmt: str, run_id: str, *,
                                 f"which the run id column {RUN_ID!r} would replace: rename it")
     out = df.withColumn(RUN_ID, F.lit(run_id))
     write_table(out, path, fmt, mode="overwrite", partition_by=[RUN_ID],
-                replace_partitions=True)
+                replace_partitions={RUN_ID: run_id})
     logger.info("wrote run %s to %s table %s", run_id, fmt, path)
 
 
 def read_run_table(spark: SparkSession, path: str, fmt: str = "parquet") -> DataFrame:
-    """A table :func:`write_run_table` wrote, with ``run_id`` as the text each run wrote
-    (Spark would read Parquet's ``run_id=007`` as the integer 7, as ``run_id=7``)."""
+    """A table :func:`write_run_table` wrote (by path or catalog name), with ``run_id`` as
+    the text each run wrote (Spark would read Parquet's ``run_id=007`` as the integer 7,
+    as ``run_id=7``; a catalog table keeps the column's string type)."""
     return read_table(spark, path, fmt, string_partitions=[RUN_ID])
 
 
 def write_quality_outputs(spark: SparkSession, result: QualityResult, out: OutputConfig,
                           run_id: str, source: str) -> dict:
-    """Write the gate's JSON report (driver-local), its table, and the quarantined rows:
+    """Write the gate's JSON report (any path or URI), its table, and the quarantined rows:
     the run's invalid rows replace its old ones, and a run with none has none left (a
     re-run on clean input removes the first run's); return the report."""
     check_quarantine_columns(result.df, out, source)
@@ -76,7 +80,7 @@ def write_quality_outputs(spark: SparkSession, result: QualityResult, out: Outpu
         table = spark.createDataFrame(quality_rows(report), QUALITY_SCHEMA)
         write_run_table(table, out.quality, out.format, run_id)
     if out.quality_report:
-        write_json(report, driver_path(out.quality_report))
+        write_json(report, out.quality_report)
     return report
 
 

@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 from ..evaluate.holdout import holdout_split
 from ..evaluate.report import plot_convergence, summary_table, write_json
 from ..ml.estimator import MiniBatchKMeans
-from ..paths import driver_path
+from ..paths import local_copies
 from ..tables.quality import check_quality, report_top
 from .outputs import (default_run_id, read_input, registry_module, write_model_tables,
                       write_quality_outputs)
@@ -74,17 +74,17 @@ def run_train(spark, cfg, run_id: Optional[str] = None,
                    summaryPath=out.summary, plotPath=out.plot)
     write_model_tables(spark, model, summary, out, run_id)
     if out.plot:
-        plot_convergence(summary["history"], driver_path(out.plot),
+        plot_convergence(summary["history"], out.plot,
                          title=f"k={summary['k']}, {summary['numRows']:,} rows, batch "
                                f"{summary['batchSize']:,}: {summary['numSteps']} steps "
                                f"({summary['stopReason']})")
     if cfg.mlflow is not None:
-        mv = registry_module().track_training(
-            cfg.mlflow, model, holdout, summary, run_id=run_id, training_table=source,
-            delta_version=cfg.input.version,
-            pngs=[driver_path(out.plot)] if out.plot else [])
+        with local_copies([out.plot] if out.plot else []) as pngs:  # MLflow logs local files
+            mv = registry_module().track_training(
+                cfg.mlflow, model, holdout, summary, run_id=run_id, training_table=source,
+                delta_version=cfg.input.version, pngs=pngs)
         summary.update(registeredModel=cfg.mlflow.model_name,
                        registeredVersion=str(mv.version))
     if out.summary:
-        write_json(summary, driver_path(out.summary))
+        write_json(summary, out.summary)
     return TrainResult(summary, out.model, out.plot)

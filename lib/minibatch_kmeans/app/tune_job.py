@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 from ..errors import ConfigError
 from ..lifecycle.tune import choose_k, markdown, write_tune
 from ..ml.estimator import MiniBatchKMeans
-from ..paths import driver_path, is_remote
+from ..paths import local_copies
 from .outputs import read_input, registry_module
 
 logger = logging.getLogger(__name__)
@@ -31,9 +31,6 @@ def check_tune(cfg) -> None:
     if not cfg.tune.k:
         raise ConfigError("tune.k is missing: it is required (the grid of k values, e.g. "
                           "[5, 10, 15, 20])")
-    if is_remote(cfg.output.dir):
-        raise ConfigError(f"output.dir={cfg.output.dir!r} is invalid: expected a folder on "
-                          "the driver (or dbfs:/) for tune.json, tune.md and k_curves.png")
 
 
 def run_tune(spark, cfg, config_path: Optional[str] = None) -> TuneResult:
@@ -57,9 +54,10 @@ def run_tune(spark, cfg, config_path: Optional[str] = None) -> TuneResult:
         holdout_fraction=t.holdout_fraction, sample_size=t.sample_size)
     result["data"]["input"] = f"{cfg.input.describe()} ({result['data']['input']})"
     result["configPath"] = config_path
-    write_tune(result, driver_path(cfg.output.dir))
+    write_tune(result, cfg.output.dir)
     if cfg.mlflow is not None:
-        registry_module().log_job_run(
-            cfg.mlflow, "tune", result["params"], result["metrics"],
-            pngs=[result["files"]["k_curves.png"]], tags={"input": cfg.input.describe()})
+        with local_copies([result["files"]["k_curves.png"]]) as pngs:  # MLflow: local files
+            registry_module().log_job_run(
+                cfg.mlflow, "tune", result["params"], result["metrics"], pngs=pngs,
+                tags={"input": cfg.input.describe()})
     return TuneResult(result)

@@ -343,6 +343,16 @@ def assignment_stats(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
                       np.empty(0, dtype=np.uint64), np.empty((0, d)))
 
 
+def warm_up(dtype) -> None:
+    """Load what the row passes need for ``dtype`` on tiny input: with numba, each compiled
+    function's machine code, which numba loads from its disk cache (or compiles) on the
+    first call in a process, about 0.4-0.8 s together here."""
+    X = np.zeros((4, 2), dtype=resolve_dtype(dtype))
+    C = X[:2].copy()
+    assignment_stats(X, C, row_norms_sq(C), None)
+    labels_and_distances(X, C, row_norms_sq(C))
+
+
 def batch_stats(X, centers, sample_weight=None, dtype="float32") -> BatchStats:
     """Assign a batch to its nearest centers and return its partial statistics.
 

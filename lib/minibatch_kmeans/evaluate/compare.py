@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 from ..core.kernels import labels_and_distances, row_norms_sq
 from ..checks import integer
 from ..errors import InvalidInputError, InvalidParamError, MiniBatchKMeansError
+from ..paths import join
 from ..spark import features as feat
 from ..spark.prepare import feature_names
 from ..spark.udfs import feature_matrix
@@ -670,9 +671,9 @@ def markdown(result: Mapping[str, Any]) -> str:
 def write_compare(result: dict, output_dir: str, sample_X: np.ndarray,
                   sample_labels: np.ndarray, centers: Mapping[str, np.ndarray]) -> dict:
     """Write ``compare.json``, ``compare.md`` and the three PNGs under ``output_dir`` (a
-    driver-local folder); sets and returns ``result["files"]``."""
-    os.makedirs(output_dir, exist_ok=True)
-    files = {name: os.path.join(output_dir, name) for name in (
+    folder path or URI: :func:`~minibatch_kmeans.paths.write_file`); sets and returns
+    ``result["files"]``."""
+    files = {name: join(output_dir, name) for name in (
         "compare.json", "compare.md", "cost_vs_seconds.png", "cluster_sizes.png", "pca.png")}
     result["files"] = files
     plot_cost_vs_seconds(result, files["cost_vs_seconds.png"])

@@ -8,23 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from typing import Any, Iterable, List, Mapping, Optional
 
 import numpy as np
 
-from ..paths import replace_file
+from ..paths import write_file
 
 logger = logging.getLogger(__name__)
 
 
 def _records(history: Iterable[Any]) -> List[dict]:
     return [h.as_dict() if hasattr(h, "as_dict") else dict(h) for h in history]
-
-
-def _ensure_parent(path: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
 
 
 def plot_convergence(history: Iterable[Any], path: str, title: Optional[str] = None) -> str:
@@ -37,7 +31,7 @@ def plot_convergence(history: Iterable[Any], path: str, title: Optional[str] = N
         A fit's per-step history (``model.summary.history``): step, epoch,
         batch_inertia, ewa (None on the first step), center_shift.
     path : str
-        Driver-local PNG filename; parent folders are created.
+        PNG file: a path or a URI (:func:`save_figure`); parent folders are created.
     title : str, optional
 
     Returns
@@ -81,8 +75,7 @@ def plot_convergence(history: Iterable[Any], path: str, title: Optional[str] = N
     if not recs:
         ax.text(0.5, 0.5, "no steps", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title or "mini-batch k-means convergence")
-    _ensure_parent(path)
-    fig.savefig(path, format="png")
+    write_file(path, lambda f: fig.savefig(f, format="png"))
     logger.info("wrote convergence plot %s (%d steps)", path, len(recs))
     return path
 
@@ -170,17 +163,20 @@ def _jsonable(value):
 
 
 def write_json(data: Mapping[str, Any], path: str) -> str:
-    """Write ``data`` as indented JSON to a driver-local file (NumPy values converted,
-    NaN and infinity as null); parent folders are created."""
+    """Write ``data`` as indented JSON (NumPy values converted, NaN and infinity as null)
+    to ``path``: a driver-local path (``/Volumes/...`` too), or a URI (``s3a://``,
+    ``abfss://``, ``gs://``, ``hdfs://``, ``dbfs:``, ``file:``) written through Hadoop's
+    FileSystem (:func:`minibatch_kmeans.paths.write_file`); replaced whole, parent folders
+    created."""
     text = json.dumps(_jsonable(dict(data)), indent=2, allow_nan=False) + "\n"
-    replace_file(path, lambda f: f.write(text.encode("utf-8")))
+    write_file(path, lambda f: f.write(text.encode("utf-8")))
     logger.info("wrote summary %s", path)
     return path
 
 
 def write_text(text: str, path: str) -> str:
-    """Write ``text`` to a driver-local file, replaced whole (:func:`write_json`'s way)."""
-    replace_file(path, lambda f: f.write(text.encode("utf-8")))
+    """Write ``text`` to a path or URI, replaced whole (:func:`write_json`'s way)."""
+    write_file(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 
@@ -202,9 +198,9 @@ def new_figure(size):
 
 
 def save_figure(fig, path: str) -> str:
-    """Write ``fig`` as a PNG to ``path`` (parent directories created; replaced whole, as
-    :func:`write_json` does); returns the path."""
-    replace_file(path, lambda f: fig.savefig(f, format="png"))
+    """Write ``fig`` as a PNG to ``path``, a path or URI (parent directories created;
+    replaced whole, as :func:`write_json` does); returns the path."""
+    write_file(path, lambda f: fig.savefig(f, format="png"))
     logger.info("wrote %s", path)
     return path
 

@@ -40,6 +40,7 @@ Examples
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -63,11 +64,16 @@ PSI_EPSILON = 1e-4
 #: Seed of the hashed samples (the same in the reference and in every report).
 SAMPLE_SEED = 42
 _PRED, _DIST = "__mbkm_drift_cluster", "__mbkm_drift_distance"
-#: Features the statistics cover at most: their aggregations hold 5 + ``bins`` columns
-#: per feature (moments, quantiles, rows per bin), and Spark's planning and generated
-#: code grow faster than the columns: on 2,000 rows, 100 features took 381 s on this
-#: (heavily shared) machine and 400 did not finish in 8 minutes (see :func:`check_width`).
-MAX_FEATURES = 200
+#: From this many features on, the statistics use the long layout (one row per row and
+#: feature, :func:`_long_aggregate` and :func:`_long_bins_and_clusters`): aggregations of
+#: a fixed handful of columns, grouped by feature. The wide layout's aggregations hold
+#: 5 + ``bins`` columns per feature, and Spark's planning and generated code grow faster
+#: than the columns: on 2,000 rows, 100 features took 381 s on this (heavily shared)
+#: machine and 400 did not finish in 8 minutes. Both layouts give the same statistics.
+WIDE_FEATURES = 64
+#: Features the statistics cover at most (see :func:`check_width`): the driver holds
+#: ``features x (bins + 5)`` figures besides the sample, and the reference JSON as many.
+MAX_FEATURES = 20_000
 #: Values (rows x features) of the hashed sample kept on the driver and in the JSON: a
 #: wide table keeps fewer rows (``sample_rows`` is lowered to fit, and logged).
 MAX_SAMPLE_VALUES = 1_000_000
@@ -235,14 +241,98 @@ def _hashed_sample(model, spec: feat.FeatureSpec, df: DataFrame, rows: int,
     depends on the rows' content only, as ndarray of shape (<= rows, n_features)."""
     if rows <= 0:
         return np.zeros((0, spec.n_features))
-    exprs = spec.feature_exprs()
-    names = [f"f{j}" for j in range(spec.n_features)]
+    # the hash of the features' array is the hash of the features one after the other
+    # (xxhash64(seed, array(a, b)) == xxhash64(seed, a, b) for non-null values), and its
+    # plan stays small however wide the table (d expressions fail code generation at 2,000)
     picked = (df.where(_valid(model, spec))
-              .select(F.xxhash64(F.lit(int(seed)), *exprs).alias("__key"),
-                      *[x.alias(n) for x, n in zip(exprs, names)])
+              .select(spec.array_expr().alias("__features"))
+              .select(F.xxhash64(F.lit(int(seed)), "__features").alias("__key"),
+                      "__features")
               .orderBy("__key").limit(int(rows)).collect())
-    out = np.array([[r[n] for n in names] for r in picked], dtype=np.float64)
+    out = np.array([r["__features"] for r in picked], dtype=np.float64)
     return out.reshape(len(picked), spec.n_features)
+
+
+# -- the long layout: wide tables ------------------------------------------------------------
+
+
+def _is_wide(spec: feat.FeatureSpec) -> bool:
+    return spec.n_features >= WIDE_FEATURES
+
+
+def _long_aggregate(model, spec: feat.FeatureSpec, df: DataFrame,
+                    probs: Optional[Sequence[float]] = None, accuracy: int = 10000) -> dict:
+    """:func:`_reference_aggregates` (or, without ``probs``, :func:`_valid_moments`) for
+    a wide table, in one aggregation whose plan does not grow with the features: each
+    row's features are exploded to ``(j, x)`` rows (an invalid row to one ``(null,
+    null)``), grouped by ``j``. The driver receives ``features + 1`` rows of at most
+    ``5 + len(probs)`` figures. Returns a dict with the narrow row's keys (``rows``,
+    ``invalid``, ``mean{j}``, ``std{j}`` and, with ``probs``, ``min{j}``, ``max{j}``,
+    ``q{j}``)."""
+    arr = F.when(_valid(model, spec), spec.array_expr())
+    long = df.select(arr.alias("__a")).select(F.posexplode_outer("__a").alias("j", "x"))
+    aggs = [F.count(F.lit(1)).alias("n"), F.avg("x").alias("mean"),
+            F.stddev_samp("x").alias("std")]
+    if probs is not None:
+        aggs += [F.min("x").alias("min"), F.max("x").alias("max"),
+                 F.percentile_approx("x", list(probs), accuracy).alias("q")]
+    out = {"invalid": 0}
+    valid = 0
+    for r in long.groupBy("j").agg(*aggs).collect():
+        if r["j"] is None:
+            out["invalid"] = int(r["n"])
+            continue
+        j = int(r["j"])
+        valid = int(r["n"])  # the same for every feature
+        out[f"mean{j}"], out[f"std{j}"] = r["mean"], r["std"]
+        if probs is not None:
+            out[f"min{j}"], out[f"max{j}"], out[f"q{j}"] = r["min"], r["max"], r["q"]
+    out["rows"] = valid + out["invalid"]
+    return out
+
+
+def _long_bins_and_clusters(model, spec: feat.FeatureSpec, df: DataFrame,
+                            edges: Sequence[Sequence[float]]):
+    """:func:`_cluster_and_bin_counts` for a wide table: one pass through
+    ``model.transform``, each scored row exploded to one ``(-1, cluster, distance)`` entry
+    and one ``(j, bin, x)`` entry per feature (the bin found among the feature's cut
+    points, which travel as one constant), grouped by ``(j, bin)``: the driver receives
+    at most ``k + features x bins`` rows."""
+    k = len(model.clusterCenters())
+    scorer = model.copy()
+    scorer.setPredictionCol(_PRED).setDistanceCol(_DIST).setHandleInvalid("skip")
+    scored = scorer.transform(df.select(*[F.col(feat.quoted(c)) for c in spec.columns]))
+    spec_now = _spec(model, scored)
+    cuts = F.from_json(F.lit(json.dumps([[float(e) for e in cut] for cut in edges])),
+                       "array<array<double>>")  # folded to one literal by the optimizer
+    entries = F.expr(
+        "concat(array(named_struct('j', -1, 'b', CAST(__p AS INT), 'x', CAST(__d AS DOUBLE)))"
+        ", transform(__a, (x, i) -> named_struct('j', i, "
+        "'b', size(filter(__e[i], c -> c <= x)), 'x', x)))")
+    rows = (scored.select(F.col(_PRED).alias("__p"), F.col(_DIST).alias("__d"),
+                          spec_now.array_expr().alias("__a"), cuts.alias("__e"))
+            .select(F.inline(entries))
+            .groupBy("j", "b").agg(F.count(F.lit(1)).alias("n"), F.sum("x").alias("s"))
+            .collect())
+    counts, dist = np.zeros(k, dtype=np.int64), np.zeros(k)
+    bins = [np.zeros(len(e) + 1, dtype=np.int64) for e in edges]
+    for r in rows:
+        j, b = int(r["j"]), int(r["b"])
+        if j < 0:
+            counts[b] += int(r["n"])
+            dist[b] += float(r["s"] or 0.0)
+        else:
+            bins[j][b] += int(r["n"])
+    return counts, dist, bins
+
+
+def _bins_and_clusters(model, spec: feat.FeatureSpec, df: DataFrame,
+                       edges: Sequence[Sequence[float]]):
+    """Rows and distance sums per cluster and rows per bin of each feature, in the
+    layout that suits the width (:data:`WIDE_FEATURES`)."""
+    if _is_wide(spec):
+        return _long_bins_and_clusters(model, spec, df, edges)
+    return _cluster_and_bin_counts(model, spec, df, edges)
 
 
 def check_width(n_features: int, bins: int) -> None:
@@ -250,10 +340,11 @@ def check_width(n_features: int, bins: int) -> None:
     :data:`MAX_FEATURES` features: naming the limit and what to do."""
     if n_features > MAX_FEATURES:
         raise InvalidInputError(
-            f"drift statistics cover at most {MAX_FEATURES} features (one aggregation of "
-            f"{5 + bins} columns per feature with bins={bins}); the model has "
-            f"{n_features}: compute them on a selection of at most {MAX_FEATURES} "
-            "features (a model of those columns), or on a projection of the features")
+            f"drift statistics cover at most {MAX_FEATURES} features (the driver and the "
+            f"reference JSON hold {5 + bins} figures per feature with bins={bins}, besides "
+            f"the sample); the model has {n_features}: compute them on a selection of at "
+            f"most {MAX_FEATURES} features (a model of those columns), or on a projection "
+            "of the features")
 
 
 def sample_size(sample_rows: int, n_features: int) -> int:
@@ -279,8 +370,12 @@ def reference_statistics(model, df: DataFrame, bins: int = 10,
                          sample_rows: int = 2000, accuracy: int = 10000) -> dict:
     """Describe ``df`` (a held-out split of the training data) for later drift checks.
 
-    Three Spark jobs: one aggregation for counts, moments and quantiles; one pass through
-    ``model.transform`` for the clusters and the rows per bin; one for the hashed sample.
+    Three passes over ``df``: one aggregation for counts, moments and quantiles; one
+    pass through ``model.transform`` for the clusters and the rows per bin; one for the
+    hashed sample. From :data:`WIDE_FEATURES` features on, the first two run in the long
+    layout (one row per row and feature, grouped by feature), whose plans do not grow
+    with the features; the statistics are the same. The driver holds at most
+    ``features x (bins + 5) + k`` figures and :data:`MAX_SAMPLE_VALUES` sample values.
 
     Parameters
     ----------
@@ -320,13 +415,17 @@ def reference_statistics(model, df: DataFrame, bins: int = 10,
     check_width(spec.n_features, bins)
     sample_rows = sample_size(sample_rows, spec.n_features)
     names = _feature_names(spec)
-    row = df.agg(*_reference_aggregates(spec, _valid(model, spec), bins, accuracy)).first()
+    if _is_wide(spec):
+        row = _long_aggregate(model, spec, df, [i / bins for i in range(1, bins)], accuracy)
+    else:
+        row = df.agg(*_reference_aggregates(spec, _valid(model, spec), bins,
+                                            accuracy)).first()
     rows, invalid = int(row["rows"]), int(row["invalid"])
     if rows == invalid:
         raise InvalidInputError(f"reference statistics need valid rows: the input has "
                                 f"{rows} rows, {invalid} of them invalid ({spec.describe()})")
     edges = [sorted({float(q) for q in row[f"q{j}"]}) for j in range(spec.n_features)]
-    counts, dist, bin_counts = _cluster_and_bin_counts(model, spec, df, edges)
+    counts, dist, bin_counts = _bins_and_clusters(model, spec, df, edges)
     sample = _hashed_sample(model, spec, df, sample_rows, SAMPLE_SEED)
     features = {}
     for j, name in enumerate(names):
@@ -482,7 +581,8 @@ def drift_report(model, reference: Mapping, df: DataFrame,
     check_width(len(names), int(reference.get("bins") or 10))
     _check_reference(model, reference, names)
     ref_features = reference["features"]
-    row = _valid_moments(model, spec, df)
+    row = (_long_aggregate(model, spec, df) if _is_wide(spec)
+           else _valid_moments(model, spec, df))
     rows, invalid = int(row["rows"]), int(row["invalid"])
     report.update(rows=rows, invalidRows=invalid, validRows=rows - invalid)
     if rows == invalid:
@@ -490,7 +590,7 @@ def drift_report(model, reference: Mapping, df: DataFrame,
         report["reasons"].append(f"no valid rows to compare ({rows} rows)")
         return _finish(report)
     edges = [ref_features[n]["edges"] for n in names]
-    counts, dist, bin_counts = _cluster_and_bin_counts(model, spec, df, edges)
+    counts, dist, bin_counts = _bins_and_clusters(model, spec, df, edges)
     n_sample = min((len(ref_features[n]["sample"]) for n in names), default=0)
     sample = _hashed_sample(model, spec, df, n_sample, int(reference.get("sampleSeed",
                                                                          SAMPLE_SEED)))

@@ -87,6 +87,26 @@ set_model(MiniBatchKMeansPyfunc())
 '''
 
 
+def _package_dir(package: str, where: str) -> str:
+    """``package`` as a directory that MLflow can copy: itself, or, when it was imported from
+    a zip (``spark-submit --py-files minibatch_kmeans.zip``), its files extracted from the zip
+    into ``where``."""
+    if os.path.isdir(package):
+        return package
+    import zipfile
+
+    archive, inner = package, []
+    while archive and not os.path.isfile(archive):
+        archive, part = os.path.split(archive)
+        if not part:
+            raise FileNotFoundError(f"no directory or zip holds the package {package}")
+        inner.insert(0, part)
+    prefix = "/".join(inner) + "/"
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(where, [n for n in z.namelist() if n.startswith(prefix)])
+    return os.path.join(where, *inner)
+
+
 class RegistryError(MiniBatchKMeansError, ValueError):
     """A registry operation cannot be done as asked (unknown alias, lost compare-and-set,
     nothing to roll back to...)."""
@@ -478,7 +498,8 @@ class Registry:
                 f.write(_MODEL_CODE)
             # the whole minibatch_kmeans package, not only this layer of it
             package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            code_paths = [package] if include_code else None
+            code_paths = [_package_dir(package, os.path.join(tmp, "code"))] \
+                if include_code else None
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=code_file, artifacts={MODEL_ARTIFACT: model_dir},
                 code_paths=code_paths, signature=_signature(saved),

@@ -25,7 +25,6 @@ Examples
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -477,11 +476,12 @@ def plot_k_curves(result: Mapping[str, Any], path: str) -> str:
 
 def write_tune(result: dict, output_dir: str) -> Dict[str, str]:
     """Write ``tune.json``, ``tune.md`` and ``k_curves.png`` under ``output_dir`` (a
-    driver-local folder); sets and returns ``result["files"]`` (mutates ``result``)."""
+    folder path or URI: :func:`~minibatch_kmeans.paths.write_file`); sets and returns
+    ``result["files"]`` (mutates ``result``)."""
     from ..evaluate.report import write_json, write_text
+    from ..paths import join
 
-    os.makedirs(output_dir, exist_ok=True)
-    files = {name: os.path.join(output_dir, name)
+    files = {name: join(output_dir, name)
              for name in ("tune.json", "tune.md", "k_curves.png")}
     result["files"] = files
     plot_k_curves(result, files["k_curves.png"])

@@ -3,7 +3,8 @@ sample, one Spark job per step, driver-side update, and one final full pass for 
 training cost; and :func:`fit`, which runs the mode the Params ask for.
 
 DataFrame API only (no RDD, no ``sparkContext``, no ``_jvm``), so it runs unchanged on
-Spark Connect and Databricks serverless.
+Spark Connect and Databricks serverless; only on classic Spark does
+:mod:`~minibatch_kmeans.spark.rebalance` look at the executors (a no-op elsewhere).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .params import (FitParams, FitResult, check_initial_centers, check_prepared
                      cost_from_inertia, default_init_size)
 from .passes import fit_passes
 from .prepare import N_SLOTS, prepare
+from .rebalance import CacheBalancer
 from .session import jit_sized_codegen, job_description
 from .udfs import local_steps_function
 
@@ -36,8 +38,12 @@ class SparkMiniBatch(Initializer):
     max_step_result_bytes = 0
     #: Steps the fit may run (the Spark UI's "step i/n")
     max_steps = 0
+    #: Re-caches the prepared table when an executor loss left it crowded (None: never)
+    balancer = None
 
     def run_batch(self, bucket, centers, n_candidates, step) -> BatchStats:
+        if self.balancer is not None:
+            self.balancer.check()
         salt_value = candidate_salt(self.p.seed, step)
         rows = self.data.bucket(bucket)
         with job_description(rows.sparkSession,
@@ -89,10 +95,12 @@ class SparkMiniBatch(Initializer):
         summary = self._summary(batch_size, init_size, reason, resumed_from, loop_seconds)
         t_final = time.perf_counter()
         summary.update(self._training_cost())
-        # Passes over the data: the prepare copy, the steps' rows, the final cost pass.
-        summary["passesOverData"] = (1 + state.rows_seen / max(n, 1)
+        # Passes over the data: the prepare copy (and its re-caches), the steps' rows, the
+        # final cost pass.
+        rebalances = summary["cacheRebalances"]
+        summary["passesOverData"] = (1 + rebalances + state.rows_seen / max(n, 1)
                                      + bool(p.compute_training_cost))
-        summary["numJobs"] = 1 + state.step + bool(p.compute_training_cost)
+        summary["numJobs"] = 1 + rebalances + state.step + bool(p.compute_training_cost)
         summary["numPasses"] = None  # steps, not passes: see passesOverData
         summary["finalPassSeconds"] = time.perf_counter() - t_final
         summary["fitSeconds"] = time.perf_counter() - t_start
@@ -168,6 +176,7 @@ class SparkMiniBatch(Initializer):
             "initSize": init_size,
             "initRowsCollected": self.init_rows_collected,
             "maxStepResultBytes": self.max_step_result_bytes,
+            "cacheRebalances": self.balancer.rebalances if self.balancer is not None else 0,
             "numSteps": state.step,
             "numIter": int(math.ceil(state.step / data.n_buckets)) if state.step else 0,
             "stopReason": reason,
@@ -230,7 +239,9 @@ def _fit_steps(df, spec: FeatureSpec, params: FitParams, should_stop, on_step) -
     prepare_seconds = time.perf_counter() - t0
     try:
         check_prepared(data, params)
-        result = SparkMiniBatch(data, params).run(params.initial_centers, should_stop, on_step)
+        mb = SparkMiniBatch(data, params)
+        mb.balancer = CacheBalancer(data)  # from the executors that just filled the cache
+        result = mb.run(params.initial_centers, should_stop, on_step)
     finally:
         data.unpersist()
     result.summary["prepareSeconds"] = prepare_seconds

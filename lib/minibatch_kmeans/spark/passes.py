@@ -371,7 +371,8 @@ def _summary(p: FitParams, plan: _Plan, data: Prepared, state, outcome: PassesOu
         "stopReason": outcome.reason, "rowsSeen": state.rows_seen,
         "resumedFromStep": resumed_from, "checkpointDir": p.checkpoint_dir,
         "localSteps": None, "numBuckets": None, "prepareStorage": None,
-        "prepareBlocks": None, "partitionDependent": not plan.whole, **seconds,
+        "prepareBlocks": None, "cacheRebalances": None,
+        "partitionDependent": not plan.whole, **seconds,
     }
     if outcome.exact is not None:
         summary["trainingCost"] = cost_from_inertia(outcome.exact.inertia, p.spherical)

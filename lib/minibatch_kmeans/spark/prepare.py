@@ -101,6 +101,8 @@ class Prepared:
     #: At most how many tasks a job over ``df`` runs (None: unknown): how many partial
     #: results the driver would receive from a job that returns one per task.
     n_partitions: Optional[int] = None
+    #: In memory: the cache's storage level (:meth:`recache` caches at it again).
+    storage_level: Optional[StorageLevel] = None
 
     def frame(self) -> DataFrame:
         """``df``, built by ``make_df`` on first use."""
@@ -158,6 +160,22 @@ class Prepared:
             rows = rows.where(F.col("block") >= 0)
         return rows.select(*self.columns(with_key))
 
+    def recache(self) -> None:
+        """Drop the cached blocks and fill the cache again from the input, by one job (one
+        pass over the input): its tasks run wherever a task slot is free, so the new
+        blocks spread over the executors alive now. The same rows as before, in the same
+        partitions and order (a warning tells otherwise: the input changed). In memory
+        only."""
+        if self.scratch_path is not None or self.df is None:
+            raise ValueError("only a table cached in memory can be cached again")
+        self.df.unpersist()
+        _, counts = _fill_cache(self.df, self.storage_level
+                                or StorageLevel.MEMORY_AND_DISK_DESER)
+        if (int(counts["n"]), int(counts["h"] or 0)) != (self.n_rows, self.content_hash):
+            logger.warning("the input changed since it was prepared: %d valid rows now, "
+                           "%d then; the fit goes on with the rows read now",
+                           int(counts["n"]), self.n_rows)
+
     def unpersist(self) -> None:
         """Release the cache, or delete the scratch directory."""
         if self.scratch_path is None:
@@ -207,7 +225,7 @@ def prepare(df: DataFrame, spec: FeatureSpec, seed: int, dtype: str = "float32",
     if storage == "memory":
         partitions = partitions or default_parallelism(df.sparkSession)
         data, counts = _cache(rows, storage_level, partitions)
-        layout = {"n_partitions": partitions}
+        layout = {"n_partitions": partitions, "storage_level": storage_level}
     else:
         if n_input is None:
             n_input = df.count()
@@ -307,11 +325,17 @@ def _cache(rows: DataFrame, storage_level: StorageLevel, partitions: int):
     # unique, yet for every cached batch Spark fills a dictionary of the keys before giving
     # up on it (11% of prepare's CPU time on 2M x 32 rows, by a JFR profile). The setting
     # is read when persist() plans the cache, so it must hold from there.
-    spark = rows.sparkSession
-    with temporary_conf(spark, {"spark.sql.inMemoryColumnarStorage.compressed": "false"}):
-        cached = (rows.coalesce(partitions)
-                  .sortWithinPartitions("slot").persist(storage_level))
-        counts = cached.agg(*count_columns("weight" in rows.columns)).first()
+    return _fill_cache(rows.coalesce(partitions).sortWithinPartitions("slot"),
+                       storage_level)
+
+
+def _fill_cache(df: DataFrame, storage_level: StorageLevel):
+    """Persist ``df`` and fill its cache by one job that counts it: (``df``, its counts
+    as :func:`count_columns` names them)."""
+    with temporary_conf(df.sparkSession,
+                        {"spark.sql.inMemoryColumnarStorage.compressed": "false"}):
+        cached = df.persist(storage_level)
+        counts = cached.agg(*count_columns("weight" in df.columns)).first()
     return cached, counts
 
 

@@ -69,12 +69,13 @@ def connector_conf(jars: Optional[List[str]] = None) -> Dict[str, str]:
 
 
 def is_connect(spark) -> bool:
-    """True for a Spark Connect session (Databricks serverless): no RDD, no sparkContext."""
-    try:
-        from pyspark.sql.connect.session import SparkSession as ConnectSession
-    except ImportError:  # pragma: no cover - connect extras missing
-        return False
-    return isinstance(spark, ConnectSession)
+    """True for a Spark Connect session (Databricks serverless): no RDD, no sparkContext.
+
+    A Connect session exists only once its module is imported, so a classic session is told
+    apart without importing the Connect client (grpc and its kin: about 0.3 s, which the
+    first fit in a process would pay)."""
+    module = sys.modules.get("pyspark.sql.connect.session")
+    return module is not None and isinstance(spark, module.SparkSession)
 
 
 def existing_session() -> Optional[SparkSession]:

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..core.kernels import (BatchStats, assignment_stats, labels_and_distances, normalize_rows,
-                            row_norms_sq, smallest_keys)
+                            row_norms_sq, smallest_keys, warm_up)
 from ..core.loop import select_candidates
 from ..core.minibatch import minibatch_update
 from ..core.rng import keyed_uniform
@@ -339,8 +339,7 @@ def warmup_function(dtype):
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for _ in batches:
             pass
-        X = np.zeros((4, 2), dtype=dtype)
-        assignment_stats(X, X[:2].copy(), row_norms_sq(X[:2]), None)
+        warm_up(dtype)
         yield pa.RecordBatch.from_pydict({"ok": pa.array([1], pa.int32())})
 
     return fn

@@ -1,8 +1,9 @@
 """Reading and writing tables: the only module that touches storage.
 
 Everything between :func:`read_table` and :func:`write_table` is DataFrame in, DataFrame
-(or model) out. Tables are Parquet or Delta Lake, named by path or (for reading) by catalog
-table name. Delta goes through Spark's own Delta source when the session has one
+(or model) out. Tables are Parquet or Delta Lake, named by path or by catalog table name
+(``main.default.scores``), told apart by one rule, :func:`table_name`: a path has a ``/`` or
+a scheme, a name has neither. Delta goes through Spark's own Delta source when the session has one
 (Databricks, delta-spark with its jars) and otherwise through :mod:`minibatch_kmeans.tables.delta`,
 where delta-rs keeps the transaction log and Spark reads and writes the data files.
 
@@ -22,6 +23,8 @@ Examples
 >>> read_table(spark, "out/scores", "delta", version=3)      # doctest: +SKIP
 >>> read_table(spark, "out/scores", string_partitions=["run_id"])  # doctest: +SKIP
 >>> remove_partition(spark, "out/quarantine", "delta", {"run_id": "007"})  # doctest: +SKIP
+>>> write_table(scores, "main.ml.scores", "delta", partition_by=["run_id"],
+...             replace_partitions={"run_id": "007"})          # doctest: +SKIP
 >>> read_table(spark, fmt="delta", table="main.ml.points",
 ...            timestamp="2024-05-01T00:00:00Z")              # doctest: +SKIP
 """
@@ -37,6 +40,7 @@ from datetime import date, datetime
 from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import delta
@@ -87,8 +91,38 @@ def is_delta_dir(path: str) -> bool:
 def _check_table_name(table: str) -> str:
     if not isinstance(table, str) or not _TABLE_NAME.match(table.strip()):
         raise InvalidParamError(f"table name {table!r} is not valid: expected [catalog.]"
-                                "[schema.]table, parts of letters, digits and _ or in backticks")
+                                "[schema.]table (1 to 3 parts separated by dots, each of "
+                                "letters, digits and _, or in backticks), e.g. "
+                                "main.default.scores")
     return table.strip()
+
+
+def table_name(target: str) -> Optional[str]:
+    """The rule that tells a table's path from its catalog name, wherever a table is read
+    or written: a path has a ``/`` (or ``\\``) or a scheme (``s3a://...``, ``file:/...``,
+    ``dbfs:/...``); anything else names a catalog table, ``[catalog.][schema.]table``
+    (``main.default.scores``, ``default.scores``, ``scores``), and is returned checked
+    (a relative directory without a ``/`` is ``./scores``).
+
+    Raises
+    ------
+    InvalidParamError
+        Not a non-empty string, or neither a path nor a valid table name (``a.b.c.d``,
+        ``main..scores``, ``my-scores``), naming what was given and what was expected.
+    """
+    if not isinstance(target, str) or not target.strip():
+        raise InvalidParamError(f"table {target!r} is not valid: expected a path or a "
+                                "catalog table name ([catalog.][schema.]table)")
+    outside_quotes = re.sub(r"`[^`]*`", "", target)
+    if any(c in outside_quotes for c in "/\\:"):
+        return None
+    if not _TABLE_NAME.match(target.strip()):
+        raise InvalidParamError(
+            f"{target!r} is neither a path nor a valid table name: expected a path (with a "
+            "'/' or a scheme such as s3a:// or file:/; ./name for a relative folder) or a "
+            "catalog table name [catalog.][schema.]table (1 to 3 parts separated by dots, "
+            "each of letters, digits and _, or in backticks), e.g. main.default.scores")
+    return target.strip()
 
 
 def _column_names(name: str, value) -> List[str]:
@@ -144,7 +178,8 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     ----------
     spark : SparkSession
     path : str, optional
-        Any Spark path. Exactly one of ``path`` and ``table``.
+        Any Spark path, or a catalog table name (told apart by :func:`table_name`). Exactly
+        one of ``path`` and ``table``.
     fmt : {"parquet", "delta"}
     table : str, optional
         A catalog table name (``[catalog.][schema.]table``).
@@ -184,6 +219,10 @@ def read_table(spark: SparkSession, path: Optional[str] = None, fmt: str = "parq
     ImportError
         A Delta table without Spark's Delta source and without the deltalake package.
     """
+    if table is None and isinstance(path, str) and path.strip():
+        name = table_name(path)  # a catalog table name given as the path
+        if name is not None:
+            path, table = None, name
     table = _check_read_args(fmt, path, table, version, timestamp, since_version)
     string_partitions = _column_names("string_partitions", string_partitions)
     what = f"{fmt} table {table!r}" if table is not None else f"{fmt} table at {path!r}"
@@ -368,26 +407,33 @@ def _check_fits(what: str, existing: T.StructType, existing_parts: Sequence[str]
 
 def write_table(df: DataFrame, path: str, fmt: str = "parquet", mode: str = "overwrite",
                 partition_by: Optional[Sequence[str]] = None,
-                replace_partitions: bool = False) -> None:
+                replace_partitions: Union[bool, Mapping[str, str]] = False) -> None:
     """Write ``df`` to the table at ``path``.
 
     Parameters
     ----------
     df : DataFrame
     path : str
-        Any Spark path (delta-rs must reach it too for Delta without Spark's Delta source).
+        Any Spark path (delta-rs must reach it too for Delta without Spark's Delta source),
+        or a catalog table name (``main.default.scores``; told apart by
+        :func:`table_name`). A catalog table is created on its first write, as a managed
+        table of ``fmt`` partitioned by ``partition_by``; an existing one keeps its own
+        format, which must be ``fmt``.
     fmt : {"parquet", "delta"}
     mode : {"overwrite", "append"}
         ``"overwrite"`` (default) makes re-runs safe: the table holds ``df`` afterwards.
     partition_by : sequence of str, optional
         Partition columns of a new table; for an existing table they must be its own
         (default: the table's).
-    replace_partitions : bool
+    replace_partitions : bool or mapping of str to str
         Replace only the partitions ``df`` has rows for and leave the others (a scoring
         job's ``run_id`` partition: a re-run never duplicates rows). Needs mode
         ``"overwrite"`` and a partitioned table. Parquet and Spark's Delta source use
-        dynamic partition overwrite; the delta-rs fallback removes those partitions' files
-        and adds the new ones in one commit.
+        dynamic partition overwrite (``insertInto`` for a catalog table); the delta-rs
+        fallback removes those partitions' files and adds the new ones in one commit. A
+        mapping ``{"run_id": "007"}`` says which partition ``df`` replaces: a catalog
+        Delta table then replaces exactly it (Delta's ``replaceWhere``, which refuses rows
+        of other partitions); elsewhere it is the same as True.
 
     Raises
     ------
@@ -413,13 +459,20 @@ def write_table(df: DataFrame, path: str, fmt: str = "parquet", mode: str = "ove
     if replace_partitions and mode != "overwrite":
         raise InvalidParamError("replace_partitions=True replaces the partitions written: it "
                                 f"needs mode='overwrite', not {mode!r}")
+    if isinstance(replace_partitions, Mapping):
+        _check_partition_values(replace_partitions)
     spark = df.sparkSession
+    name = table_name(path)
+    if name is not None:
+        _write_catalog(spark, df, name, fmt, mode, parts, replace_partitions)
+        return
+    replace = bool(replace_partitions)  # by path: the partitions written, whichever
     if fmt == "parquet":
-        _write_parquet(spark, df, path, mode, parts, replace_partitions)
+        _write_parquet(spark, df, path, mode, parts, replace)
     elif delta.native_delta_available(spark):
-        _write_delta_native(spark, df, path, mode, parts, replace_partitions)
+        _write_delta_native(spark, df, path, mode, parts, replace)
     else:
-        _write_delta_fallback(df, path, mode, parts, replace_partitions)
+        _write_delta_fallback(df, path, mode, parts, replace)
 
 
 def _needs_parts(what: str, parts: List[str], replace_partitions: bool) -> None:
@@ -531,7 +584,7 @@ def remove_partition(spark: SparkSession, path: str, fmt: str,
     ----------
     spark : SparkSession
     path : str
-        Any Spark path.
+        Any Spark path, or a catalog table name (:func:`table_name`).
     fmt : {"parquet", "delta"}
     values : mapping of str to str
         The partition: a value for each of the table's partition columns, as written
@@ -542,7 +595,9 @@ def remove_partition(spark: SparkSession, path: str, fmt: str,
     neither, Spark overwrites the directory with no rows). Spark's Delta source: a
     ``DELETE`` of the partition's rows (its files, from the log). delta-rs: the partition's
     files removed in one commit, as a partition replacement removes them
-    (:func:`.delta.write.remove_partition`).
+    (:func:`.delta.write.remove_partition`). A catalog table: ``ALTER TABLE ... DROP
+    PARTITION`` (Parquet and other file formats), or the partition replaced by no rows
+    (Delta, ``replaceWhere``).
 
     Returns
     -------
@@ -559,12 +614,10 @@ def remove_partition(spark: SparkSession, path: str, fmt: str,
         writer changed that partition meanwhile.
     """
     _check_format(fmt)
-    if (not isinstance(values, Mapping) or not values
-            or not all(isinstance(k, str) and k and isinstance(v, str)
-                       for k, v in values.items())):
-        raise InvalidParamError(f"partition values {values!r} are not valid: expected a "
-                                "mapping of each partition column to its value as a string, "
-                                "e.g. {'run_id': '007'}")
+    _check_partition_values(values)
+    name = table_name(path)
+    if name is not None:
+        return _remove_catalog_partition(spark, name, fmt, values)
     what = f"{fmt} table at {path!r}"
     if fmt == "parquet":
         existing = _parquet_existing(spark, path)
@@ -591,6 +644,135 @@ def remove_partition(spark: SparkSession, path: str, fmt: str,
     logger.info("%s partition %s of the %s", "removed" if found else "there is no",
                 dict(values), what)
     return found
+
+
+def _check_partition_values(values) -> None:
+    if (not isinstance(values, Mapping) or not values
+            or not all(isinstance(k, str) and k and isinstance(v, str)
+                       for k, v in values.items())):
+        raise InvalidParamError(f"partition values {values!r} are not valid: expected a "
+                                "mapping of each partition column to its value as a string, "
+                                "e.g. {'run_id': '007'}")
+
+
+# -- catalog tables ---------------------------------------------------------------------------
+
+
+def _catalog_table(spark: SparkSession, name: str
+                   ) -> Optional[Tuple[str, T.StructType, List[str]]]:
+    """(provider, schema, partition columns) of the catalog table ``name``; None when there
+    is none."""
+    what = f"table {name!r}"
+    try:
+        if not spark.catalog.tableExists(name):
+            return None
+        rows = spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect()
+        schema = spark.read.table(name).schema
+    except delta.native.spark_errors() as e:
+        raise InvalidInputError(f"cannot use the {what}: {_reason(e)}") from None
+    provider, parts, section = "", [], None
+    for r in rows:
+        key = (r[0] or "").strip()
+        if key.startswith("#"):
+            section = section if key == "# col_name" else key
+        elif not key:
+            section = None
+        elif section == "# Partition Information" and key in schema.names:
+            parts.append(key)
+        elif key == "Provider":
+            provider = (r[1] or "").strip().lower()
+    return provider, schema, parts
+
+
+def _col(name: str):
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _partition_condition(values: Mapping[str, str]):
+    """The Column that holds for the rows of one partition (``values``)."""
+    cond = None
+    for c, v in values.items():
+        term = _col(c) == F.lit(v)
+        cond = term if cond is None else cond & term
+    return cond
+
+
+def _write_catalog(spark: SparkSession, df: DataFrame, name: str, fmt: str, mode: str,
+                   parts: Optional[List[str]],
+                   replace_partitions: Union[bool, Mapping[str, str]]) -> None:
+    """:func:`write_table` to the catalog table ``name``: created by ``saveAsTable`` on
+    the first write; then a partition replaced by Delta's ``replaceWhere`` (a mapping), or
+    rows inserted (``insertInto``, with dynamic partition overwrite to replace the
+    partitions written)."""
+    what = f"{fmt} table {name!r}"
+    existing = _catalog_table(spark, name)
+    if fmt == "delta":
+        if not delta.native_delta_available(spark):
+            raise InvalidParamError(
+                f"cannot write the {what}: a catalog Delta table needs Spark's Delta source "
+                "(Databricks, or delta-spark with its jars); without it give a path")
+        df = delta.native.without_udts(df)
+    if existing is not None:
+        provider, schema, table_parts = existing
+        if provider and provider != fmt:
+            raise InvalidInputError(f"cannot write to the table {name!r}: it is a {provider} "
+                                    f"table, not {fmt}: set the output format to {provider}, "
+                                    "or name another table")
+        parts = _check_fits(what, schema, table_parts, df, parts)
+    parts = parts or []
+    _needs_parts(what, parts, replace_partitions)
+    settings = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"} \
+        if fmt == "delta" else {}
+    if existing is None:
+        how = "created"
+    elif fmt == "delta" and isinstance(replace_partitions, Mapping):
+        how = f"replacing the partition {dict(replace_partitions)} (replaceWhere)"
+    else:
+        how = "replacing the partitions written" if replace_partitions else f"mode {mode}"
+        settings["spark.sql.sources.partitionOverwriteMode"] = \
+            "dynamic" if replace_partitions else "static"
+    with _native_write_errors(name), temporary_conf(spark, settings):
+        if existing is None:  # append: never replaces a table created meanwhile
+            writer = df.write.format(fmt).mode("append")
+            (writer.partitionBy(*parts) if parts else writer).saveAsTable(name)
+        elif fmt == "delta" and isinstance(replace_partitions, Mapping):
+            df.writeTo(name).overwrite(_partition_condition(replace_partitions))
+        else:  # insertInto goes by position: the table's column order
+            df.select(*[_col(c) for c in existing[1].names]).write.insertInto(
+                name, overwrite=mode == "overwrite")
+    logger.info("wrote %s (%s%s)", what, how, f", partitioned by {parts}" if parts else "")
+
+
+def _remove_catalog_partition(spark: SparkSession, name: str, fmt: str,
+                              values: Mapping[str, str]) -> bool:
+    """:func:`remove_partition` of the catalog table ``name``."""
+    what = f"{fmt} table {name!r}"
+    existing = _catalog_table(spark, name)
+    if existing is None:
+        logger.info("no %s: no partition %s to remove", what, dict(values))
+        return False
+    provider, schema, parts = existing
+    if sorted(parts) != sorted(values):
+        raise InvalidInputError(f"cannot remove the partition {dict(values)} of the {what}: "
+                                f"it is partitioned by {parts}, not {sorted(values)}")
+    cond = _partition_condition(values)
+    found = spark.read.table(name).where(cond).limit(1).count() > 0
+    if found:
+        with _native_write_errors(name):
+            if provider == "delta":  # the partition replaced by no rows
+                spark.createDataFrame([], schema).writeTo(name).overwrite(cond)
+            else:
+                spec = ", ".join(f"`{c.replace('`', '``')}` = {_sql_text(v)}"
+                                 for c, v in values.items())
+                spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION ({spec})")
+    logger.info("%s partition %s of the %s", "removed" if found else "there is no",
+                dict(values), what)
+    return found
+
+
+def _sql_text(value: str) -> str:
+    """A SQL string literal of ``value`` (a partition spec takes literals only)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 #: The characters Spark (Hive) escapes as %XX in a partition directory's name.

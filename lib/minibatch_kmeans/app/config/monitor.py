@@ -10,7 +10,7 @@ from ...evaluate.holdout import SILHOUETTE_ROWS
 from ...redaction import redact_text
 from . import values as val
 from .files import read_yaml
-from .sections import (driver_file, InputConfig, LoggingConfig, MlflowConfig, OutputConfig,
+from .sections import (report_file, InputConfig, LoggingConfig, MlflowConfig, OutputConfig,
                        SparkConfig, default_quality, parse_input, parse_logging, parse_mlflow,
                        parse_model, parse_output, parse_quality, parse_run_id, parse_spark)
 from .train import Config
@@ -24,18 +24,18 @@ def load_monitor_config(path: str, overrides: Sequence[str] = ()) -> "MonitorCon
     return parse_monitor_config(read_yaml(path, overrides))
 
 
-#: Stands for the run id in the monitor's driver-local file paths; the defaults put each
+#: Stands for the run id in the monitor's report file paths; the defaults put each
 #: run's files in its own directory, ``<output.dir>/<run id>/``, so that monitors sharing
 #: an output directory never write the same file.
 RUN_ID_FIELD = "{run_id}"
 
-#: Monitor output tables (partitioned by run_id) and driver-local files: key -> default
+#: Monitor output tables (partitioned by run_id) and report files: key -> default
 #: name under output.dir.
 MONITOR_OUTPUTS = ({"quality": "quality", "quarantine": "quarantine"},
                    {"quality_report": RUN_ID_FIELD + "/quality.json"})
 
 
-#: The drift report's driver-local files: key -> default name under output.dir.
+#: The drift report's files (any path or URI): key -> default name under output.dir.
 DRIFT_FILES = {"drift_json": RUN_ID_FIELD + "/drift.json",
                "drift_md": RUN_ID_FIELD + "/drift.md", "drift_png": RUN_ID_FIELD + "/drift.png"}
 
@@ -123,7 +123,7 @@ class MonitorConfig:
         return parse_monitor_config(raw)
 
     def for_run(self, run_id: str) -> "MonitorConfig":
-        """This config with ``{run_id}`` in the driver-local file paths (quality report,
+        """This config with ``{run_id}`` in the report file paths (quality report,
         drift files) replaced by ``run_id``.
 
         Raises
@@ -219,16 +219,16 @@ def _parse_monitor_settings(raw) -> MonitorSettings:
 def _parse_drift_files(raw) -> DriftFiles:
     raw = raw if isinstance(raw, dict) else {}
     base = raw.get("dir")
-    return DriftFiles(*(driver_file(raw, key, base, name) for key, name in DRIFT_FILES.items()))
+    return DriftFiles(*(report_file(raw, key, base, name) for key, name in DRIFT_FILES.items()))
 
 
 def _check_run_fields(out: OutputConfig, files: DriftFiles) -> None:
-    """Driver-local paths may hold ``{run_id}`` and no other ``{...}`` field."""
+    """Report file paths may hold ``{run_id}`` and no other ``{...}`` field."""
     for key, path in (("quality_report", out.quality_report), ("drift_json", files.json),
                       ("drift_md", files.markdown), ("drift_png", files.png)):
         if path is not None and ("{" in path.replace(RUN_ID_FIELD, "")
                                  or "}" in path.replace(RUN_ID_FIELD, "")):
-            val.fail(f"output.{key}", path, "a driver-local path whose only field is "
+            val.fail(f"output.{key}", path, "a path whose only field is "
                      f"{RUN_ID_FIELD} (the run's id), or null")
 
 

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
-from ...errors import ConfigError
-from ...paths import is_remote
+from ...errors import ConfigError, InvalidParamError
 from ...spark.params import PARAM_RULES
 from ...redaction import redact, redact_text
 from . import values as val
@@ -101,15 +100,16 @@ class OutputConfig:
     model : str or None
         Spark path of the saved model (train: default ``<dir>/model``).
     centers, metrics, quality, quarantine, predictions : str or None
-        Output tables (Spark paths), each partitioned by ``run_id`` so that a re-run
-        replaces its own rows. Train writes centers, metrics, quality and quarantine
+        Output tables, each a Spark path or a catalog table name (``main.default.scores``:
+        no ``/`` and no scheme), partitioned by ``run_id`` so that a re-run replaces its
+        own rows. Train writes centers, metrics, quality and quarantine
         (defaults ``<dir>/<name>``); score writes predictions, quality and quarantine.
         None skips a table; the quarantine table is written only when rows are invalid.
     summary, plot, quality_report : str or None
-        Driver-local files: the JSON summary, the convergence PNG and the JSON quality
-        report (defaults ``<dir>/summary.json``, ``<dir>/convergence.png`` and
-        ``<dir>/quality.json`` when ``dir`` is local or ``dbfs:/``, which is read through
-        the ``/dbfs`` mount); None skips them.
+        Report files: the JSON summary, the convergence PNG and the JSON quality report
+        (defaults ``<dir>/summary.json``, ``<dir>/convergence.png`` and
+        ``<dir>/quality.json``, next to the outputs); any path or URI (:func:`report_file`);
+        None skips them.
     """
 
     dir: str
@@ -253,7 +253,7 @@ def _check_shape(path: str, centers, k: Optional[int], n_cols: Optional[int]) ->
                           "one per input column (input.features.inputCols)")
 
 
-#: Output tables and driver-local files of each job: key -> default name under output.dir.
+#: Output tables and report files of each job: key -> default name under output.dir.
 TRAIN_OUTPUTS = ({"model": "model", "centers": "centers", "metrics": "metrics",
                   "quality": "quality", "quarantine": "quarantine"},
                  {"summary": "summary.json", "plot": "convergence.png",
@@ -262,23 +262,34 @@ TRAIN_OUTPUTS = ({"model": "model", "centers": "centers", "metrics": "metrics",
 
 OUTPUT_FORMATS = ("parquet", "delta")
 
+#: Outputs that are folders, never catalog tables: the saved model and the stream's state
+#: and checkpoint. The others are tables, each a path or a catalog table name.
+PATH_OUTPUTS = ("model", "state", "checkpoint")
 
-def driver_file(raw: Mapping[str, Any], key: str, base: str, name: str) -> Optional[str]:
-    """The driver-local output file ``output.<key>``: as given in ``raw`` (null skips it),
-    else ``<base>/<name>`` when ``base`` (output.dir) is on the driver."""
+
+def check_table(path: str, value: str) -> str:
+    """An output table, a path or a catalog table name (``main.default.scores``), told
+    apart by :func:`~minibatch_kmeans.tables.io.table_name`; ConfigError naming ``path``
+    when it is neither."""
+    from ...tables.io import table_name
+
+    try:
+        table_name(value)
+    except InvalidParamError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return value
+
+
+def report_file(raw: Mapping[str, Any], key: str, base: str, name: str) -> Optional[str]:
+    """The report file ``output.<key>`` (a small JSON, Markdown or PNG file): as given in
+    ``raw`` (null skips it), else ``<base>/<name>``, next to the outputs in output.dir.
+    Any path or URI: plain paths (``/Volumes/...`` too) are written with the driver's file
+    I/O, URIs (``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``, ``dbfs:``, ``file:``)
+    through Hadoop's FileSystem (:func:`minibatch_kmeans.paths.write_file`)."""
     path = f"output.{key}"
     if key in raw:
-        value = val.string(path, raw[key], allow_none=True)
-    elif is_remote(base):
-        raise ConfigError(
-            f"{path} is missing: output.dir={base!r} is not on the driver's file "
-            f"system, so set {path} to a local path (or dbfs:/), or to null to skip it")
-    else:
-        value = val.join_path(base, name)
-    if value is not None and is_remote(value):
-        val.fail(path, value, "a driver-local path (or dbfs:/, read through /dbfs), or null "
-                              "to skip it")
-    return value
+        return val.string(path, raw[key], allow_none=True)
+    return val.join_path(base, name)
 
 
 def parse_output(raw, outputs=TRAIN_OUTPUTS) -> OutputConfig:
@@ -289,11 +300,14 @@ def parse_output(raw, outputs=TRAIN_OUTPUTS) -> OutputConfig:
     paths = {key: val.string(f"output.{key}", s.get(key, val.join_path(base, name)),
                              allow_none=True)
              for key, name in tables.items()}
+    for key, value in paths.items():
+        if key not in PATH_OUTPUTS and value is not None:
+            check_table(f"output.{key}", value)
     if "model" in paths and paths["model"] is None:
         val.fail("output.model", None, "a path for the saved model")
     files = {}
     for key, name in file_names.items():
-        files[key] = driver_file(s.raw, key, base, name)
+        files[key] = report_file(s.raw, key, base, name)
     return OutputConfig(base, paths.get("model"), files.get("summary"), files.get("plot"),
                         fmt, paths.get("centers"), paths.get("metrics"), paths.get("quality"),
                         paths.get("quarantine"), paths.get("predictions"),

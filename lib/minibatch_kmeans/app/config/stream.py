@@ -26,7 +26,8 @@ def load_stream_config(path: str, overrides: Sequence[str] = ()) -> "StreamConfi
     return parse_stream_config(read_yaml(path, overrides))
 
 
-#: Stream outputs (Spark paths): key -> default name under output.dir.
+#: Stream outputs (Spark paths; predictions, metrics and quarantine may be catalog table
+#: names): key -> default name under output.dir.
 STREAM_OUTPUTS = ({"model": "model", "state": "state", "checkpoint": "checkpoint",
                    "predictions": "predictions", "metrics": "metrics",
                    "quarantine": "quarantine"}, {})

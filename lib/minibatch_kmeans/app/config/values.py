@@ -7,6 +7,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 from ... import checks
 from ...checks import Rule
 from ...errors import ConfigError
+from ...paths import join
 from ...redaction import redact
 
 MISSING = object()
@@ -40,7 +41,7 @@ def short(value) -> str:
 
 
 def join_path(base: str, name: str) -> str:
-    return base.rstrip("/") + "/" + name
+    return join(base, name)
 
 
 class Section:
