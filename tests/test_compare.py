@@ -36,6 +36,8 @@ def test_result_has_every_key_with_sane_values(result):
     r, _ = result
     assert r["data"] == {**r["data"], "rows": 3000, "features": D, "k": 5}
     assert r["data"]["sample_rows"] == 1000
+    # each side fitted its warm-up rows (10,000 by default: here the whole table) untimed
+    assert r["data"]["warm_up_rows"] == 3000
     for side in ("ours", "mllib"):
         s = r[side]
         assert s["fit_seconds"] > 0 and s["cost"] > 0
@@ -81,6 +83,7 @@ def test_writes_json_markdown_and_pngs(result):
     md = (out / "compare.md").read_text()
     assert md == markdown(r)
     assert "| full-data cost |" in md and "adjusted Rand index" in md
+    assert "each side first fitted 3,000 of its rows, untimed" in md
     for name in ("cost_vs_seconds.png", "cluster_sizes.png", "pca.png"):
         png = (out / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name

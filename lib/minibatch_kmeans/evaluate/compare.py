@@ -54,6 +54,8 @@ MLLIB_PARAMS = ("maxIter", "tol", "initMode", "initSteps", "solver", "maxBlockSi
 #: The most sample rows a comparison or tuning takes for its silhouette, agreement and
 #: picture (they are collected to the driver).
 MAX_SAMPLE_ROWS = 1_000_000
+#: Rows each side's untimed warm-up fit reads (``compare_with_mllib(warm_up_rows=)``)
+WARM_UP_ROWS = 10_000
 #: The single-machine references, in the order they run.
 REFERENCES = ("sklearn_minibatch", "sklearn_kmeans")
 
@@ -338,7 +340,7 @@ def _fit_sklearn(X: np.ndarray, w: Optional[np.ndarray], k: int, seed: int, max_
 def compare_with_mllib(df: DataFrame, estimator, *,
                        mllib: Optional[Mapping[str, Any]] = None, sample_size: int = 100_000,
                        local_max_mb: int = 1024, references: Sequence[str] = REFERENCES,
-                       trajectory_points: int = 12,
+                       trajectory_points: int = 12, warm_up_rows: int = WARM_UP_ROWS,
                        output_dir: Optional[str] = None) -> Dict[str, Any]:
     """Fit a configured :class:`~minibatch_kmeans.MiniBatchKMeans` and MLlib ``KMeans`` on
     the same cached input and compare them.
@@ -367,6 +369,12 @@ def compare_with_mllib(df: DataFrame, estimator, *,
     trajectory_points : int
         How many of our intermediate center sets get a full-data cost (the cost against
         seconds curve and ``ours.seconds_to_mllib_cost``).
+    warm_up_rows : int
+        Before either clock starts, each side fits once, untimed, on this many rows of the
+        input (at least 10 per cluster): the process's first-use costs (JVM class loading
+        and JIT, Python imports, compiled kernels) are then in neither fit's time, and
+        neither side pays them for the other, whichever runs first. 0: no warm-up (ours,
+        run first, then pays them alone).
     output_dir : str, optional
         Driver-local folder for ``compare.json``, ``compare.md`` and the PNGs.
 
@@ -380,7 +388,8 @@ def compare_with_mllib(df: DataFrame, estimator, *,
     _require("scipy.optimize")
     metrics = _require("sklearn.metrics")
     est, km = _check_options(estimator, mllib, references, sample_size=sample_size,
-                             trajectory_points=trajectory_points, local_max_mb=local_max_mb)
+                             trajectory_points=trajectory_points, local_max_mb=local_max_mb,
+                             warm_up_rows=warm_up_rows)
     spec = est.featureSpec(df)
     k, seed = est.getK(), est.getSeed()
     data, n, n_skipped = _input_frame(df, spec, est.getHandleInvalid())
@@ -388,6 +397,8 @@ def compare_with_mllib(df: DataFrame, estimator, *,
         if n < k:
             raise InvalidInputError(f"k={k} but the input has only {n} valid rows: expected "
                                     "at least k rows")
+        warm_rows = min(n, max(warm_up_rows, 10 * k)) if warm_up_rows else 0
+        _warm_up(est, km, data, warm_rows)
         fits = _fit_both(est, km, data, trajectory_points)
         sets = {"ours": np.array(fits["model"].clusterCenters()),
                 "mllib": np.array(fits["mllib_model"].clusterCenters())}
@@ -410,6 +421,7 @@ def compare_with_mllib(df: DataFrame, estimator, *,
     result: Dict[str, Any] = {
         "data": {"rows": n, "features": spec.n_features, "k": k, "skipped_rows": n_skipped,
                  "input": spec.describe(), "weight_col": spec.weight_col,
+                 "warm_up_rows": warm_rows,
                  "sample_rows": n_sample},
         "ours": _ours_section(est, fits, final, sil),
         "mllib": _mllib_section(km, fits, final, sil),
@@ -437,6 +449,22 @@ def compare_with_mllib(df: DataFrame, estimator, *,
     if output_dir:
         write_compare(result, output_dir, Xs, labels["ours"], sets)
     return result
+
+
+def _warm_up(est, km, data: DataFrame, rows: int) -> None:
+    """Each side's untimed fit on the first ``rows`` rows (see ``warm_up_rows``)."""
+    if rows <= 0:
+        return
+    t0 = time.perf_counter()
+    part = data.limit(rows).persist(STORAGE)
+    try:
+        part.count()
+        est.copy().fit(part)
+        km.copy({km.maxIter: 2}).fit(part)
+    finally:
+        part.unpersist()
+    logger.info("warmed up both sides on %d rows, untimed: %.1f s", rows,
+                time.perf_counter() - t0)
 
 
 def _fit_both(est, km, data: DataFrame, trajectory_points: int) -> Dict[str, Any]:
@@ -525,7 +553,8 @@ def _check_options(estimator, mllib, references, **counts):
         raise InvalidParamError(f"references={references!r} is invalid: expected a list of "
                                 f"some of {list(REFERENCES)}")
     for name, value in counts.items():
-        lo = 0 if name == "local_max_mb" else (1 if name == "trajectory_points" else 2)
+        lo = 0 if name in ("local_max_mb", "warm_up_rows") else (
+            1 if name == "trajectory_points" else 2)
         integer(name, value, lo, maximum=MAX_SAMPLE_ROWS if name == "sample_size" else None)
     mllib = dict(mllib or {})
     unknown = sorted(set(mllib) - set(MLLIB_PARAMS))
@@ -639,6 +668,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         "## How it was measured", "",
         f"- Input: {d['input']}, cached once before either clock started"
         + (f"; {d['skipped_rows']:,} invalid rows left out" if d["skipped_rows"] else "")
+        + (f"; each side first fitted {d['warm_up_rows']:,} of its rows, untimed, so that "
+           "neither clock holds the process's first-use costs (class loading, JIT, "
+           "imports, compiled kernels)" if d.get("warm_up_rows") else "")
         + ".",
         f"- Ours: fitMode {o.get('fit_mode')}, batch {o['batch_size']:,}, "
         f"{fmt(o.get('passes_over_data'), '.2f')} passes over the data in "

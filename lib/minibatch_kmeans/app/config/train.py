@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ...evaluate.compare import MAX_SAMPLE_ROWS
+from ...evaluate.compare import MAX_SAMPLE_ROWS, WARM_UP_ROWS
 from ...evaluate.holdout import SILHOUETTE_ROWS
 from ...spark.params import HANDLE_INVALID
 from . import values as val
@@ -39,6 +39,8 @@ class CompareConfig:
     trajectory_points : int
         Intermediate center sets of ours given a full-data cost (the cost/time curve).
     handle_invalid : {"error", "skip"}
+    warm_up_rows : int
+        Rows of each side's untimed warm-up fit before the timed ones (0: none).
     """
 
     mllib: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -47,6 +49,7 @@ class CompareConfig:
     references: Tuple[str, ...] = ("sklearn_minibatch", "sklearn_kmeans")
     trajectory_points: int = 12
     handle_invalid: str = "error"
+    warm_up_rows: int = WARM_UP_ROWS
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def _references(path: str, value) -> Tuple[str, ...]:
 
 def _parse_compare(raw) -> CompareConfig:
     s = val.Section("compare", raw, ("mllib", "sample_size", "local_max_mb", "references",
-                                     "trajectory_points", "handle_invalid"))
+                                     "trajectory_points", "handle_invalid", "warm_up_rows"))
     m = val.Section("compare.mllib", s.get("mllib", None), tuple(_MLLIB_RULES),
                     hints={"k": "k is shared: set model.k", "seed": "set model.seed",
                            "weightCol": "set input.weightCol"})
@@ -166,7 +169,9 @@ def _parse_compare(raw) -> CompareConfig:
         val.integer("compare.trajectory_points",
                     s.get("trajectory_points", d.trajectory_points), 1),
         val.choice("compare.handle_invalid", s.get("handle_invalid", d.handle_invalid),
-                   HANDLE_INVALID))
+                   HANDLE_INVALID),
+        val.integer("compare.warm_up_rows", s.get("warm_up_rows", d.warm_up_rows), 0,
+                    expected="an integer >= 0 (0: no warm-up fits)"))
 
 
 def _parse_tune(raw) -> TuneConfig:
