@@ -23,9 +23,8 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 def is_remote(path: str) -> bool:
     """True for a path the driver cannot open as a file (s3a:, abfss:, hdfs:...);
     local paths, ``file:`` and ``dbfs:`` (the /dbfs mount) are not remote."""
-    m = _SCHEME.match(path)
-    # one letter is a Windows drive; file: and dbfs: are reachable from the driver
-    return bool(m) and len(m.group(1)) > 1 and m.group(1).lower() not in ("file", "dbfs")
+    # file: and dbfs: are reachable from the driver
+    return has_scheme(path) and _SCHEME.match(path).group(1).lower() not in ("file", "dbfs")
 
 
 def driver_path(path: str) -> str:
@@ -78,7 +77,7 @@ def has_scheme(path: str) -> bool:
     """True for a URI (``s3a://b/x``, ``file:/x``, ``dbfs:/x``); False for a plain path
     (``out/x``, ``/Volumes/...``, ``/dbfs/...``, ``C:\\x``)."""
     m = _SCHEME.match(path)
-    return bool(m) and len(m.group(1)) > 1
+    return bool(m) and len(m.group(1)) > 1  # one letter is a Windows drive
 
 
 def _hadoop():
