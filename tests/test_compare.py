@@ -27,7 +27,7 @@ def data(spark):
 def result(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     est = MiniBatchKMeans(k=5, inputCols=cols(D), seed=3, batchSize=500)
-    r = compare_with_mllib(data[2], est, sample_size=1000, trajectory_points=5,
+    r = compare_with_mllib(data[2], est, sample_size=1000, trajectory_points=5, repeats=3,
                            output_dir=str(out))
     return r, out
 
@@ -41,6 +41,9 @@ def test_result_has_every_key_with_sane_values(result):
     for side in ("ours", "mllib"):
         s = r[side]
         assert s["fit_seconds"] > 0 and s["cost"] > 0
+        # three timed fits per side (repeats=3): the time is their median
+        runs = s["fit_seconds_runs"]
+        assert len(runs) == 3 and s["fit_seconds"] == sorted(runs)[1]
         assert -1 <= s["silhouette"] <= 1
         assert sum(s["cluster_sizes"]) == 3000 and len(s["cluster_sizes"]) == 5
     assert r["ours"]["steps"] >= 1 and 0 < r["ours"]["rows_seen"]
@@ -84,6 +87,7 @@ def test_writes_json_markdown_and_pngs(result):
     assert md == markdown(r)
     assert "| full-data cost |" in md and "adjusted Rand index" in md
     assert "each side first fitted 3,000 of its rows, untimed" in md
+    assert "the median of 3 timed fits per side, taken in turn (ours: " in md
     for name in ("cost_vs_seconds.png", "cluster_sizes.png", "pca.png"):
         png = (out / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
@@ -154,6 +158,7 @@ def test_invalid_rows_error_or_skip(spark, tmp_path):
     ({}, {"mllib": {"fast": True}}, r"mllib Params \['fast'\] are not supported"),
     ({"distanceMeasure": "cosine"}, {}, "squared Euclidean"),
     ({}, {"sample_size": 1}, "sample_size=1 is invalid"),
+    ({}, {"repeats": 0}, "repeats=0 is invalid"),
     ({}, {"sample_size": 2_000_000}, r"sample_size=2000000 is invalid: expected an integer in"),
     ({"handleInvalid": "keep"}, {}, "handleInvalid='keep'"),
     ({}, {"references": ["sklearn_dbscan"]}, "references=.*sklearn_dbscan"),

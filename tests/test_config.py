@@ -114,14 +114,14 @@ def test_compare_section_defaults_and_values():
     cfg = Config.from_dict(BASE)
     assert cfg.compare.mllib == {} and cfg.compare.sample_size == 100_000
     assert cfg.compare.local_max_mb == 1024 and cfg.compare.handle_invalid == "error"
-    assert cfg.compare.warm_up_rows == 10_000
+    assert cfg.compare.warm_up_rows == 10_000 and cfg.compare.repeats == 1
     raw = with_value("compare", {"mllib": {"solver": "row", "maxIter": 7, "tol": "1e-6"},
                                  "local_max_mb": 0, "handle_invalid": "skip",
-                                 "warm_up_rows": 0})
+                                 "warm_up_rows": 0, "repeats": 3})
     cfg = Config.from_dict(raw)
     assert dict(cfg.compare.mllib) == {"solver": "row", "maxIter": 7, "tol": 1e-6}
     assert cfg.compare.local_max_mb == 0 and cfg.compare.handle_invalid == "skip"
-    assert cfg.compare.warm_up_rows == 0
+    assert cfg.compare.warm_up_rows == 0 and cfg.compare.repeats == 3
     assert cfg.compare.references == ("sklearn_minibatch", "sklearn_kmeans")
     assert Config.from_dict(with_value("compare.references", [])).compare.references == ()
     shipped = load_config(str(CONF_DIR / "compare.yaml"))
@@ -286,6 +286,7 @@ BAD = [
     ("compare.local_max_mb", -1, "compare.local_max_mb"),
     ("compare.handle_invalid", "keep", "compare.handle_invalid"),
     ("compare.warm_up_rows", -5, "compare.warm_up_rows"),
+    ("compare.repeats", 0, "compare.repeats"),
     ("compare.references", ["sklearn_dbscan"], "compare.references"),
 ]
 

@@ -6,8 +6,8 @@ from helpers import blobs, sq_cost
 from minibatch_kmeans.core import rng as rng_mod
 from minibatch_kmeans.core.kernels import batch_stats
 from minibatch_kmeans.core.minibatch import Convergence, MiniBatchState, minibatch_update
-from minibatch_kmeans.core.passes import (lloyd_step, merge_epochs, minibatch_epochs,
-                                          run_passes)
+from minibatch_kmeans.core.passes import (batches_in_order, lloyd_step, merge_epochs,
+                                          minibatch_epochs, run_passes)
 
 
 def _plain_loop(X, C, batch, epochs, salt, keys):
@@ -38,6 +38,35 @@ def test_one_task_is_sculleys_loop():
     r2 = minibatch_epochs(X[perm], C0, np.zeros(3), 64, 3, 42, keys=keys[perm],
                           max_no_improvement=None)
     np.testing.assert_allclose(r2.stats.sums, r.stats.sums, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n,batch,top", [(0, 5, 10), (1, 5, 10), (10, 3, 4), (1000, 7, 50),
+                                         (5000, 10, 2 ** 64 - 1), (20000, 64, 2 ** 63),
+                                         (3000, 1, 3)])
+def test_batches_in_order_are_the_stable_argsort_in_runs(n, batch, top):
+    """Sorting lazily, chunk by chunk, gives the stable argsort exactly: ties (duplicate
+    rows share a key) in index order, the extreme values, few distinct values."""
+    h = np.random.default_rng(n).integers(0, top, size=n, dtype=np.uint64)
+    if n > 4:
+        h[:3], h[3] = np.uint64(top - 1), 0
+    runs = list(batches_in_order(h, batch))
+    assert all(len(r) == batch for r in runs[:-1])
+    assert 0 < len(runs[-1]) <= batch if runs else n == 0
+    order = np.concatenate(runs) if runs else np.empty(0, dtype=np.intp)
+    np.testing.assert_array_equal(order, np.argsort(h, kind="stable"))
+
+
+def test_many_batches_per_epoch_follow_the_plain_loop():
+    """Epochs of many batches (the order is sorted lazily, several chunks per epoch) are
+    still Sculley's loop over the stable key order."""
+    X, _, _ = blobs(n=3000, k=3, d=2, seed=5)
+    keys = np.arange(len(X), dtype=np.int64) * 104729
+    C0 = X[:3] + 0.5
+    r = minibatch_epochs(X, C0, np.zeros(3), 10, 2, 7, keys=keys, max_no_improvement=None)
+    assert r.steps == 2 * 300
+    C_ref, W_ref = _plain_loop(X, C0, 10, 2, 7, keys)
+    np.testing.assert_allclose(r.stats.weights, W_ref)
+    np.testing.assert_allclose(r.stats.sums, W_ref[:, None] * C_ref, rtol=1e-10)
 
 
 def test_early_stop_and_reassignment():

@@ -1,5 +1,7 @@
 """Rows collected to the driver batch by batch (spark.collect): the DataFrame's own order
 whatever order its tasks finish in, invalid rows left out, weights kept."""
+import time
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
@@ -63,3 +65,42 @@ def test_a_failing_job_raises_spark_s_error_not_a_socket_error(spark):
         "CAST(assert_true(id < 50, 'row too large') AS FLOAT) AS f0")
     with pytest.raises(Exception, match="row too large"):
         collect.collect_matrix(df, 1, np.float32)
+
+
+def _features(spark, n, scale):
+    return spark.range(0, n, 1, 3).select(*[(F.col("id") * scale + j).cast("float")
+                                             .alias(f"f{j}") for j in range(4)])
+
+
+def test_fits_back_to_back_write_into_the_memory_the_last_one_left(spark, monkeypatch):
+    """Inside matrix_memory blocks, a collect writes into the memory of the last block's
+    matrix (kept for KEEP_SECONDS) and still gives its own rows; outside a block, or once
+    KEEP_SECONDS have passed, it allocates anew; a larger matrix than the kept one gets
+    new memory."""
+    want = [np.arange(500, dtype=np.float32)[:, None] * s + np.arange(4, dtype=np.float32)
+            for s in (1.0, 2.0)]
+    collect.release_kept_memory()  # what earlier fits kept
+    with collect.matrix_memory():
+        first = collect.collect_matrix(_features(spark, 500, 1.0), 4, np.float32, 500).X
+        np.testing.assert_array_equal(first, want[0])
+    with collect.matrix_memory():
+        second = collect.collect_matrix(_features(spark, 500, 2.0), 4, np.float32, 500).X
+        assert np.shares_memory(first, second)
+        np.testing.assert_array_equal(second, want[1])
+        with collect.matrix_memory():  # a nested block finds nothing kept
+            nested = collect.collect_matrix(_features(spark, 500, 1.0), 4, np.float32, 500).X
+            assert not np.shares_memory(nested, second)
+    outside = collect.collect_matrix(_features(spark, 500, 1.0), 4, np.float32, 500).X
+    assert not np.shares_memory(outside, second)
+    with collect.matrix_memory():  # more rows than the kept memory holds
+        big = collect.collect_matrix(_features(spark, 5000, 1.0), 4, np.float32, 5000).X
+        assert not np.shares_memory(big, second) and len(big) == 5000
+    monkeypatch.setattr(collect, "KEEP_SECONDS", 0.2)
+    with collect.matrix_memory():
+        kept = collect.collect_matrix(_features(spark, 500, 1.0), 4, np.float32, 500).X
+        assert np.shares_memory(kept, big)
+    time.sleep(1.0)
+    with collect.matrix_memory():
+        late = collect.collect_matrix(_features(spark, 500, 1.0), 4, np.float32, 500).X
+        assert not np.shares_memory(late, kept)
+        np.testing.assert_array_equal(late, want[0])

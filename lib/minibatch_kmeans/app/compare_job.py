@@ -40,7 +40,7 @@ def run_compare(spark, cfg) -> CompareResult:
         df, MiniBatchKMeans(**params), mllib=dict(c.mllib), sample_size=c.sample_size,
         local_max_mb=c.local_max_mb, references=c.references,
         trajectory_points=c.trajectory_points, warm_up_rows=c.warm_up_rows,
-        output_dir=cfg.output.dir)
+        repeats=c.repeats, output_dir=cfg.output.dir)
     if cfg.mlflow is not None:
         o, m = result["ours"], result["mllib"]
         metrics = {"speedup": result["speedup"], "cost_ratio": result["cost_ratio"],

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -133,14 +133,14 @@ def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray
     for epoch in range(max_epochs):
         salt = rng_mod.salt(int(order_salt), epoch)
         if keys is not None:
-            order = np.argsort(rng_mod.keyed_uint64(keys, salt), kind="stable")
+            batches = batches_in_order(rng_mod.keyed_uint64(keys, salt), batch_size)
         else:
             order = np.random.default_rng(int(salt)).permutation(n)
+            batches = (order[i:i + batch_size] for i in range(0, n, batch_size))
         epochs += 1
         last = BatchStats.empty(k, d)
         stop = None
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batches:
             Cj = np.ascontiguousarray(normalize_rows(C) if spherical else C, dtype=dtype)
             w = None if sample_weight is None else sample_weight[idx]
             part = assignment_stats(X[idx], Cj, row_norms_sq(Cj), w)
@@ -167,6 +167,37 @@ def minibatch_epochs(X: np.ndarray, centers: np.ndarray, weight_sums: np.ndarray
     # a reassignment these are the sums and weights of every assignment it made.
     last.sums, last.weights = W[:, None] * C - W0[:, None] * C0, W - W0
     return EpochsResult(last, epochs, steps, reason, conv.ewa, n)
+
+
+def batches_in_order(h: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """``np.argsort(h, kind="stable")`` in runs of ``batch_size`` indices, sorted only as
+    far as they are taken. ``h`` holds unsigned hash values, spread evenly: the rows below
+    a threshold about 16 batches into their range come first, sorted, then the rows up to
+    a threshold four times further, and so on. An epoch that stops after a few batches
+    sorts a few batches' worth of rows, not all of them (1M rows: 0.1 s). The order is
+    the same whatever the values; only the work depends on their spread."""
+    n = len(h)
+    lo, hi = (float(h.min()), float(h.max())) if n else (0.0, 0.0)
+    frac = 16 * batch_size / max(n, 1)
+    below = None  # every row whose value is at most this has been taken
+    pending = np.empty(0, dtype=np.intp)
+    done = n == 0
+    while True:
+        while len(pending) < batch_size and not done:
+            t = lo + (hi - lo) * frac
+            take = np.ones(n, dtype=bool) if below is None else h > below
+            if t >= hi:
+                done = True
+            else:
+                below = h.dtype.type(t)
+                take &= h <= below
+                frac *= 4
+            chunk = np.flatnonzero(take)
+            pending = np.concatenate([pending, chunk[np.argsort(h[chunk], kind="stable")]])
+        if not len(pending):
+            return
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
 
 
 def merge_epochs(results: List[EpochsResult], max_candidates: Optional[int] = None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import statistics
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
@@ -341,7 +342,7 @@ def compare_with_mllib(df: DataFrame, estimator, *,
                        mllib: Optional[Mapping[str, Any]] = None, sample_size: int = 100_000,
                        local_max_mb: int = 1024, references: Sequence[str] = REFERENCES,
                        trajectory_points: int = 12, warm_up_rows: int = WARM_UP_ROWS,
-                       output_dir: Optional[str] = None) -> Dict[str, Any]:
+                       repeats: int = 1, output_dir: Optional[str] = None) -> Dict[str, Any]:
     """Fit a configured :class:`~minibatch_kmeans.MiniBatchKMeans` and MLlib ``KMeans`` on
     the same cached input and compare them.
 
@@ -375,6 +376,12 @@ def compare_with_mllib(df: DataFrame, estimator, *,
         and JIT, Python imports, compiled kernels) are then in neither fit's time, and
         neither side pays them for the other, whichever runs first. 0: no warm-up (ours,
         run first, then pays them alone).
+    repeats : int
+        Timed fits per side, taken in turn (ours, MLlib, ours, ...); each side's
+        ``fit_seconds`` is its median fit's (the lower middle one for an even count;
+        ``fit_seconds_runs`` lists them all), so that one fit slowed by the machine does
+        not decide the speedup. Our trajectory is the median fit's; the models are the
+        last fits' (a seed gives the same centers every time).
     output_dir : str, optional
         Driver-local folder for ``compare.json``, ``compare.md`` and the PNGs.
 
@@ -389,7 +396,7 @@ def compare_with_mllib(df: DataFrame, estimator, *,
     metrics = _require("sklearn.metrics")
     est, km = _check_options(estimator, mllib, references, sample_size=sample_size,
                              trajectory_points=trajectory_points, local_max_mb=local_max_mb,
-                             warm_up_rows=warm_up_rows)
+                             warm_up_rows=warm_up_rows, repeats=repeats)
     spec = est.featureSpec(df)
     k, seed = est.getK(), est.getSeed()
     data, n, n_skipped = _input_frame(df, spec, est.getHandleInvalid())
@@ -399,7 +406,7 @@ def compare_with_mllib(df: DataFrame, estimator, *,
                                     "at least k rows")
         warm_rows = min(n, max(warm_up_rows, 10 * k)) if warm_up_rows else 0
         _warm_up(est, km, data, warm_rows)
-        fits = _fit_both(est, km, data, trajectory_points)
+        fits = _fit_both(est, km, data, trajectory_points, repeats)
         sets = {"ours": np.array(fits["model"].clusterCenters()),
                 "mllib": np.array(fits["mllib_model"].clusterCenters())}
         refs = _run_references(data, spec, n, sets, est, references, local_max_mb)
@@ -467,22 +474,28 @@ def _warm_up(est, km, data: DataFrame, rows: int) -> None:
                 time.perf_counter() - t0)
 
 
-def _fit_both(est, km, data: DataFrame, trajectory_points: int) -> Dict[str, Any]:
-    """Ours first (its prepare and init included, its trajectory recorded), then MLlib's,
-    each timed as a user waits for it."""
-    t0 = time.perf_counter()
-    on_step, finish = _trajectory_recorder(trajectory_points, t0)
-    model = est.fitWithCallback(data, on_step)
-    ours_seconds = time.perf_counter() - t0
-    trajectory = finish()
-    logger.info("ours: %.1f s, %d steps (%s)", ours_seconds, model.summary.numSteps,
-                model.summary.stopReason)
-    t0 = time.perf_counter()
-    mllib_model = km.fit(data)
-    mllib_seconds = time.perf_counter() - t0
-    logger.info("MLlib: %.1f s, %d iterations", mllib_seconds, mllib_model.summary.numIter)
-    return {"model": model, "ours_seconds": ours_seconds, "trajectory": trajectory,
-            "mllib_model": mllib_model, "mllib_seconds": mllib_seconds}
+def _fit_both(est, km, data: DataFrame, trajectory_points: int, repeats: int
+              ) -> Dict[str, Any]:
+    """Ours (its prepare and init included, its trajectory recorded), then MLlib's, each
+    timed as a user waits for it; ``repeats`` times in turn. Each side's time is the median
+    fit's (the lower middle one for an even count); ours keeps that fit's trajectory."""
+    ours, theirs, trajectories = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        on_step, finish = _trajectory_recorder(trajectory_points, t0)
+        model = est.fitWithCallback(data, on_step)
+        ours.append(time.perf_counter() - t0)
+        trajectories.append(finish())
+        logger.info("ours: %.1f s, %d steps (%s)", ours[-1], model.summary.numSteps,
+                    model.summary.stopReason)
+        t0 = time.perf_counter()
+        mllib_model = km.fit(data)
+        theirs.append(time.perf_counter() - t0)
+        logger.info("MLlib: %.1f s, %d iterations", theirs[-1], mllib_model.summary.numIter)
+    median = sorted(range(repeats), key=ours.__getitem__)[(repeats - 1) // 2]
+    return {"model": model, "ours_seconds": ours[median], "ours_runs": ours,
+            "trajectory": trajectories[median], "mllib_model": mllib_model,
+            "mllib_seconds": statistics.median_low(theirs), "mllib_runs": theirs}
 
 
 def _run_references(data, spec, n, sets, est, references, local_max_mb) -> Dict[str, Any]:
@@ -509,7 +522,8 @@ def _ours_section(est, fits, final, sil) -> Dict[str, Any]:
     reached = [t["seconds"] for t in trajectory
                if t["cost"] <= final["mllib"]["cost"] * (1 + 1e-12)]
     return {
-        "fit_seconds": fits["ours_seconds"], "cost": final["ours"]["cost"],
+        "fit_seconds": fits["ours_seconds"], "fit_seconds_runs": fits["ours_runs"],
+        "cost": final["ours"]["cost"],
         "silhouette": sil["ours"], "steps": summ.numSteps, "epochs": summ.numIter,
         "rows_seen": summ.rowsSeen, "stop_reason": summ.stopReason,
         "batch_size": summ.batchSize, "prepare_seconds": summ.prepareSeconds,
@@ -529,7 +543,8 @@ def _ours_section(est, fits, final, sil) -> Dict[str, Any]:
 def _mllib_section(km, fits, final, sil) -> Dict[str, Any]:
     msumm = fits["mllib_model"].summary
     return {
-        "fit_seconds": fits["mllib_seconds"], "cost": final["mllib"]["cost"],
+        "fit_seconds": fits["mllib_seconds"], "fit_seconds_runs": fits["mllib_runs"],
+        "cost": final["mllib"]["cost"],
         "silhouette": sil["mllib"], "iterations": int(msumm.numIter),
         "reported_training_cost": float(msumm.trainingCost),
         "cluster_sizes": final["mllib"]["sizes"],
@@ -554,7 +569,7 @@ def _check_options(estimator, mllib, references, **counts):
                                 f"some of {list(REFERENCES)}")
     for name, value in counts.items():
         lo = 0 if name in ("local_max_mb", "warm_up_rows") else (
-            1 if name == "trajectory_points" else 2)
+            1 if name in ("trajectory_points", "repeats") else 2)
         integer(name, value, lo, maximum=MAX_SAMPLE_ROWS if name == "sample_size" else None)
     mllib = dict(mllib or {})
     unknown = sorted(set(mllib) - set(MLLIB_PARAMS))
@@ -672,6 +687,10 @@ def markdown(result: Mapping[str, Any]) -> str:
            "neither clock holds the process's first-use costs (class loading, JIT, "
            "imports, compiled kernels)" if d.get("warm_up_rows") else "")
         + ".",
+        *([f"- Fit seconds: the median of {len(o['fit_seconds_runs'])} timed fits per side, "
+           "taken in turn (ours: " + ", ".join(f"{x:.2f}" for x in o["fit_seconds_runs"])
+           + " s; MLlib: " + ", ".join(f"{x:.2f}" for x in m["fit_seconds_runs"]) + " s)."]
+          if len(o.get("fit_seconds_runs") or ()) > 1 else []),
         f"- Ours: fitMode {o.get('fit_mode')}, batch {o['batch_size']:,}, "
         f"{fmt(o.get('passes_over_data'), '.2f')} passes over the data in "
         f"{o.get('jobs')} Spark jobs, stopped by {o['stop_reason']}; the fit time includes "

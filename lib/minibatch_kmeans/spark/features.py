@@ -107,12 +107,14 @@ class FeatureSpec:
             ok = ok & (w * F.lit(0.0) == F.lit(0.0)) & (w >= F.lit(0.0))
         return F.coalesce(ok, F.lit(False))
 
-    def staged_sql(self, cosine: bool) -> Optional[List[str]]:
+    def staged_sql(self, cosine: bool, cast_to: Optional[str] = None
+                   ) -> Optional[List[str]]:
         """For numeric input columns, what :func:`prepare.prepared_rows` projects first,
         as SQL text (``_valid``, ``f0`` ... as double, ``weight``): the same expressions as
         :meth:`valid_expr` and :meth:`feature_exprs`, parsed by Spark in one call instead
         of built by hundreds of Python-to-JVM calls (about 0.3 s at 32 columns). None for
-        vector and array columns."""
+        vector and array columns. ``cast_to``: the SQL type the features are then cast
+        to (``f0`` ... in that type)."""
         if self.kind != "columns":
             return None
         feats = [f"CAST({quoted(c)} AS DOUBLE)" for c in self.columns]
@@ -131,7 +133,8 @@ class FeatureSpec:
             w = f"CAST({quoted(self.weight_col)} AS DOUBLE)"
             ok += f" AND (({w} * 0.0D) = 0.0D) AND ({w} >= 0.0D)"
         out.append(f"coalesce({ok}, false) AS _valid")
-        out += [f"{x} AS f{i}" for i, x in enumerate(feats)]
+        out += [(f"CAST({x} AS {cast_to})" if cast_to else x) + f" AS f{i}"
+                for i, x in enumerate(feats)]
         if self.weight_col is not None:
             out.append(f"{w} AS weight")
         return out

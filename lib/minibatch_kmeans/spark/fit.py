@@ -17,6 +17,7 @@ from ..core.kernels import BatchStats
 from ..core.loop import candidate_salt, max_candidates, run_steps
 from ..core.minibatch import StepRecord
 from .checkpoint import FitCheckpoints
+from .collect import matrix_memory
 from .features import FeatureSpec
 from .initialize import Initializer
 from .params import (FitParams, FitResult, check_initial_centers, check_prepared,
@@ -226,7 +227,8 @@ def fit(df, spec: FeatureSpec, params: FitParams, should_stop=None, on_step=None
                               params.spherical)
     with jit_sized_codegen(df.sparkSession):
         if params.fit_mode != "step":
-            return fit_passes(df, spec, params, should_stop, on_step)
+            with matrix_memory():  # no matrix it collects outlives the fit
+                return fit_passes(df, spec, params, should_stop, on_step)
         return _fit_steps(df, spec, params, should_stop, on_step)
 
 

@@ -281,6 +281,9 @@ def valid_features(df: DataFrame, spec: FeatureSpec, dtype: str = "float32",
     :func:`prepared_rows` gives for them, without computing their keys. ``with_invalid``:
     every row, with its validity in a first column ``_valid`` (an invalid row's features
     are whatever its input held)."""
+    single = spec.staged_sql(cosine, cast_to=dtype_name(dtype)) if with_invalid else None
+    if single is not None:  # one projection: each row's validity is computed once anyway
+        return df.selectExpr(*single)
     cols = [f"CAST({n} AS {dtype_name(dtype)}) AS {n}" for n in feature_names(spec.n_features)]
     cols += ["weight"] if spec.weight_col else []
     staged = _staged(df, spec, cosine)

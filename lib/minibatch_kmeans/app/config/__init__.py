@@ -10,7 +10,7 @@ A config file has these sections::
     output:   {dir, model, summary, plot}                 # model/summary/plot default under dir
     logging:  {level}
     compare:  {mllib: {solver, ...}, sample_size, local_max_mb, references,
-               trajectory_points, handle_invalid, warm_up_rows}         # jobs/compare.py only
+               trajectory_points, handle_invalid, warm_up_rows, repeats}  # jobs/compare.py only
     tune:     {k: [...], batch_sizes, holdout_fraction, sample_size}  # jobs/tune.py only
 
 Every field is validated: a bad value or an unknown key raises :class:`ConfigError`

@@ -41,6 +41,8 @@ class CompareConfig:
     handle_invalid : {"error", "skip"}
     warm_up_rows : int
         Rows of each side's untimed warm-up fit before the timed ones (0: none).
+    repeats : int
+        Timed fits per side, in turn; each side's time is their median.
     """
 
     mllib: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -50,6 +52,7 @@ class CompareConfig:
     trajectory_points: int = 12
     handle_invalid: str = "error"
     warm_up_rows: int = WARM_UP_ROWS
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ def _references(path: str, value) -> Tuple[str, ...]:
 
 def _parse_compare(raw) -> CompareConfig:
     s = val.Section("compare", raw, ("mllib", "sample_size", "local_max_mb", "references",
-                                     "trajectory_points", "handle_invalid", "warm_up_rows"))
+                                     "trajectory_points", "handle_invalid", "warm_up_rows",
+                                     "repeats"))
     m = val.Section("compare.mllib", s.get("mllib", None), tuple(_MLLIB_RULES),
                     hints={"k": "k is shared: set model.k", "seed": "set model.seed",
                            "weightCol": "set input.weightCol"})
@@ -171,7 +175,8 @@ def _parse_compare(raw) -> CompareConfig:
         val.choice("compare.handle_invalid", s.get("handle_invalid", d.handle_invalid),
                    HANDLE_INVALID),
         val.integer("compare.warm_up_rows", s.get("warm_up_rows", d.warm_up_rows), 0,
-                    expected="an integer >= 0 (0: no warm-up fits)"))
+                    expected="an integer >= 0 (0: no warm-up fits)"),
+        val.integer("compare.repeats", s.get("repeats", d.repeats), 1))
 
 
 def _parse_tune(raw) -> TuneConfig:
