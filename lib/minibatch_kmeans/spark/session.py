@@ -38,7 +38,7 @@ JIT_SIZED_CODEGEN = {"spark.sql.codegen.hugeMethodLimit": "8000"}
 #: manager and fetched back from it: more copies of the table through the JVM's heap.
 #: Local sessions built here take results up to Spark's RPC message cap (128 MB) directly,
 #: the driver being in the same JVM (1M x 32: the collect 1.0-1.7 s instead of 1.1-2.7 s,
-#: 3 fresh processes each, 3 fits each). It is a setting of the JVM's start, so a session
+#: in 2 fresh processes of 3 fits each). It is a setting of the JVM's start, so a session
 #: built elsewhere keeps its own.
 LOCAL_SESSION_CONF = {"spark.task.maxDirectResultSize": "128m"}
 
