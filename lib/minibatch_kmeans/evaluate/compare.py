@@ -23,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import statistics
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
@@ -492,10 +491,15 @@ def _fit_both(est, km, data: DataFrame, trajectory_points: int, repeats: int
         mllib_model = km.fit(data)
         theirs.append(time.perf_counter() - t0)
         logger.info("MLlib: %.1f s, %d iterations", theirs[-1], mllib_model.summary.numIter)
-    median = sorted(range(repeats), key=ours.__getitem__)[(repeats - 1) // 2]
+    median = _median_run(ours)
     return {"model": model, "ours_seconds": ours[median], "ours_runs": ours,
             "trajectory": trajectories[median], "mllib_model": mllib_model,
-            "mllib_seconds": statistics.median_low(theirs), "mllib_runs": theirs}
+            "mllib_seconds": theirs[_median_run(theirs)], "mllib_runs": theirs}
+
+
+def _median_run(seconds: List[float]) -> int:
+    """The index of the median of ``seconds`` (the lower middle one for an even count)."""
+    return sorted(range(len(seconds)), key=seconds.__getitem__)[(len(seconds) - 1) // 2]
 
 
 def _run_references(data, spec, n, sets, est, references, local_max_mb) -> Dict[str, Any]:
